@@ -1,0 +1,81 @@
+"""dualsci.io: atomic outputs, manifests and the demo index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dualsci.io import JsonlManifest, atomic_dir, atomic_write, sha256_file, write_index_html, write_json_atomic
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_write(target, "w") as handle:
+            handle.write("new")
+            raise ValueError
+    assert target.read_text() == "old"
+    with atomic_write(target, "w") as handle:
+        handle.write("new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
+    target = tmp_path / "dataset"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert (target / "a.txt").read_text() == "a"
+    with pytest.raises(FileExistsError, match="dataset"):
+        with atomic_dir(target):
+            pass
+    with pytest.raises(KeyError):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("b")
+            raise KeyError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+    assert (target / "a.txt").exists() and not (target / "b.txt").exists()
+
+
+def test_json_and_checksum(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"x": np.float32(1.5), "a": np.arange(3)})
+    assert json.loads(path.read_text()) == {"x": 1.5, "a": [0, 1, 2]}
+    assert len(sha256_file(path)) == 64
+    assert sha256_file(path) == sha256_file(path)
+
+
+def test_manifest_resume_ignores_torn_tail(tmp_path):
+    manifest = JsonlManifest(tmp_path / "m.jsonl", key="id")
+    manifest.append({"id": 1, "v": "a"})
+    manifest.append({"id": 2, "v": "b"})
+    with open(manifest.path, "a") as handle:
+        handle.write('{"id": 3, "v"')  # killed mid-write
+    assert manifest.done_keys() == {1, 2}
+    manifest.append({"id": 3, "v": "c"})
+    assert [r["id"] for r in manifest.records()] == [1, 2, 3]
+    with pytest.raises(KeyError, match="id"):
+        manifest.append({"v": "no key"})
+
+
+def test_index_html_links_reports(tmp_path):
+    path = write_index_html(
+        tmp_path,
+        [
+            {"name": "core", "report": "core/report.html", "status": "ok", "seconds": 12.0},
+            {"name": "echo", "report": None, "status": "failed", "detail": "<boom>"},
+        ],
+    )
+    page = path.read_text()
+    assert 'href="core/report.html"' in page and "failed" in page and "&lt;boom&gt;" in page
