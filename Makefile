@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= all,bench,grib
+EXTRAS ?= all,grib
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DUALSCI_SHARED_DATA ?= $(abspath ../shared/data)
 export DUALSCI_SHARED_DATA
@@ -59,7 +59,9 @@ demo: $(STAMP)
 	$(PY) -m dualsci.demo --out outputs/demo --index-only; \
 	echo "demo report: outputs/demo/index.html"; exit $$fail
 
+# diffusers is only a benchmark baseline, so it is installed here and not for the tests.
 bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/core.py --quick --out outputs/bench/core.json
 
 clean:
