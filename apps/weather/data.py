@@ -1,0 +1,342 @@
+"""One reader for WeatherBench2-style ERA5 (zarr, NetCDF, GRIB) that normalises everything it opens.
+
+Whatever the source spells, the result has WeatherBench2 variable names, dims in the order
+``([realization,] time, [level,] latitude, longitude)``, latitude ascending, longitude in [0, 360),
+pressure levels in hPa and a strictly increasing ``time``. Selections (variables, levels, region,
+period, 6-hourly subsampling) stay lazy (dask) so memory does not grow with the period.
+
+Bad input raises :class:`WeatherDataError` naming the file, the variable and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import xarray as xr
+
+Frequency = Literal["1h", "6h"]
+FREQUENCIES = ("1h", "6h")
+
+# Raw ERA5 / CDS short names (GRIB shortName and cfVarName) -> WeatherBench2 names.
+CDS_TO_WB2 = {
+    "z": "geopotential",
+    "t": "temperature",
+    "u": "u_component_of_wind",
+    "v": "v_component_of_wind",
+    "q": "specific_humidity",
+    "w": "vertical_velocity",
+    "t2m": "2m_temperature",
+    "2t": "2m_temperature",
+    "u10": "10m_u_component_of_wind",
+    "10u": "10m_u_component_of_wind",
+    "v10": "10m_v_component_of_wind",
+    "10v": "10m_v_component_of_wind",
+    "msl": "mean_sea_level_pressure",
+    "sst": "sea_surface_temperature",
+    "tp": "total_precipitation",
+    "lsm": "land_sea_mask",
+    "sdor": "standard_deviation_of_orography",
+    "ws10": "10m_wind_speed",
+}
+# Coordinate spellings seen in the wild -> WeatherBench2 / CF names.
+COORD_ALIASES = {
+    "lat": "latitude",
+    "lon": "longitude",
+    "isobaricInhPa": "level",
+    "pressure_level": "level",
+    "plev": "level",
+    "number": "realization",
+    "member": "realization",
+    "ensemble": "realization",
+    "idx": "realization",
+}
+# Fields that legitimately contain NaN (e.g. SST over land); others must be finite.
+MASKED_FIELDS = frozenset({"sea_surface_temperature"})
+STATIC_NAMES = frozenset(
+    {"land_sea_mask", "geopotential_at_surface", "standard_deviation_of_orography", "slope_of_sub_gridscale_orography"}
+)
+UNITS = {
+    "geopotential": ("m2 s-2", "geopotential"),
+    "temperature": ("K", "air_temperature"),
+    "u_component_of_wind": ("m s-1", "eastward_wind"),
+    "v_component_of_wind": ("m s-1", "northward_wind"),
+    "specific_humidity": ("kg kg-1", "specific_humidity"),
+    "2m_temperature": ("K", "air_temperature"),
+    "10m_u_component_of_wind": ("m s-1", "eastward_wind"),
+    "10m_v_component_of_wind": ("m s-1", "northward_wind"),
+    "mean_sea_level_pressure": ("Pa", "air_pressure_at_mean_sea_level"),
+    "sea_surface_temperature": ("K", "sea_surface_temperature"),
+    "land_sea_mask": ("1", "land_binary_mask"),
+    "geopotential_at_surface": ("m2 s-2", "surface_geopotential"),
+}
+
+
+class WeatherDataError(ValueError):
+    """Bad weather input; the message names the file, the variable (if any) and the problem."""
+
+    def __init__(self, source: str | os.PathLike, problem: str, variable: str | None = None) -> None:
+        where = f"{source}" + (f" [{variable}]" if variable else "")
+        super().__init__(f"{where}: {problem}")
+        self.source = str(source)
+        self.variable = variable
+
+
+def _engine_for(path: str) -> str:
+    lower = path.lower().rstrip("/")
+    if lower.endswith((".grib", ".grb", ".grib2", ".grb2", ".grib1")):
+        return "cfgrib"
+    if lower.endswith(".zarr") or (not lower.startswith(("gs://", "s3://", "http")) and Path(path).is_dir()):
+        return "zarr"
+    if lower.endswith((".nc", ".nc4", ".netcdf", ".h5")):
+        return "netcdf"
+    if "://" in lower:
+        return "zarr"
+    raise WeatherDataError(path, "unknown format (expected .zarr, .nc or .grib)")
+
+
+def _open_raw(path: str) -> xr.Dataset:
+    engine = _engine_for(path)
+    if "://" not in path and not Path(path).exists():
+        raise WeatherDataError(path, "no such file or folder")
+    try:
+        if engine == "zarr":
+            # Remote stores (WB2 on GCS) carry consolidated metadata; local v3 stores usually do not.
+            if "://" in path or (Path(path) / ".zmetadata").exists():
+                return xr.open_zarr(path, chunks={}, consolidated=True)
+            return xr.open_zarr(path, chunks={}, consolidated=False)
+        if engine == "cfgrib":
+            return _open_grib(path)
+        try:
+            return xr.open_dataset(path, chunks={}, engine="netcdf4")
+        except (OSError, ValueError):
+            return xr.open_dataset(path, chunks={}, engine="h5netcdf")
+    except WeatherDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise WeatherDataError(path, f"cannot be opened as {engine}: {exc}") from exc
+
+
+def _open_grib(path: str) -> xr.Dataset:
+    import cfgrib
+
+    kwargs = {"indexpath": ""}
+    try:
+        return xr.open_dataset(path, engine="cfgrib", chunks={}, backend_kwargs=kwargs)
+    except cfgrib.dataset.DatasetBuildError:
+        # Heterogeneous GRIB (surface + pressure levels): one dataset per hypercube, merged by name.
+        parts = cfgrib.open_datasets(path, backend_kwargs=kwargs)
+        return xr.merge([_drop_grib_scalars(p) for p in parts], compat="override")
+
+
+def _drop_grib_scalars(ds: xr.Dataset) -> xr.Dataset:
+    drop = [c for c in ("step", "surface", "heightAboveGround", "meanSea", "entireAtmosphere") if c in ds.coords and c not in ds.dims]
+    if "valid_time" in ds.coords and "valid_time" not in ds.dims and "time" in ds.dims:
+        drop.append("valid_time")
+    return ds.drop_vars(drop)
+
+
+def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
+    """Rename to WB2 names, order dims, latitude ascending, longitude in [0, 360), levels in hPa.
+
+    Args:
+        ds: any ERA5/WB2/CDS-style dataset.
+        source: file name used in error messages.
+
+    Returns:
+        The normalised dataset (still lazy).
+    """
+    ds = _drop_grib_scalars(ds)
+    if "valid_time" in ds.dims and "time" not in ds.dims:
+        ds = ds.rename({"valid_time": "time"})  # new CDS NetCDF layout
+    renames = {k: v for k, v in COORD_ALIASES.items() if k in ds.variables and v not in ds.variables}
+    ds = ds.rename(renames)
+    var_renames = {k: v for k, v in CDS_TO_WB2.items() if k in ds.data_vars and v not in ds.data_vars}
+    ds = ds.rename(var_renames)
+    for dim in ("latitude", "longitude"):
+        if dim not in ds.dims:
+            raise WeatherDataError(source, f"no {dim} dimension (dims are {sorted(map(str, ds.dims))})")
+    if "level" in ds.dims:
+        levels = np.asarray(ds["level"].values, dtype=float)
+        if levels.max() > 2000:  # stored in Pa
+            ds = ds.assign_coords(level=levels / 100.0)
+        ds["level"].attrs.update(units="hPa", long_name="pressure level", positive="down")
+    # Longitude in [0, 360): an explicit, safe normalisation (sorting keeps the data lazy).
+    lon = np.asarray(ds["longitude"].values, dtype=float)
+    if np.any(np.isnan(lon)):
+        raise WeatherDataError(source, "longitude has NaN", "longitude")
+    wrapped = np.mod(lon, 360.0)
+    if len(np.unique(np.round(wrapped, 6))) != len(wrapped):
+        raise WeatherDataError(source, "longitude has duplicate points after wrapping to [0, 360)", "longitude")
+    ds = ds.assign_coords(longitude=wrapped).sortby("longitude")
+    ds = _roll_regional_longitudes(ds)
+    lat = np.asarray(ds["latitude"].values, dtype=float)
+    if np.any(np.abs(lat) > 90.0):
+        raise WeatherDataError(source, "latitude outside [-90, 90]", "latitude")
+    if len(np.unique(lat)) != len(lat):
+        raise WeatherDataError(source, "latitude has duplicate rows", "latitude")
+    ds = ds.sortby("latitude")
+    ds["latitude"].attrs.update(units="degrees_north", standard_name="latitude")
+    ds["longitude"].attrs.update(units="degrees_east", standard_name="longitude")
+    if "time" in ds.dims:
+        times = ds["time"].values
+        if not np.issubdtype(times.dtype, np.datetime64):
+            raise WeatherDataError(source, f"time is not a datetime axis (dtype {times.dtype})", "time")
+        if len(times) > 1 and not np.all(np.diff(times) > np.timedelta64(0, "ns")):
+            bad = int(np.argmin(np.diff(times) > np.timedelta64(0, "ns")))
+            raise WeatherDataError(
+                source, f"time is not strictly increasing (at index {bad + 1}: {times[bad]} -> {times[bad + 1]})", "time"
+            )
+    order = ("realization", "time", "level", "latitude", "longitude")
+    out = {}
+    for name, var in ds.data_vars.items():
+        # Climatology-like axes (month, hour, dayofyear, ...) lead; the canonical axes follow by name.
+        extra = [d for d in var.dims if d not in order]
+        dims = extra + [d for d in order if d in var.dims]
+        out[name] = var.transpose(*dims)
+        if name in UNITS:
+            units, std = UNITS[name]
+            out[name].attrs.setdefault("units", units)
+            out[name].attrs["standard_name"] = std
+    return ds.assign(out)
+
+
+def _roll_regional_longitudes(ds: xr.Dataset) -> xr.Dataset:
+    """Keep a regional box that crosses 0° contiguous (e.g. UK 350..359.75, 0..2) after wrapping.
+
+    A global grid has no gap larger than its spacing and stays sorted from 0°; a regional one starts
+    right after its largest gap so that columns remain geographically ordered west to east.
+    """
+    lon = np.asarray(ds["longitude"].values, dtype=float)
+    if len(lon) < 3:
+        return ds
+    gaps = np.diff(np.concatenate([lon, lon[:1] + 360.0]))
+    spacing = np.median(gaps)
+    big = int(np.argmax(gaps))
+    if gaps[big] > 1.5 * spacing and big != len(lon) - 1:
+        return ds.roll(longitude=-(big + 1), roll_coords=True)
+    return ds
+
+
+def open_weather(
+    path: str | os.PathLike,
+    variables: Sequence[str] | None = None,
+    levels: Sequence[float] | None = None,
+    region: dict | None = None,
+    period: tuple[str | None, str | None] | None = None,
+    frequency: Frequency = "1h",
+) -> xr.Dataset:
+    """Open and normalise a weather dataset, then select lazily.
+
+    Args:
+        path: zarr folder/URL, NetCDF file or GRIB file.
+        variables: WB2 (or CDS) names to keep; None keeps all. Statics are kept when present.
+        levels: pressure levels in hPa; every one must exist.
+        region: ``{"lat": (south, north), "lon": (west, east)}`` in degrees; longitudes may wrap.
+        period: ``(start, end)`` strings, inclusive; None = all.
+        frequency: ``"1h"`` keeps every time, ``"6h"`` keeps 00/06/12/18 UTC.
+
+    Returns:
+        Normalised lazy dataset.
+    """
+    if frequency not in FREQUENCIES:
+        raise ValueError(f"frequency={frequency!r} is not one of {FREQUENCIES}")
+    source = os.fspath(path)
+    ds = normalise(_open_raw(source), source)
+    if variables is not None:
+        wanted = [CDS_TO_WB2.get(v, v) for v in variables]
+        missing = [v for v in wanted if v not in ds.data_vars]
+        if missing:
+            raise WeatherDataError(source, f"missing variable(s); available: {sorted(map(str, ds.data_vars))}", ",".join(missing))
+        statics = [v for v in ds.data_vars if v in STATIC_NAMES and v not in wanted]
+        ds = ds[wanted + statics]
+    if levels is not None:
+        if "level" not in ds.dims:
+            raise WeatherDataError(source, f"levels {list(levels)} requested but the data has no level dimension", "level")
+        have = set(np.asarray(ds["level"].values, dtype=float).tolist())
+        missing_lv = [lv for lv in levels if float(lv) not in have]
+        if missing_lv:
+            raise WeatherDataError(source, f"missing pressure level(s) {missing_lv}; available {sorted(have)}", "level")
+        ds = ds.sel(level=[float(lv) for lv in levels])
+    if region is not None:
+        ds = select_region(ds, region)
+    if period is not None:
+        start, end = period
+        ds = ds.sel(time=slice(start, end))
+        if ds.sizes.get("time", 0) == 0:
+            raise WeatherDataError(source, f"no times in period {start}..{end}", "time")
+    if frequency == "6h" and "time" in ds.dims:
+        hours = ds["time"].dt.hour.values
+        ds = ds.isel(time=np.flatnonzero(hours % 6 == 0))
+    ds.attrs["source_path"] = source
+    return ds
+
+
+def select_region(ds: xr.Dataset, region: dict) -> xr.Dataset:
+    """Select ``{"lat": (south, north), "lon": (west, east)}``; longitudes in any convention, may wrap."""
+    out = ds
+    if "lat" in region:
+        south, north = region["lat"]
+        out = out.sel(latitude=slice(south, north))
+    if "lon" in region:
+        west, east = (np.mod(region["lon"][0], 360.0), np.mod(region["lon"][1], 360.0))
+        lon = out["longitude"].values
+        keep = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
+        idx = np.flatnonzero(keep)
+        if west > east:  # wrap: western part first so columns stay geographically ordered
+            idx = np.concatenate([np.flatnonzero(lon >= west), np.flatnonzero(lon <= east)])
+        out = out.isel(longitude=idx)
+    return out
+
+
+def static_fields(ds: xr.Dataset) -> xr.Dataset:
+    """The time-independent fields (land-sea mask, orography, ...) of a normalised dataset."""
+    names = [v for v in ds.data_vars if "time" not in ds[v].dims]
+    return ds[names]
+
+
+def dynamic_variables(ds: xr.Dataset) -> list[str]:
+    return [str(v) for v in ds.data_vars if "time" in ds[v].dims]
+
+
+def channel_names(ds: xr.Dataset, variables: Iterable[str] | None = None) -> list[str]:
+    """Variable-major, then level channel names, e.g. ``geopotential/500``, ``2m_temperature``."""
+    names = []
+    for v in variables if variables is not None else dynamic_variables(ds):
+        if "level" in ds[v].dims:
+            names += [f"{v}/{int(lv) if float(lv).is_integer() else lv}" for lv in ds["level"].values]
+        else:
+            names.append(v)
+    return names
+
+
+def check_finite(values: np.ndarray, source: str, variable: str) -> None:
+    """Raise if a non-masked field has NaN/inf (masked fields such as SST may)."""
+    if variable.split("/")[0] in MASKED_FIELDS:
+        return
+    if not np.all(np.isfinite(values)):
+        n = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise WeatherDataError(source, f"{n} NaN/inf value(s) in a field not declared as masked", variable)
+
+
+def load_block(ds: xr.Dataset, channels: Sequence[str], time_index: slice | np.ndarray) -> np.ndarray:
+    """Load channels at some times as one array ``(T, C, H, W)`` float32, checking finiteness.
+
+    Reading errors (e.g. a corrupt zarr chunk) are re-raised naming the file and the variable.
+    """
+    source = ds.attrs.get("source_path", "<dataset>")
+    parts = []
+    for ch in channels:
+        var, _, lv = ch.partition("/")
+        da = ds[var].isel(time=time_index)
+        if lv:
+            da = da.sel(level=float(lv))
+        try:
+            arr = np.asarray(da.values, dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - re-raised with file and variable named
+            raise WeatherDataError(source, f"cannot read data ({type(exc).__name__}: {exc})", ch) from exc
+        check_finite(arr, source, ch)
+        parts.append(arr)
+    return np.stack(parts, axis=1)

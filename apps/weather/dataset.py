@@ -1,0 +1,243 @@
+"""Normalisation statistics and the windowed (initial state, k future frames) dataset.
+
+Both stream the data in time blocks aligned to the store's chunks, so memory depends on the block
+size, never on the length of the period.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from apps.weather.data import WeatherDataError, channel_names, load_block, static_fields
+
+NS_PER_HOUR = 3_600_000_000_000
+
+
+@dataclass
+class NormStats:
+    """Per-channel (variable × level) z-score statistics, plus per-static spatial statistics.
+
+    Attributes:
+        channels: channel names, e.g. ``geopotential/500``.
+        mean, std: (C,) float64.
+        static_names, static_mean, static_std: the same for static fields.
+    """
+
+    channels: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    static_names: list[str]
+    static_mean: np.ndarray
+    static_std: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "channels": list(self.channels),
+            "mean": np.asarray(self.mean).tolist(),
+            "std": np.asarray(self.std).tolist(),
+            "static_names": list(self.static_names),
+            "static_mean": np.asarray(self.static_mean).tolist(),
+            "static_std": np.asarray(self.static_std).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NormStats":
+        return cls(
+            list(d["channels"]),
+            np.asarray(d["mean"], np.float64),
+            np.asarray(d["std"], np.float64),
+            list(d.get("static_names", [])),
+            np.asarray(d.get("static_mean", []), np.float64),
+            np.asarray(d.get("static_std", []), np.float64),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        from dualsci.io import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NormStats":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """x: (..., C, H, W) physical -> normalised float32."""
+        return ((x - self.mean[:, None, None]) / self.std[:, None, None]).astype(np.float32)
+
+    def denormalise(self, x: np.ndarray) -> np.ndarray:
+        return (x * self.std[:, None, None] + self.mean[:, None, None]).astype(np.float32)
+
+
+def time_blocks(n_time: int, block: int) -> Iterator[slice]:
+    for s in range(0, n_time, block):
+        yield slice(s, min(s + block, n_time))
+
+
+def chunk_hours(ds: xr.Dataset, channels: Sequence[str], default: int = 168) -> int:
+    """The time chunk length of the first channel's variable (dask chunks), or ``default``."""
+    var = ds[channels[0].split("/")[0]]
+    if var.chunks is not None and "time" in var.dims:
+        return int(var.chunks[var.dims.index("time")][0])
+    return default
+
+
+def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: int | None = None) -> NormStats:
+    """Streaming per-channel mean/std (Chan's parallel merge of block moments in float64).
+
+    Args:
+        ds: normalised dataset (lazy).
+        channels: channel names; default every dynamic channel.
+        block: time steps per read; default the store's chunk length.
+    """
+    channels = list(channels) if channels is not None else channel_names(ds)
+    block = block or chunk_hours(ds, channels)
+    n = 0
+    mean = np.zeros(len(channels))
+    m2 = np.zeros(len(channels))
+    for sl in time_blocks(ds.sizes["time"], block):
+        x = load_block(ds, channels, sl).astype(np.float64)  # (T, C, H, W)
+        x = np.moveaxis(x, 1, 0).reshape(len(channels), -1)
+        ok = np.isfinite(x)
+        nb = ok.sum(axis=1)
+        bm = np.where(ok, x, 0).sum(axis=1) / np.maximum(nb, 1)
+        bm2 = np.where(ok, (x - bm[:, None]) ** 2, 0).sum(axis=1)
+        tot = n + nb
+        delta = bm - mean
+        mean = mean + delta * nb / np.maximum(tot, 1)
+        m2 = m2 + bm2 + delta**2 * n * nb / np.maximum(tot, 1)
+        n = tot
+    std = np.sqrt(m2 / np.maximum(n - 1, 1))
+    src = ds.attrs.get("source_path", "<dataset>")
+    for c, s in zip(channels, std):
+        if not np.isfinite(s) or s <= 0:
+            raise WeatherDataError(src, "constant or empty field: cannot normalise (std = 0)", c)
+    st = static_fields(ds)
+    names = [str(v) for v in st.data_vars]
+    smean = np.array([float(st[v].mean()) for v in names])
+    sstd = np.array([max(float(st[v].std()), 1e-6) for v in names])
+    return NormStats(channels, mean, std, names, smean, sstd)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Samples ``(initial state, k future frames)`` at any initial hour.
+
+    Args:
+        ds: normalised dataset (lazy, regular time axis).
+        stats: normalisation statistics (their channels are used, in order).
+        frames: number of future frames k.
+        step_hours: hours between frames (the lead of frame j is ``j·step_hours``).
+        init_hours: allowed UTC hours of the init (None = every hour present).
+        block: time steps per cached read (default the store's chunk length).
+        max_blocks: cached blocks; memory is bounded by ``max_blocks·block`` frames.
+
+    Item: dict with ``x0 (C, H, W)``, ``y (k, C, H, W)`` normalised float32, ``statics (S, H, W)``,
+    ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``).
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        stats: NormStats,
+        frames: int = 1,
+        step_hours: int = 6,
+        init_hours: Sequence[int] | None = None,
+        block: int | None = None,
+        max_blocks: int = 4,
+    ) -> None:
+        self.ds = ds
+        self.stats = stats
+        self.channels = list(stats.channels)
+        self.frames = frames
+        times = ds["time"].values
+        src = ds.attrs.get("source_path", "<dataset>")
+        if len(times) < 2:
+            raise WeatherDataError(src, "need at least 2 times", "time")
+        dt = np.diff(times).astype("timedelta64[ns]").astype(np.int64)
+        if not np.all(dt == dt[0]):
+            raise WeatherDataError(src, "time axis is not regularly spaced (gaps or mixed steps)", "time")
+        dt_hours = dt[0] / NS_PER_HOUR
+        if step_hours % dt_hours:
+            raise WeatherDataError(src, f"step_hours={step_hours} is not a multiple of the data spacing {dt_hours} h", "time")
+        self.stride = int(step_hours // dt_hours)
+        self.step_hours = step_hours
+        self.times = times
+        last = len(times) - self.stride * frames
+        idx = np.arange(max(last, 0))
+        if init_hours is not None:
+            hours = (times[idx].astype("datetime64[h]").astype(np.int64)) % 24
+            idx = idx[np.isin(hours, list(init_hours))]
+        if len(idx) == 0:
+            raise WeatherDataError(src, f"period too short for {frames} frames of {step_hours} h", "time")
+        self.indices = idx
+        self.block = block or chunk_hours(ds, self.channels)
+        self.max_blocks = max_blocks
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        st = static_fields(ds)
+        if stats.static_names:
+            arr = np.stack([np.asarray(st[v].values, np.float64) for v in stats.static_names])
+            self.statics = ((arr - stats.static_mean[:, None, None]) / stats.static_std[:, None, None]).astype(np.float32)
+        else:
+            self.statics = np.zeros((0, ds.sizes["latitude"], ds.sizes["longitude"]), np.float32)
+        self.lat = ds["latitude"].values
+        self.lon = ds["longitude"].values
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _frame(self, t: int) -> np.ndarray:
+        b = t // self.block
+        if b not in self._cache:
+            sl = slice(b * self.block, min((b + 1) * self.block, len(self.times)))
+            self._cache[b] = self.stats.normalise(load_block(self.ds, self.channels, sl))
+            while len(self._cache) > self.max_blocks:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(b)
+        return self._cache[b][t - b * self.block]
+
+    def frame(self, t: int) -> np.ndarray:
+        """Normalised state (C, H, W) at time index t."""
+        return self._frame(int(t))
+
+    def __getitem__(self, i: int) -> dict:
+        t0 = int(self.indices[i])
+        x0 = self._frame(t0)
+        y = np.stack([self._frame(t0 + self.stride * (j + 1)) for j in range(self.frames)])
+        return {
+            "x0": torch.from_numpy(x0.copy()),
+            "y": torch.from_numpy(y),
+            "statics": torch.from_numpy(self.statics),
+            "init_time": torch.tensor(int(self.times[t0].astype("datetime64[ns]").astype(np.int64))),
+            "index": torch.tensor(t0),
+        }
+
+
+class BlockShuffleSampler(torch.utils.data.Sampler):
+    """Shuffles blocks of consecutive inits, then inits within a block: random order, few reads.
+
+    Args:
+        n: dataset length.
+        block: inits per block (use the store's chunk length).
+        seed: base seed; the epoch is added so every epoch has its own order.
+    """
+
+    def __init__(self, n: int, block: int, seed: int = 0) -> None:
+        self.n, self.block, self.seed, self.epoch = n, block, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        starts = rng.permutation(np.arange(0, self.n, self.block))
+        for s in starts:
+            yield from (s + rng.permutation(min(self.block, self.n - s))).tolist()

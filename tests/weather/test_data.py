@@ -1,0 +1,125 @@
+"""Reader: real files in every format, normalisation, lazy selection and bad-input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from apps.weather.data import WeatherDataError, channel_names, load_block, open_weather
+
+WX = "weather/"
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "name", ["era5_levels_members_2017-01-01.nc", "era5_levels_members_2017-01-01.grib", "era5_t2m_uk_2019-03-01_to_24.nc", "eraint_uvz_monthly.nc"]
+)
+def test_real_files_normalise(shared_file, name):
+    ds = open_weather(shared_file(WX + name))
+    lat, lon = ds.latitude.values, ds.longitude.values
+    assert np.all(np.diff(lat) > 0)
+    assert lon.min() >= 0 and lon.max() < 360
+    for v in ds.data_vars:
+        assert v in {"geopotential", "temperature", "2m_temperature", "u_component_of_wind", "v_component_of_wind"}
+        dims = ds[v].dims
+        assert dims[-2:] == ("latitude", "longitude")
+        if "level" in dims:
+            assert dims[-3] == "level"
+    if "realization" in ds.dims:
+        assert ds.sizes["realization"] == 10 and ds[list(ds.data_vars)[0]].dims[0] == "realization"
+
+
+@pytest.mark.shared_data
+def test_grib_equals_netcdf(shared_file):
+    a = open_weather(shared_file(WX + "era5_levels_members_2017-01-01.nc"), variables=["t"], levels=[500])
+    b = open_weather(shared_file(WX + "era5_levels_members_2017-01-01.grib"), variables=["temperature"], levels=[500])
+    np.testing.assert_array_equal(a["temperature"].values, b["temperature"].values)
+    raw = xr.open_dataset(shared_file(WX + "era5_levels_members_2017-01-01.nc"))
+    # descending latitude flipped: the first normalised row is the last raw row (90S)
+    np.testing.assert_array_equal(a["temperature"].values[:, :, 0, 0, 0], raw["t"].sel(isobaricInhPa=500).values[:, :, -1, 0])
+
+
+@pytest.mark.shared_data
+def test_uk_box_lon_wrap_and_selection(shared_file):
+    path = shared_file(WX + "era5_t2m_uk_2019-03-01_to_24.nc")
+    ds = open_weather(path, variables=["t2m"], period=("2019-03-05", "2019-03-06"), frequency="6h", region={"lat": (52, 55), "lon": (-5, 1)})
+    lon = ds.longitude.values
+    assert lon[0] == 355.0 and lon[-1] == 1.0  # box stays contiguous across 0°
+    assert np.all(np.diff((lon + 180) % 360) > 0)
+    assert ds.sizes["time"] == 8 and set(ds.time.dt.hour.values) == {0, 6, 12, 18}
+    assert ds["2m_temperature"].chunks is not None  # lazy
+    raw = xr.open_dataset(path)
+    want = raw["t2m"].sel(time="2019-03-05T06", latitude=53.0, longitude=-2.0).values
+    assert float(ds["2m_temperature"].sel(time="2019-03-05T06", latitude=53.0, longitude=358.0)) == want
+
+
+@pytest.mark.shared_data
+def test_eraint_minus180_longitudes(shared_file):
+    path = shared_file(WX + "eraint_uvz_monthly.nc")
+    ds = open_weather(path, variables=["z"], levels=[500])
+    raw = xr.open_dataset(path)
+    v = raw["z"].sel(level=500, month=1, latitude=45.0, longitude=-90.0).values
+    assert float(ds["geopotential"].sel(month=1, latitude=45.0, longitude=270.0).squeeze()) == pytest.approx(float(v))
+
+
+def _tiny(tmp_path, **kw) -> xr.Dataset:
+    times = pd.date_range("2020-01-01", periods=6, freq="h")
+    lat = np.array([30.0, 0.0, -30.0])  # descending
+    lon = np.array([-120.0, 0.0, 120.0])
+    rng = np.random.default_rng(0)
+    return xr.Dataset(
+        {
+            "t": (("time", "pressure_level", "lat", "lon"), rng.normal(size=(6, 2, 3, 3)).astype("f4")),
+            "msl": (("time", "lat", "lon"), rng.normal(size=(6, 3, 3)).astype("f4")),
+        },
+        coords={"time": times, "pressure_level": [50000.0, 85000.0], "lat": lat, "lon": lon},
+    )
+
+
+def test_cds_names_levels_in_pa_and_dim_order(tmp_path):
+    ds = _tiny(tmp_path).transpose("time", "lon", "lat", "pressure_level")
+    ds.to_netcdf(tmp_path / "a.nc")
+    out = open_weather(tmp_path / "a.nc")
+    assert out["temperature"].dims == ("time", "level", "latitude", "longitude")
+    assert list(out.level.values) == [500.0, 850.0]
+    assert list(out.latitude.values) == [-30.0, 0.0, 30.0] and list(out.longitude.values) == [0.0, 120.0, 240.0]
+    assert channel_names(out) == ["temperature/500", "temperature/850", "mean_sea_level_pressure"]
+    blk = load_block(out, channel_names(out), slice(0, 2))
+    assert blk.shape == (2, 3, 3, 3)
+
+
+def test_bad_inputs_name_file_variable_problem(tmp_path):
+    ds = _tiny(tmp_path)
+    ds.to_netcdf(tmp_path / "ok.nc")
+    with pytest.raises(WeatherDataError, match=r"ok\.nc.*\[u_component_of_wind\].*missing variable"):
+        open_weather(tmp_path / "ok.nc", variables=["u"])
+    with pytest.raises(WeatherDataError, match=r"ok\.nc.*\[level\].*missing pressure level.*\[1000"):
+        open_weather(tmp_path / "ok.nc", levels=[1000])
+    bad = ds.isel(time=[0, 2, 1, 3])
+    bad.to_netcdf(tmp_path / "nonmono.nc")
+    with pytest.raises(WeatherDataError, match=r"nonmono\.nc.*\[time\].*not strictly increasing"):
+        open_weather(tmp_path / "nonmono.nc")
+    nan = ds.copy(deep=True)
+    nan["msl"][2, 1, 1] = np.nan
+    nan.to_netcdf(tmp_path / "nan.nc")
+    d = open_weather(tmp_path / "nan.nc")
+    with pytest.raises(WeatherDataError, match=r"nan\.nc.*\[mean_sea_level_pressure\].*NaN"):
+        load_block(d, ["mean_sea_level_pressure"], slice(0, 6))
+    with pytest.raises(WeatherDataError, match="no such file"):
+        open_weather(tmp_path / "absent.zarr")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(WeatherDataError, match="unknown format"):
+        open_weather(tmp_path / "x.txt")
+
+
+def test_corrupt_zarr_chunk_is_named(tmp_path):
+    ds = _tiny(tmp_path)
+    path = tmp_path / "c.zarr"
+    ds.to_zarr(path, zarr_format=3, consolidated=False, encoding={"msl": {"chunks": (2, 3, 3)}})
+    chunks = sorted(p for p in (path / "msl" / "c").rglob("*") if p.is_file())
+    chunks[1].write_bytes(b"\x00garbage\xff" * 3)
+    d = open_weather(path)
+    with pytest.raises(WeatherDataError, match=r"c\.zarr.*\[mean_sea_level_pressure\].*cannot read"):
+        load_block(d, ["mean_sea_level_pressure"], slice(0, 6))
