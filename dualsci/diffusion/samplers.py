@@ -1,0 +1,199 @@
+"""Samplers in VE coordinates with a denoiser ``D(x̃: (B, ...), σ̃: (B,)) -> x̂0`` (guide core.md §5).
+
+One signature, k-diffusion style: ``sample_x(denoiser, x, sigmas, generator=None, churn=0.0,
+callback=None) -> x`` where ``x = sigmas[0]·noise`` is the start in VE coordinates and ``sigmas`` is a
+descending grid ending at 0 (``karras_sigmas`` or ``time_grid``). Any path works through
+``GaussianDenoiser``. Grids and update coefficients are float64 (Python floats); the denoiser receives
+σ̃ in ``x``'s dtype, so the network never sees float64.
+
+Network calls (NFE) for N steps: Euler N, Heun 2N − 1 (the step to σ = 0 is Euler), DPM-Solver++(2M) N,
+Euler ancestral N. ``churn`` (EDM S_churn, with S_tmin = 0, S_tmax = ∞, S_noise = 1) first raises σ_i to
+``σ̂ = σ_i·(1 + γ)``, ``γ = min(churn/N, √2 − 1)``, adding fresh noise, then steps from σ̂.
+``generator`` may be one generator or one per sample (``seeding.sample_generators``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from dualsci.diffusion.paths import GaussianPath
+from dualsci.diffusion.seeding import GeneratorArg, randn_like
+from dualsci.diffusion.time_distributions import shift_time
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+Callback = Callable[[dict[str, Any]], None]
+
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
+    """Karras grid ``σ_i = (σmax^{1/ρ} + i/(n−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ``, i < n, then σ_n = 0.
+
+    Returns:
+        ``(n + 1,)`` float64 on CPU, descending: n steps.
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def time_grid(n: int, path: GaussianPath, shift: float = 1.0, sigma_cap: float = 1e4) -> Tensor:
+    """σ̃ grid of a uniform (optionally shifted) t grid from 1 to 0 on ``path``, for n steps.
+
+    ``t_i = shift_time(1 − i/n, shift)``; on a path whose σ̃(0) > 0 (``EDMPath``) the n levels are
+    ``t = 1 − i/(n − 1)`` and a final 0 is appended, so ``time_grid(n, EDMPath())`` is
+    ``karras_sigmas(n)``. σ̃ = ∞ (rf at t = 1) is replaced by ``sigma_cap`` (t = 1 − 1e-4 on rf by
+    default) because the VE start ``x̃ = σ̃·ε`` must be finite; finite levels are left as they are.
+
+    Returns:
+        ``(n + 1,)`` float64 on CPU, descending, last entry 0.
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    zero = torch.zeros(1, dtype=torch.float64)
+    if float(path.sigma_tilde(zero)) > 0:
+        t = torch.linspace(1, 0, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
+        sig = torch.cat([path.sigma_tilde(shift_time(t, shift)), zero])
+    else:
+        sig = path.sigma_tilde(shift_time(torch.linspace(1, 0, n + 1, dtype=torch.float64), shift))
+        sig[-1] = 0.0
+    if torch.isinf(sig).any():
+        # Keep the grid descending even if a finite neighbour already exceeds the cap.
+        cap = max(sigma_cap, float(sig[torch.isfinite(sig)].max()))
+        sig = torch.where(torch.isinf(sig), torch.full_like(sig, cap), sig)
+    return sig
+
+
+def _grid(sigmas: Tensor) -> list[float]:
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).cpu().flatten()
+    if sig.numel() < 2 or not torch.isfinite(sig).all() or (sig < 0).any() or (sig[1:] > sig[:-1]).any():
+        raise ValueError("sigmas must be a finite, non-negative, non-increasing grid of >= 2 levels")
+    return sig.tolist()
+
+
+def _churn(x: Tensor, sigma: float, churn: float, n: int, generator: GeneratorArg) -> tuple[Tensor, float]:
+    if churn <= 0 or sigma == 0:
+        return x, sigma
+    sigma_hat = sigma * (1 + min(churn / n, math.sqrt(2) - 1))
+    return x + math.sqrt(sigma_hat**2 - sigma**2) * randn_like(x, generator), sigma_hat
+
+
+def _lerp_to(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+    """Euler step in its DDIM form ``(σ'/σ)·x + (1 − σ'/σ)·D``: same as ``x + (σ' − σ)(x − D)/σ``, exact at σ' = 0."""
+    r = sigma_next / sigma
+    return r * x + (1 - r) * denoised
+
+
+def _call(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
+    return denoiser(x, x.new_full((x.shape[0],), sigma))
+
+
+def _loop(denoiser, x, sigmas, generator, churn, callback, update) -> Tensor:
+    """Shared loop: churn, one denoiser call, callback, then ``update(x, D, σ̂, σ_next, state)``."""
+    sig = _grid(sigmas)
+    n = len(sig) - 1
+    state: dict[str, Any] = {}
+    for i in range(n):
+        x, sigma_hat = _churn(x, sig[i], churn, n, generator)
+        denoised = _call(denoiser, x, sigma_hat)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sig[i], "sigma_hat": sigma_hat, "denoised": denoised})
+        x = update(x, denoised, sigma_hat, sig[i + 1], state)
+    return x
+
+
+def sample_euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    generator: GeneratorArg = None,
+    churn: float = 0.0,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Euler on the probability-flow ODE ``dx̃/dσ̃ = (x̃ − D)/σ̃``; N network calls."""
+
+    def update(x, d0, s, s_next, state):
+        return _lerp_to(x, d0, s, s_next)
+
+    return _loop(denoiser, x, sigmas, generator, churn, callback, update)
+
+
+def sample_heun(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    generator: GeneratorArg = None,
+    churn: float = 0.0,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Heun (EDM Alg. 2): Euler predictor, trapezoidal corrector except on the step to σ = 0; 2N − 1 calls."""
+
+    def update(x, d0, s, s_next, state):
+        x_pred = _lerp_to(x, d0, s, s_next)
+        if s_next == 0:
+            return x_pred
+        slope = (x - d0) / s + (x_pred - _call(denoiser, x_pred, s_next)) / s_next
+        return x + (s_next - s) * 0.5 * slope
+
+    return _loop(denoiser, x, sigmas, generator, churn, callback, update)
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    generator: GeneratorArg = None,
+    churn: float = 0.0,
+    callback: Callback | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M), multistep second order in λ = −ln σ̃; N calls.
+
+    ``h = λ_{i+1} − λ_i``, ``r = h_{i−1}/h``, ``D̃ = (1 + 1/(2r))·D_i − D_{i−1}/(2r)`` (``D̃ = D_i`` on the
+    first step and on the step to σ = 0), ``x ← (σ_{i+1}/σ_i)·x + (1 − e^{−h})·D̃``.
+    """
+
+    def update(x, d0, s, s_next, state):
+        prev, h_prev = state.get("prev"), state.get("h")
+        state["prev"] = d0
+        if s_next == 0:
+            return d0
+        h = math.log(s) - math.log(s_next)
+        state["h"] = h
+        if prev is not None and h_prev is not None:
+            half_inv_r = h / (2 * h_prev)
+            d0 = (1 + half_inv_r) * d0 - half_inv_r * prev
+        return _lerp_to(x, d0, s, s_next)
+
+    return _loop(denoiser, x, sigmas, generator, churn, callback, update)
+
+
+def sample_euler_ancestral(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    generator: GeneratorArg = None,
+    churn: float = 0.0,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Euler ancestral: Euler to ``σ_down`` then add ``σ_up·z``, ``σ_up² + σ_down² = σ_{i+1}²``; N calls."""
+
+    def update(x, d0, s, s_next, state):
+        s_up = min(s_next, math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))
+        s_down = math.sqrt(max(s_next**2 - s_up**2, 0.0))
+        x = _lerp_to(x, d0, s, s_down)
+        return x + s_up * randn_like(x, generator) if s_next > 0 else x
+
+    return _loop(denoiser, x, sigmas, generator, churn, callback, update)
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "euler_ancestral": sample_euler_ancestral,
+}
