@@ -1,0 +1,17 @@
+"""Lightning wiring: the thin module, the objective protocol, EMA, throughput/MFU, the CLI factory."""
+
+from dualsci.training.callbacks import EMA, ThroughputMFU, make_ema
+from dualsci.training.cli import build_cli
+from dualsci.training.hardware import bf16_supported, measure_gemm_peak
+from dualsci.training.module import DiffusionModule, Objective
+
+__all__ = [
+    "DiffusionModule",
+    "Objective",
+    "EMA",
+    "ThroughputMFU",
+    "bf16_supported",
+    "build_cli",
+    "make_ema",
+    "measure_gemm_peak",
+]

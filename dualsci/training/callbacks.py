@@ -1,0 +1,168 @@
+"""Training callbacks: EMA (Lightning's own) and throughput with model-FLOPs utilisation."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
+from torch import Tensor, nn
+
+from dualsci.training.hardware import measure_gemm_peak
+from dualsci.training.module import batch_size_of
+
+
+class _EMAUpdate:
+    """``ema ← decay·ema + (1 − decay)·θ`` as a picklable object.
+
+    Lightning's ``EMAWeightAveraging`` stores ``torch.optim.swa_utils.get_ema_avg_fn(decay)``, a
+    closure that cannot be pickled, so the callback cannot cross a ``ddp_spawn`` process boundary.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    def __call__(self, ema_param: Tensor, current_param: Tensor, num_averaged: Tensor | int) -> Tensor:
+        return self.decay * ema_param + (1.0 - self.decay) * current_param
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's ``EMAWeightAveraging``, picklable (works with ``strategy="ddp_spawn"``).
+
+    Same arguments, behaviour and checkpoint layout as the parent; see :func:`make_ema`.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        use_buffers: bool = True,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+    ) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
+        if update_every_n_steps < 1:
+            raise ValueError(f"EMA: update_every_n_steps must be >= 1, got {update_every_n_steps}")
+        super().__init__(
+            device=device,
+            use_buffers=use_buffers,
+            decay=decay,
+            update_every_n_steps=update_every_n_steps,
+            update_starting_at_step=update_starting_at_step,
+            update_starting_at_epoch=update_starting_at_epoch,
+        )
+        self.decay = decay
+        self._kwargs["avg_fn"] = _EMAUpdate(decay)
+
+
+def make_ema(
+    decay: float = 0.999,
+    *,
+    update_every_n_steps: int = 1,
+    update_starting_at_step: int | None = None,
+    device: str | None = None,
+    use_buffers: bool = True,
+) -> EMA:
+    """An EMA callback: Lightning's ``EMAWeightAveraging`` (as the picklable subclass :class:`EMA`).
+
+    After each optimizer step ``ema ← decay·ema + (1 − decay)·θ`` (the first update copies θ).
+    The EMA weights are swapped in for validation, copied into the model when training ends, and
+    saved as the checkpoint's ``state_dict`` (raw weights under ``current_model_state``), so
+    ``load_from_checkpoint`` yields the EMA model. In YAML::
+
+        trainer:
+          callbacks:
+            - class_path: dualsci.training.callbacks.EMA
+              init_args: {decay: 0.999}
+
+    Args:
+        decay: EMA decay per update, in (0, 1).
+        update_every_n_steps: update every n optimizer steps.
+        update_starting_at_step: first step to update at (None: from the first step).
+        device: where to keep the EMA copy (None: the model's device).
+        use_buffers: average buffers too (they are constants or running stats in dualsci nets).
+    """
+    return EMA(
+        device=device,
+        use_buffers=use_buffers,
+        decay=decay,
+        update_every_n_steps=update_every_n_steps,
+        update_starting_at_step=update_starting_at_step,
+    )
+
+
+class ThroughputMFU(Callback):
+    """Log training samples/s, achieved FLOP/s and MFU against a GEMM peak measured at start-up.
+
+    FLOPs per step come from, in order: ``flops_per_sample`` × batch size when given; else every
+    call of ``pl_module.net`` during the step, costed by the net's analytic
+    ``flops_per_forward(batch, L_a, L_b)`` (×3 for calls with gradients: forward + backward, ×1
+    without), which counts extra calls such as CFG or self-conditioning exactly. A net without
+    ``flops_per_forward`` gets samples/s only.
+
+    Logged each training step: ``perf/samples_per_s``, and with FLOPs known ``perf/flops_per_s``
+    and ``perf/mfu``. The same numbers are kept in ``self.history`` (one dict per step).
+
+    Args:
+        flops_per_sample: training FLOPs per sample (forward + backward), or None to count.
+        peak_flops: FLOP/s denominator, or None to measure ``measure_gemm_peak`` for the trainer's
+            precision (bf16 for ``bf16-*``, fp32 otherwise) when fitting starts.
+    """
+
+    def __init__(self, flops_per_sample: float | None = None, peak_flops: float | None = None) -> None:
+        super().__init__()
+        if flops_per_sample is not None and not flops_per_sample > 0:
+            raise ValueError(f"ThroughputMFU: flops_per_sample must be > 0, got {flops_per_sample}")
+        if peak_flops is not None and not peak_flops > 0:
+            raise ValueError(f"ThroughputMFU: peak_flops must be > 0, got {peak_flops}")
+        self.flops_per_sample = flops_per_sample
+        self.peak_flops = peak_flops
+        self.history: list[dict[str, float]] = []
+        self._step_flops = 0.0
+        self._start = 0.0
+        self._hook: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.peak_flops is None:
+            dtype = torch.bfloat16 if str(trainer.precision).startswith("bf16") else torch.float32
+            self.peak_flops = measure_gemm_peak(dtype, device=pl_module.device)
+        net = getattr(pl_module, "net", None)
+        if self.flops_per_sample is None and isinstance(net, nn.Module) and hasattr(net, "flops_per_forward"):
+            self._hook = net.register_forward_hook(self._count_call, with_kwargs=True)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    @torch.compiler.disable  # a Python counter: keep it out of a compiled net's graph
+    def _count_call(self, net: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        x_a = args[0] if len(args) > 0 else kwargs["x_a"]
+        x_b = args[1] if len(args) > 1 else kwargs["x_b"]
+        flops = net.flops_per_forward(int(x_a.shape[0]), int(x_a.shape[1]), int(x_b.shape[1]))
+        self._step_flops += flops * (3 if torch.is_grad_enabled() else 1)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_flops = 0.0
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        elapsed = time.perf_counter() - self._start
+        samples = batch_size_of(batch)
+        flops = self.flops_per_sample * samples if self.flops_per_sample is not None else self._step_flops
+        record = {"samples_per_s": samples / elapsed}
+        if flops > 0:
+            record["flops_per_s"] = flops / elapsed
+            record["mfu"] = record["flops_per_s"] / self.peak_flops if self.peak_flops else math.nan
+        self.history.append(record)
+        for key, value in record.items():
+            pl_module.log(f"perf/{key}", value, on_step=True, on_epoch=False, batch_size=samples)
