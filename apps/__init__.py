@@ -1,0 +1,1 @@
+"""dualsci apps: each imports the core (dualsci) and never another app."""
