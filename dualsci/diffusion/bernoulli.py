@@ -53,7 +53,46 @@ def _time(t: Tensor | float, like: Tensor) -> Tensor:
     return t if t.ndim > 0 else t.expand(like.shape[0])
 
 
-class BernoulliProcess:
+class _DiscreteProcess:
+    """Shared clock and reverse sampler; subclasses give ``_prior``, ``_to_prob`` and ``step``."""
+
+    schedule: DiscreteSchedule
+
+    def alpha_bar(self, t: Tensor | float) -> Tensor:
+        """ᾱ(t), same shape as t."""
+        return alpha_bar(t, self.schedule)
+
+    def sample(
+        self,
+        model_fn: Callable[[Tensor, Tensor], Tensor],
+        shape: tuple[int, ...],
+        steps: int,
+        generator: torch.Generator | None = None,
+        device=None,
+        return_prob: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Ancestral sampling from the uniform prior at t = 1 to t = 0 on ``t_k = 1 − k/steps``.
+
+        Args:
+            model_fn: ``model_fn(x_t: shape, t: (B,)) -> x0 logits`` (``shape`` for Bernoulli,
+                ``(*shape, K)`` for categorical); called once per step.
+            shape: state shape ``(B, ...)``.
+            steps: number of reverse jumps.
+            return_prob: also return the last predicted x0 probabilities (soft mask).
+        """
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be >= 1")
+        x = self._prior(tuple(shape), device, generator)
+        prob = None
+        for k in range(steps):
+            t, s = 1 - k / steps, 1 - (k + 1) / steps
+            logits = model_fn(x, torch.full((x.shape[0],), t, device=x.device))
+            prob = self._to_prob(logits)
+            x = self.step(x, logits, t, s, generator=generator)
+        return (x, prob) if return_prob else x
+
+
+class BernoulliProcess(_DiscreteProcess):
     """Bernoulli diffusion on binary tensors (values 0./1.), the K = 2 fast path.
 
     Args:
@@ -66,10 +105,6 @@ class BernoulliProcess:
         self.schedule = check_option("schedule", schedule, get_args(DiscreteSchedule))
         self.kl_weight, self.eps = float(kl_weight), float(eps)
 
-    def alpha_bar(self, t: Tensor | float) -> Tensor:
-        """ᾱ(t), same shape as t."""
-        return alpha_bar(t, self.schedule)
-
     def marginal_prob(self, x0: Tensor, t: Tensor | float) -> Tensor:
         """``P(x_t = 1 | x0) = ᾱ·x0 + (1 − ᾱ)/2``; x0: ``(B, ...)`` in [0, 1], t: ``(B,)``/``(B, L)``/scalar."""
         ab = expand_time(self.alpha_bar(_time(t, x0)), x0).to(x0.dtype)
@@ -81,7 +116,8 @@ class BernoulliProcess:
 
     def posterior_prob(self, x_t: Tensor, x0_prob: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         """``P(x_s = 1 | x_t, x0)`` for a jump t → s < t; ``x0_prob`` binary x0 or predicted P(x0 = 1)."""
-        a_ts, ab_s = (expand_time(c, x_t).to(x_t.dtype) for c in _jump_alpha(_time(t, x_t), _time(s, x_t), self.schedule))
+        jump = _jump_alpha(_time(t, x_t), _time(s, x_t), self.schedule)
+        a_ts, ab_s = (expand_time(c, x_t).to(x_t.dtype) for c in jump)
         theta1 = (a_ts * x_t + (1 - a_ts) / 2) * (ab_s * x0_prob + (1 - ab_s) / 2)
         theta0 = (a_ts * (1 - x_t) + (1 - a_ts) / 2) * (ab_s * (1 - x0_prob) + (1 - ab_s) / 2)
         return (theta1 / (theta0 + theta1)).clamp(self.eps, 1 - self.eps)
@@ -92,39 +128,29 @@ class BernoulliProcess:
         return p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
 
     def loss(self, logits: Tensor, x0: Tensor, x_t: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
-        """Per-sample ``(B,)`` hybrid loss: BCE(logits, x0) + λ·KL(q(x_s|x_t,x0) ‖ p_θ(x_s|x_t)), means over elements."""
+        """Per-sample ``(B,)`` hybrid loss BCE(logits, x0) + λ·KL(q(x_s|x_t,x0) ‖ p_θ(x_s|x_t)).
+
+        Both terms are means over elements; logits, x0, x_t: ``(B, ...)``.
+        """
         dims = tuple(range(1, x0.ndim))
         bce = F.binary_cross_entropy_with_logits(logits, x0, reduction="none").mean(dim=dims)
         true_post = self.posterior_prob(x_t, x0, t, s)
         model_post = self.posterior_prob(x_t, torch.sigmoid(logits), t, s)
         return bce + self.kl_weight * self.kl(true_post, model_post).mean(dim=dims)
 
-    def step(
-        self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def step(self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float,
+             generator: torch.Generator | None = None) -> Tensor:
         """One reverse jump t → s: draw ``x_s`` from the model posterior."""
         return torch.bernoulli(self.posterior_prob(x_t, torch.sigmoid(logits), t, s), generator=generator)
 
-    def sample(
-        self,
-        model_fn: Callable[[Tensor, Tensor], Tensor],
-        shape: tuple[int, ...],
-        steps: int,
-        generator: torch.Generator | None = None,
-        device=None,
-        return_prob: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Ancestral sampling from B(½) at t = 1 down to t = 0 on a uniform grid; ``steps`` network calls.
+    def _prior(self, shape: tuple[int, ...], device, generator: torch.Generator | None) -> Tensor:
+        return torch.bernoulli(torch.full(shape, 0.5, device=device), generator=generator)
 
-        Args:
-            model_fn: ``model_fn(x_t: shape, t: (B,)) -> logits: shape`` (x0 logits).
-            return_prob: also return the last predicted ``P(x0 = 1)`` (soft mask).
-        """
-        x = torch.bernoulli(torch.full(shape, 0.5, device=device), generator=generator)
-        return _reverse_chain(self, model_fn, x, steps, generator, torch.sigmoid, return_prob)
+    def _to_prob(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
 
 
-class CategoricalProcess:
+class CategoricalProcess(_DiscreteProcess):
     """Uniform-kernel D3PM with ``num_classes`` classes on the same clock as ``BernoulliProcess``.
 
     States are class indices (integer tensors ``(B, ...)``); probabilities and logits carry a trailing
@@ -139,9 +165,6 @@ class CategoricalProcess:
         self.K = int(num_classes)
         self.schedule = check_option("schedule", schedule, get_args(DiscreteSchedule))
         self.kl_weight, self.eps = float(kl_weight), float(eps)
-
-    def alpha_bar(self, t: Tensor | float) -> Tensor:
-        return alpha_bar(t, self.schedule)
 
     def _probs(self, x: Tensor) -> Tensor:
         return F.one_hot(x.long(), self.K).float() if not x.is_floating_point() else x
@@ -187,34 +210,13 @@ class CategoricalProcess:
         kl = self.kl(self.posterior_prob(x_t, x0, t, s), self.posterior_prob(x_t, logits.softmax(-1), t, s))
         return ce + self.kl_weight * kl.mean(dim=dims)
 
-    def step(
-        self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def step(self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float,
+             generator: torch.Generator | None = None) -> Tensor:
         """One reverse jump t → s: class indices drawn from the model posterior."""
         return self._draw(self.posterior_prob(x_t, logits.softmax(-1), t, s), generator)
 
-    def sample(
-        self,
-        model_fn: Callable[[Tensor, Tensor], Tensor],
-        shape: tuple[int, ...],
-        steps: int,
-        generator: torch.Generator | None = None,
-        device=None,
-        return_prob: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Ancestral sampling from the uniform prior; ``model_fn(x_t: shape, t: (B,)) -> logits (*shape, K)``."""
-        x = self._draw(torch.full((*shape, self.K), 1.0 / self.K, device=device), generator)
-        return _reverse_chain(self, model_fn, x, steps, generator, lambda z: z.softmax(-1), return_prob)
+    def _prior(self, shape: tuple[int, ...], device, generator: torch.Generator | None) -> Tensor:
+        return self._draw(torch.full((*shape, self.K), 1.0 / self.K, device=device), generator)
 
-
-def _reverse_chain(process, model_fn, x, steps, generator, to_prob, return_prob):
-    """Shared reverse loop on the uniform grid t_k = 1 − k/steps: one ``model_fn`` call per step."""
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
-    prob = None
-    for k in range(steps):
-        t, s = 1 - k / steps, 1 - (k + 1) / steps
-        logits = model_fn(x, torch.full((x.shape[0],), t, device=x.device))
-        prob = to_prob(logits)
-        x = process.step(x, logits, t, s, generator=generator)
-    return (x, prob) if return_prob else x
+    def _to_prob(self, logits: Tensor) -> Tensor:
+        return logits.softmax(-1)

@@ -116,7 +116,8 @@ def _ddim(path: GaussianPath, x: Tensor, x0: Tensor, t: float, t_next: float) ->
     return (s2 / s) * x + (a2 - s2 * a / s) * x0
 
 
-def _heun(path: GaussianPath, x: Tensor, x0: Tensor, x_pred: Tensor, x0_pred: Tensor, t: float, t_next: float) -> Tensor:
+def _heun(path: GaussianPath, x: Tensor, x0: Tensor, x_pred: Tensor, x0_pred: Tensor, t: float,
+          t_next: float) -> Tensor:
     """Trapezoidal corrector in VE coordinates, mapped back to the path."""
     a, s = _ab(path, t)
     a2, s2 = _ab(path, t_next)
@@ -183,7 +184,8 @@ def sample_joint(
         x0s = joint_fn(xs[0], _times(now[0], xs[0], known[0]), xs[1], _times(now[1], xs[1], known[1]))
         nfe += 1
         new = [
-            xs[i] if now[i] == nxt[i] else _keep_known(_ddim(paths[i], xs[i], x0s[i], now[i], nxt[i]), xs[i], known[i])
+            xs[i] if now[i] == nxt[i]
+            else _keep_known(_ddim(paths[i], xs[i], x0s[i], now[i], nxt[i]), xs[i], known[i])
             for i in range(2)
         ]
         fix = [solver == "heun" and _corrects(paths[i], now[i], nxt[i]) for i in range(2)]

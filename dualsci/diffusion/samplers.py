@@ -84,7 +84,7 @@ def _churn(x: Tensor, sigma: float, churn: float, n: int, generator: GeneratorAr
 
 
 def _lerp_to(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
-    """Euler step in its DDIM form ``(σ'/σ)·x + (1 − σ'/σ)·D``: same as ``x + (σ' − σ)(x − D)/σ``, exact at σ' = 0."""
+    """Euler step in DDIM form ``(σ'/σ)·x + (1 − σ'/σ)·D`` = ``x + (σ' − σ)(x − D)/σ``, exact at σ' = 0."""
     r = sigma_next / sigma
     return r * x + (1 - r) * denoised
 
@@ -107,14 +107,8 @@ def _loop(denoiser, x, sigmas, generator, churn, callback, update) -> Tensor:
     return x
 
 
-def sample_euler(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    generator: GeneratorArg = None,
-    churn: float = 0.0,
-    callback: Callback | None = None,
-) -> Tensor:
+def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
+                 churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """Euler on the probability-flow ODE ``dx̃/dσ̃ = (x̃ − D)/σ̃``; N network calls."""
 
     def update(x, d0, s, s_next, state):
@@ -123,14 +117,8 @@ def sample_euler(
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
-def sample_heun(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    generator: GeneratorArg = None,
-    churn: float = 0.0,
-    callback: Callback | None = None,
-) -> Tensor:
+def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
+                churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """Heun (EDM Alg. 2): Euler predictor, trapezoidal corrector except on the step to σ = 0; 2N − 1 calls."""
 
     def update(x, d0, s, s_next, state):
@@ -143,14 +131,8 @@ def sample_heun(
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
-def sample_dpmpp_2m(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    generator: GeneratorArg = None,
-    churn: float = 0.0,
-    callback: Callback | None = None,
-) -> Tensor:
+def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
+                    churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(2M), multistep second order in λ = −ln σ̃; N calls.
 
     ``h = λ_{i+1} − λ_i``, ``r = h_{i−1}/h``, ``D̃ = (1 + 1/(2r))·D_i − D_{i−1}/(2r)`` (``D̃ = D_i`` on the
@@ -172,14 +154,8 @@ def sample_dpmpp_2m(
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
-def sample_euler_ancestral(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    generator: GeneratorArg = None,
-    churn: float = 0.0,
-    callback: Callback | None = None,
-) -> Tensor:
+def sample_euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
+                           churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """Euler ancestral: Euler to ``σ_down`` then add ``σ_up·z``, ``σ_up² + σ_down² = σ_{i+1}²``; N calls."""
 
     def update(x, d0, s, s_next, state):
