@@ -1,0 +1,97 @@
+"""Format detection, one `load_episodes` entry point, and the `convert` verb between formats."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from apps.robotics.data.episodes import DataError, EpisodeSet, data_error
+
+FORMATS = ("zarr", "lerobot_v2.1", "lerobot_v3", "robomimic")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Guess the dataset format of `path` from its layout (not its name alone)."""
+    path = Path(path)
+    if not path.exists():
+        raise data_error(str(path), "file not found")
+    if path.is_dir() and (path / "meta" / "info.json").exists():
+        import json
+
+        v = json.loads((path / "meta" / "info.json").read_text()).get("codebase_version", "")
+        return "lerobot_v3" if str(v).startswith("v3") else "lerobot_v2.1"
+    if path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists()):
+        return "zarr"
+    if path.suffix == ".zip":
+        return "zarr"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            if fh.read(8) == b"\x89HDF\r\n\x1a\n":
+                return "robomimic"
+    raise data_error(str(path), f"unrecognised dataset layout (expected one of {', '.join(FORMATS)})")
+
+
+def load_episodes(path: str | os.PathLike, fmt: str | None = None, **kw) -> EpisodeSet:
+    """Read any supported dataset into an `EpisodeSet` (format auto-detected when `fmt` is None)."""
+    fmt = fmt or detect_format(path)
+    if fmt == "zarr":
+        from apps.robotics.data.zarr_io import read_replay_zarr
+
+        return read_replay_zarr(path, **kw)
+    if fmt.startswith("lerobot"):
+        from apps.robotics.data.lerobot import read_lerobot
+
+        return read_lerobot(path, **kw)
+    if fmt == "robomimic":
+        from apps.robotics.data.robomimic import read_robomimic
+
+        return read_robomimic(path, **kw)
+    raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+
+
+def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite: bool = False) -> Path:
+    """Write `eps` in format `fmt` (one of `FORMATS`), atomically."""
+    if fmt == "zarr":
+        from apps.robotics.data.zarr_io import write_replay_zarr
+
+        return write_replay_zarr(eps, path, overwrite=overwrite)
+    if fmt in ("lerobot_v2.1", "lerobot_v3"):
+        from apps.robotics.data.lerobot import write_lerobot
+
+        return write_lerobot(eps, path, version="v2.1" if fmt.endswith("2.1") else "v3.0", overwrite=overwrite)
+    if fmt == "robomimic":
+        from apps.robotics.data.robomimic import write_robomimic
+
+        return write_robomimic(eps, path, overwrite=overwrite)
+    raise ValueError(f"--to must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    """``dualsci-robotics convert SRC DST --to FORMAT [--episodes N] [--overwrite]``."""
+    ap = argparse.ArgumentParser(prog="dualsci-robotics convert",
+                                 description="Convert demonstrations between zarr, LeRobot v2.1/v3 and robomimic HDF5.")
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--to", required=True, choices=FORMATS)
+    ap.add_argument("--from", dest="src_fmt", choices=FORMATS, default=None)
+    ap.add_argument("--episodes", type=int, default=None, help="convert only the first N episodes")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        kw = {}
+        if args.episodes is not None:
+            kw["episodes"] = list(range(args.episodes))
+        fmt = args.src_fmt or detect_format(args.src)
+        if fmt == "robomimic" and "episodes" in kw:
+            eps = load_episodes(args.src, fmt).select(kw["episodes"])
+        else:
+            eps = load_episodes(args.src, fmt, **kw)
+        eps.validate()
+        save_episodes(eps, args.dst, args.to, overwrite=args.overwrite)
+    except (DataError, FileExistsError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"wrote {args.dst} ({args.to}): {eps.n_episodes} episodes, {eps.n_frames} frames, "
+          f"fields {sorted(eps.fields)}")
+    return 0

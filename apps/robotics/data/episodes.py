@@ -1,0 +1,175 @@
+"""The in-memory episode container every reader returns and every writer takes.
+
+All formats (diffusion-policy replay zarr, LeRobot v2.1/v3, robomimic HDF5) are decoded into one
+`EpisodeSet`: per-frame fields concatenated over episodes along time plus cumulative exclusive
+`episode_ends`, exactly the replay-buffer layout, so windows and statistics are written once.
+Episodes without actions (video-only demonstrations) are flagged in `has_action`; their action rows
+are zeros and must never reach an action loss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the episode and the key."""
+
+
+def data_error(source: str, problem: str, episode: int | None = None, key: str | None = None) -> DataError:
+    """Build a `DataError` whose message always starts with the file and locates the problem."""
+    where = [str(source)]
+    if episode is not None:
+        where.append(f"episode {episode}")
+    if key is not None:
+        where.append(f"key '{key}'")
+    return DataError(": ".join([", ".join(where), problem]))
+
+
+@dataclass
+class EpisodeSet:
+    """Episodes of per-frame fields.
+
+    Attributes:
+        fields: name -> array `(N, ...)`, frames of all episodes concatenated along axis 0.
+            Conventional names: ``image`` `(N, H, W, 3)` uint8, ``state`` `(N, D_s)`, ``action``
+            `(N, D_a)`; anything else (``keypoint``, ``agent_pos`` ...) is carried along.
+        episode_ends: `(E,)` int64 cumulative exclusive ends (episode e spans `[ends[e-1], ends[e])`).
+        has_action: `(E,)` bool, False for video-only episodes.
+        fps: frames per second (10 for PushT).
+        source: file the set came from (used in error messages).
+        meta: free-form metadata carried through conversions (task names, env args).
+    """
+
+    fields: dict[str, np.ndarray]
+    episode_ends: np.ndarray
+    has_action: np.ndarray | None = None
+    fps: float = 10.0
+    source: str = "<memory>"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64).reshape(-1)
+        if self.has_action is None:
+            self.has_action = np.full(len(self.episode_ends), "action" in self.fields, dtype=bool)
+        self.has_action = np.asarray(self.has_action, dtype=bool).reshape(-1)
+        ends = self.episode_ends
+        if len(ends) == 0:
+            raise data_error(self.source, "no episodes", key="meta/episode_ends")
+        if np.any(np.diff(np.concatenate([[0], ends])) <= 0):
+            bad = int(np.argmax(np.diff(np.concatenate([[0], ends])) <= 0))
+            raise data_error(self.source, "episode_ends must be strictly increasing (empty episode)",
+                             episode=bad, key="meta/episode_ends")
+        if len(self.has_action) != len(ends):
+            raise data_error(self.source, f"has_action has {len(self.has_action)} entries for {len(ends)} episodes")
+        for name, arr in self.fields.items():
+            if len(arr) != ends[-1]:
+                raise data_error(self.source, f"has {len(arr)} frames but episode_ends says {int(ends[-1])}",
+                                 key=name)
+
+    # ----------------------------------------------------------------------------------- access
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.episode_ends[-1])
+
+    @property
+    def starts(self) -> np.ndarray:
+        """`(E,)` first frame index of each episode."""
+        return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.episode_ends - self.starts
+
+    def episode(self, e: int) -> dict[str, np.ndarray]:
+        """Fields of episode `e` (views, `(T_e, ...)`)."""
+        s, t = int(self.starts[e]), int(self.episode_ends[e])
+        return {k: v[s:t] for k, v in self.fields.items()}
+
+    def episode_index(self) -> np.ndarray:
+        """`(N,)` episode id of every frame."""
+        return np.repeat(np.arange(self.n_episodes), self.lengths)
+
+    def select(self, episodes) -> "EpisodeSet":
+        """A new set holding only the given episode ids (in that order)."""
+        episodes = [int(e) for e in episodes]
+        idx = np.concatenate([np.arange(self.starts[e], self.episode_ends[e]) for e in episodes])
+        ends = np.cumsum(self.lengths[episodes])
+        return EpisodeSet({k: v[idx] for k, v in self.fields.items()}, ends, self.has_action[episodes],
+                          self.fps, self.source, dict(self.meta))
+
+    @staticmethod
+    def concat(sets: list["EpisodeSet"]) -> "EpisodeSet":
+        """Concatenate episode sets; fields missing in a set (e.g. ``action`` in video-only data) are
+        zero-filled and those episodes get ``has_action = False``."""
+        keys = sorted(set().union(*[s.fields for s in sets]))
+        fields, ends, has_action, offset = {}, [], [], 0
+        for k in keys:
+            ref = next(s.fields[k] for s in sets if k in s.fields)
+            parts = [s.fields[k] if k in s.fields else np.zeros((s.n_frames,) + ref.shape[1:], ref.dtype)
+                     for s in sets]
+            fields[k] = np.concatenate(parts)
+        for s in sets:
+            ends.append(s.episode_ends + offset)
+            offset += s.n_frames
+            has_action.append(s.has_action & ("action" in s.fields))
+        return EpisodeSet(fields, np.concatenate(ends), np.concatenate(has_action), sets[0].fps,
+                          "+".join(s.source for s in sets), dict(sets[0].meta))
+
+    # ------------------------------------------------------------------------------ validation
+    def validate(self, min_length: int = 1, required: tuple[str, ...] = ()) -> None:
+        """Raise `DataError` (naming file, episode, key) on missing keys, NaN/inf values in float
+        fields of action-bearing episodes, or episodes shorter than `min_length` frames."""
+        for k in required:
+            if k not in self.fields:
+                raise data_error(self.source, f"missing key (have {sorted(self.fields)})", key=k)
+        short = np.nonzero(self.lengths < min_length)[0]
+        if len(short):
+            e = int(short[0])
+            raise data_error(self.source, f"episode has {int(self.lengths[e])} frames, shorter than the "
+                             f"required horizon of {min_length}", episode=e)
+        epi = self.episode_index()
+        for k, v in self.fields.items():
+            if not np.issubdtype(v.dtype, np.floating):
+                continue
+            flat = v.reshape(len(v), -1)
+            bad_rows = ~np.isfinite(flat).all(axis=1)
+            if k == "action":
+                bad_rows &= self.has_action[epi]
+            if bad_rows.any():
+                row = int(np.argmax(bad_rows))
+                e = int(epi[row])
+                raise data_error(self.source, f"non-finite value (NaN/inf) at frame {row - int(self.starts[e])}",
+                                 episode=e, key=k)
+
+
+_SLICE = re.compile(r"^([\w./-]+)\[(-?\d*):(-?\d*)\]$")
+
+
+def gather_columns(fields: dict[str, np.ndarray], spec: list[str], source: str = "<memory>") -> np.ndarray:
+    """Concatenate flattened per-frame fields into one `(N, D)` float32 matrix.
+
+    `spec` entries are field names, optionally with a column slice of the flattened field and an
+    ``@sincos`` suffix that replaces angles by their sine and cosine (no wrap-around jump):
+    ``["state[0:4]", "state[4:5]@sincos"]`` -> `(N, 6)` for PushT (agent xy, block xy, sin, cos).
+    """
+    cols = []
+    for item in spec:
+        sincos = item.endswith("@sincos")
+        item = item[: -len("@sincos")] if sincos else item
+        m = _SLICE.match(item)
+        name, lo, hi = (m.group(1), m.group(2), m.group(3)) if m else (item, "", "")
+        if name not in fields:
+            raise data_error(source, f"missing key (have {sorted(fields)})", key=name)
+        x = np.asarray(fields[name])
+        x = x.reshape(len(x), -1)
+        x = x[:, slice(int(lo) if lo else None, int(hi) if hi else None)].astype(np.float32)
+        cols.append(np.concatenate([np.sin(x), np.cos(x)], axis=1) if sincos else x)
+    return np.concatenate(cols, axis=1)

@@ -1,0 +1,330 @@
+"""LeRobotDataset v2.1 and v3.0 readers and writers (pyarrow + PyAV; LeRobot itself not needed).
+
+v2.1: one parquet and one mp4 per episode, ``meta/episodes.jsonl``, ``meta/tasks.jsonl``.
+v3.0: many episodes per parquet/mp4 file, ``meta/episodes/chunk-*/file-*.parquet`` with row and
+video-timestamp ranges per episode, ``meta/tasks.parquet``.
+
+Mapping to `EpisodeSet` names: ``observation.state`` <-> ``state``, ``action`` <-> ``action``, the first
+camera (``observation.image`` or ``observation.images.<cam>``) <-> ``image``, other cameras ->
+``image_<cam>``, other ``observation.<x>`` <-> ``<x>``. Video-only episodes: the dataset has no
+``action`` feature, or ``info.json`` lists them under ``dualsci_video_only_episodes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from apps.robotics.data.episodes import EpisodeSet, data_error
+from apps.robotics.data.video import read_video, write_video
+
+SUPPORTED = ("v2.0", "v2.1", "v3.0")
+_BOOK = {"timestamp", "frame_index", "episode_index", "index", "task_index"}
+
+
+def _mem_name(feature: str, cams: list[str]) -> str:
+    if feature in cams:
+        return "image" if feature == cams[0] else "image_" + feature.split(".")[-1]
+    if feature == "observation.state":
+        return "state"
+    if feature.startswith("observation."):
+        return feature[len("observation."):]
+    return feature
+
+
+def _file_name(name: str) -> str:
+    if name == "image":
+        return "observation.image"
+    if name.startswith("image_"):
+        return "observation.images." + name[len("image_"):]
+    if name == "state":
+        return "observation.state"
+    if name == "action":
+        return "action"
+    return "observation." + name
+
+
+def read_info(root: Path) -> dict:
+    info_path = root / "meta" / "info.json"
+    if not info_path.exists():
+        raise data_error(str(root), "not a LeRobot dataset", key="meta/info.json")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise data_error(str(info_path), f"invalid JSON ({exc})") from exc
+    version = info.get("codebase_version")
+    if version not in SUPPORTED:
+        raise data_error(str(info_path), f"LeRobot codebase_version {version!r} is not supported "
+                         f"(this reader handles {', '.join(SUPPORTED)})", key="codebase_version")
+    for k in ("features", "fps", "data_path"):
+        if k not in info:
+            raise data_error(str(info_path), "missing key", key=k)
+    return info
+
+
+def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> EpisodeSet:
+    """Read a LeRobot v2.x or v3.0 dataset folder into an `EpisodeSet` (videos decoded to uint8)."""
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    info = read_info(root)
+    fps = float(info["fps"])
+    feats = info["features"]
+    cams = [k for k, f in feats.items() if f.get("dtype") in ("video", "image")]
+    numeric = [k for k, f in feats.items() if k not in _BOOK and k not in cams]
+    v3 = info["codebase_version"].startswith("v3")
+    ep_table = _episode_table(root, info, v3)
+    ids = sorted(ep_table) if episodes is None else [int(e) for e in episodes]
+    for e in ids:
+        if e not in ep_table:
+            raise data_error(str(root), "episode not listed in meta", episode=e)
+    fields: dict[str, list] = {_mem_name(k, cams): [] for k in numeric + cams}
+    lengths, tables, videos = [], {}, {}
+    for e in ids:
+        rec = ep_table[e]
+        dpath = root / info["data_path"].format(**rec["data_fmt"])
+        if dpath not in tables:
+            if not dpath.exists():
+                raise data_error(str(dpath), "data file not found", episode=e)
+            tables[dpath] = pq.read_table(dpath).to_pandas()
+        df = tables[dpath]
+        rows = df[df["episode_index"] == e].sort_values("frame_index")
+        if len(rows) == 0:
+            raise data_error(str(dpath), "no rows for this episode", episode=e)
+        lengths.append(len(rows))
+        for k in numeric:
+            if k not in rows.columns:
+                raise data_error(str(dpath), "feature listed in info.json is missing", episode=e, key=k)
+            shape = tuple(feats[k].get("shape", [-1]))
+            col = np.stack([np.asarray(v, dtype=np.float64).reshape(-1) for v in rows[k]])
+            fields[_mem_name(k, cams)].append(col.reshape((len(rows),) + shape).astype(np.float32))
+        for cam in cams:
+            frames = _camera_frames(root, info, feats[cam], cam, rec, rows, e, videos, fps, dpath)
+            fields[_mem_name(cam, cams)].append(frames)
+    out = {k: np.concatenate(v) for k, v in fields.items() if v}
+    ends = np.cumsum(lengths)
+    video_only = set(info.get("dualsci_video_only_episodes", []))
+    has_action = np.array([("action" in feats) and (e not in video_only) for e in ids], bool)
+    tasks = [ep_table[e].get("tasks") for e in ids]
+    return EpisodeSet(out, ends, has_action, fps=fps, source=str(root),
+                      meta={"tasks": tasks, "robot_type": info.get("robot_type")})
+
+
+def _episode_table(root: Path, info: dict, v3: bool) -> dict[int, dict]:
+    table = {}
+    if not v3:
+        path = root / "meta" / "episodes.jsonl"
+        if not path.exists():
+            raise data_error(str(root), "missing episode list", key="meta/episodes.jsonl")
+        chunks = int(info.get("chunks_size", 1000))
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                e = int(rec["episode_index"])
+                fmt = {"episode_chunk": e // chunks, "episode_index": e}
+                table[e] = {"tasks": rec.get("tasks"), "length": rec.get("length"), "data_fmt": fmt,
+                            "video_fmt": fmt, "v3": False}
+        return table
+    import pyarrow.parquet as pq
+
+    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise data_error(str(root), "missing episode table", key="meta/episodes/chunk-*/file-*.parquet")
+    for f in files:
+        df = pq.read_table(f).to_pandas()
+        for _, rec in df.iterrows():
+            e = int(rec["episode_index"])
+            table[e] = {
+                "tasks": list(rec["tasks"]) if "tasks" in rec and rec["tasks"] is not None else None,
+                "length": int(rec["length"]),
+                "data_fmt": {"chunk_index": int(rec["data/chunk_index"]), "file_index": int(rec["data/file_index"])},
+                "rec": rec, "v3": True,
+            }
+    return table
+
+
+def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np.ndarray:
+    if feat.get("dtype") == "image":
+        from io import BytesIO
+
+        from PIL import Image
+
+        if cam not in rows.columns:
+            raise data_error(str(dpath), "image column missing", episode=e, key=cam)
+        imgs = []
+        for cell in rows[cam]:
+            data = cell.get("bytes") if isinstance(cell, dict) else cell
+            if data is None and isinstance(cell, dict) and cell.get("path"):
+                data = (root / cell["path"]).read_bytes()
+            imgs.append(np.asarray(Image.open(BytesIO(data)).convert("RGB")))
+        return np.stack(imgs)
+    if "video_path" not in info or not info["video_path"]:
+        raise data_error(str(root / "meta/info.json"), "video feature but no video_path", key=cam)
+    if rec["v3"]:
+        r = rec["rec"]
+        fmt = {"video_key": cam, "chunk_index": int(r[f"videos/{cam}/chunk_index"]),
+               "file_index": int(r[f"videos/{cam}/file_index"])}
+        offset = float(r[f"videos/{cam}/from_timestamp"])
+    else:
+        fmt = dict(rec["video_fmt"], video_key=cam)
+        offset = 0.0
+    vpath = root / info["video_path"].format(**fmt)
+    if vpath not in cache:
+        cache[vpath] = read_video(vpath, fps=fps)
+    frames = cache[vpath]
+    idx = np.rint((offset + rows["timestamp"].to_numpy(np.float64)) * fps).astype(int)
+    if idx.max() >= len(frames):
+        raise data_error(str(vpath), f"video has {len(frames)} frames, episode needs frame {int(idx.max())}",
+                         episode=e, key=cam)
+    out = frames[idx]
+    shape = feat.get("shape")
+    if shape and tuple(out.shape[1:]) != tuple(shape) and tuple(out.shape[1:]) != tuple(shape[1:] + shape[:1]):
+        raise data_error(str(vpath), f"frames are {out.shape[1:]}, info.json says {tuple(shape)}", episode=e, key=cam)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writers
+def _features(eps: EpisodeSet, fps: float) -> dict:
+    feats = {}
+    for name, x in eps.fields.items():
+        fname = _file_name(name)
+        if name == "image" or name.startswith("image_"):
+            feats[fname] = {"dtype": "video", "shape": list(x.shape[1:]), "names": ["height", "width", "channel"],
+                            "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv420p"}}
+        else:
+            feats[fname] = {"dtype": "float32", "shape": list(x.shape[1:]) or [1], "names": None}
+    if not eps.has_action.any() and "action" in feats:
+        del feats["action"]
+    for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
+                  ("index", "int64"), ("task_index", "int64")):
+        feats[k] = {"dtype": dt, "shape": [1], "names": None}
+    return feats
+
+
+def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int):
+    import pyarrow as pa
+
+    cols: dict[str, list] = {}
+    for e in episodes:
+        ep = eps.episode(e)
+        T = int(eps.lengths[e])
+        for name, x in ep.items():
+            fname = _file_name(name)
+            if fname not in feats or feats[fname]["dtype"] == "video":
+                continue
+            cols.setdefault(fname, []).append(x.reshape(T, -1).astype(np.float32))
+        cols.setdefault("timestamp", []).append((np.arange(T) / eps.fps).astype(np.float32))
+        cols.setdefault("frame_index", []).append(np.arange(T, dtype=np.int64))
+        cols.setdefault("episode_index", []).append(np.full(T, e, np.int64))
+        cols.setdefault("task_index", []).append(np.zeros(T, np.int64))
+    arrays = {}
+    for k, parts in cols.items():
+        x = np.concatenate(parts)
+        if x.ndim == 2:
+            arrays[k] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+        else:
+            arrays[k] = pa.array(x)
+    n = len(arrays["timestamp"])
+    arrays["index"] = pa.array(np.arange(index0, index0 + n, dtype=np.int64))
+    return pa.table(arrays)
+
+
+def _task(eps: EpisodeSet) -> str:
+    return str(eps.meta.get("task", "push the block to the goal"))
+
+
+def _info(eps: EpisodeSet, version: str, feats: dict, extra: dict) -> dict:
+    info = {"codebase_version": version, "robot_type": eps.meta.get("robot_type") or "unknown",
+            "total_episodes": eps.n_episodes, "total_frames": eps.n_frames, "total_tasks": 1,
+            "chunks_size": 1000, "fps": eps.fps, "splits": {"train": f"0:{eps.n_episodes}"},
+            "features": feats}
+    info.update(extra)
+    video_only = [int(e) for e in np.nonzero(~eps.has_action)[0]]
+    if video_only and "action" in feats:
+        info["dualsci_video_only_episodes"] = video_only
+    return info
+
+
+def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0", codec: str = "libx264",
+                  overwrite: bool = False) -> Path:
+    """Write `eps` as a LeRobot dataset folder (``version`` "v2.1" or "v3.0"), atomically."""
+    import pyarrow.parquet as pq
+
+    from dualsci.io import atomic_dir
+
+    if version not in ("v2.1", "v3.0"):
+        raise ValueError(f"version must be one of 'v2.1', 'v3.0', got {version!r}")
+    feats = _features(eps, eps.fps)
+    cams = [k for k, f in feats.items() if f["dtype"] == "video"]
+    root = Path(root)
+    with atomic_dir(root, overwrite=overwrite) as tmp:
+        (tmp / "meta").mkdir()
+        task = _task(eps)
+        if version == "v2.1":
+            extra = {"total_chunks": 1, "total_videos": len(cams) * eps.n_episodes,
+                     "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                     "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
+            lines, stats, index0 = [], [], 0
+            for e in range(eps.n_episodes):
+                table = _frame_table(eps, [e], feats, index0)
+                index0 += table.num_rows
+                p = tmp / extra["data_path"].format(episode_chunk=0, episode_index=e)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(table, p)
+                for cam in cams:
+                    frames = eps.episode(e)[_mem_name(cam, cams)]
+                    write_video(tmp / extra["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e),
+                                frames, eps.fps, codec)
+                lines.append(json.dumps({"episode_index": e, "tasks": [task], "length": int(eps.lengths[e])}))
+                stats.append(json.dumps({"episode_index": e, "stats": _episode_stats(eps, e, feats)}))
+            (tmp / "meta/episodes.jsonl").write_text("\n".join(lines) + "\n")
+            (tmp / "meta/episodes_stats.jsonl").write_text("\n".join(stats) + "\n")
+            (tmp / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": task}) + "\n")
+        else:
+            import pandas as pd
+
+            extra = {"data_files_size_in_mb": 100, "video_files_size_in_mb": 200,
+                     "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+                     "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"}
+            table = _frame_table(eps, list(range(eps.n_episodes)), feats, 0)
+            p = tmp / extra["data_path"].format(chunk_index=0, file_index=0)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, p)
+            starts = eps.starts
+            rows = {"episode_index": np.arange(eps.n_episodes), "tasks": [[task]] * eps.n_episodes,
+                    "length": eps.lengths, "data/chunk_index": np.zeros(eps.n_episodes, np.int64),
+                    "data/file_index": np.zeros(eps.n_episodes, np.int64),
+                    "dataset_from_index": starts, "dataset_to_index": eps.episode_ends}
+            for cam in cams:
+                write_video(tmp / extra["video_path"].format(video_key=cam, chunk_index=0, file_index=0),
+                            eps.fields[_mem_name(cam, cams)], eps.fps, codec)
+                rows[f"videos/{cam}/chunk_index"] = np.zeros(eps.n_episodes, np.int64)
+                rows[f"videos/{cam}/file_index"] = np.zeros(eps.n_episodes, np.int64)
+                rows[f"videos/{cam}/from_timestamp"] = starts / eps.fps
+                rows[f"videos/{cam}/to_timestamp"] = eps.episode_ends / eps.fps
+            (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
+            pd.DataFrame(rows).to_parquet(tmp / "meta/episodes/chunk-000/file-000.parquet")
+            pd.DataFrame({"task_index": [0]}, index=pd.Index([task], name="task")).to_parquet(tmp / "meta/tasks.parquet")
+        (tmp / "meta/info.json").write_text(json.dumps(_info(eps, version, feats, extra), indent=2))
+        (tmp / "meta/stats.json").write_text(json.dumps(_global_stats(eps, feats), indent=2))
+    return root
+
+
+def _stats(x: np.ndarray) -> dict:
+    x = x.reshape(len(x), -1).astype(np.float64)
+    return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
+            "std": x.std(0).tolist(), "count": [len(x)]}
+
+
+def _episode_stats(eps: EpisodeSet, e: int, feats: dict) -> dict:
+    ep = eps.episode(e)
+    return {_file_name(k): _stats(v) for k, v in ep.items()
+            if _file_name(k) in feats and feats[_file_name(k)]["dtype"] != "video"}
+
+
+def _global_stats(eps: EpisodeSet, feats: dict) -> dict:
+    return {_file_name(k): _stats(v) for k, v in eps.fields.items()
+            if _file_name(k) in feats and feats[_file_name(k)]["dtype"] != "video"}

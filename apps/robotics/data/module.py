@@ -1,0 +1,111 @@
+"""LightningDataModule over any supported dataset (or the built-in push task)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from apps.robotics.data.convert import load_episodes
+from apps.robotics.data.episodes import EpisodeSet
+from apps.robotics.data.windows import WindowDataset, collate_batch, dataset_stats
+
+
+class RoboticsDataModule(pl.LightningDataModule):
+    """Episode-split windows for `DustPolicyNet`.
+
+    Args:
+        path: dataset (zarr dir/zip, LeRobot folder, robomimic .hdf5); None = the built-in push task.
+        fmt: force a format (default: detected).
+        state_keys: column spec of the state vector (e.g. ``["state[0:2]"]`` agent position).
+        use_image: feed images (``image`` field) to the policy.
+        n_obs, horizon, future_offset: window shape (future frame at t + future_offset, default H).
+        batch_size, num_workers: loader settings (``num_workers=0`` on 2-core machines).
+        val_episodes: episodes held out for validation (the last ones).
+        max_episodes: use only the first N episodes (quick runs).
+        video_only_path: extra dataset whose episodes train only the vision stream.
+        toy_episodes, toy_video_only, toy_res: built-in task size when ``path`` is None.
+        seed: shuffling seed.
+    """
+
+    def __init__(self, path: str | None = None, fmt: str | None = None, state_keys: list[str] = ("state",),
+                 use_image: bool = True, n_obs: int = 2, horizon: int = 16, future_offset: int | None = None,
+                 batch_size: int = 64, num_workers: int = 0, val_episodes: int = 4, max_episodes: int | None = None,
+                 video_only_path: str | None = None, toy_episodes: int = 100, toy_video_only: int = 0,
+                 toy_res: int = 32, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.stats: dict | None = None
+        self.train_set = self.val_set = None
+
+    def load(self) -> EpisodeSet:
+        h = self.hparams
+        if h.path is None:
+            from apps.robotics.data.builtin import generate_toy_push
+
+            eps = generate_toy_push(h.toy_episodes, seed=h.seed, res=h.toy_res, video_only=h.toy_video_only)
+        else:
+            kw = {"episodes": list(range(h.max_episodes))} if h.max_episodes and (h.fmt or "").startswith(("zarr", "lerobot")) else {}
+            eps = load_episodes(h.path, h.fmt, **kw)
+            if h.max_episodes and eps.n_episodes > h.max_episodes:
+                eps = eps.select(range(h.max_episodes))
+        if h.video_only_path:
+            extra = load_episodes(h.video_only_path)
+            extra.has_action[:] = False
+            eps = EpisodeSet.concat([eps, extra])
+        return eps
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        eps = self.load()
+        n_val = min(h.val_episodes, max(eps.n_episodes - 1, 0))
+        action_eps = np.nonzero(eps.has_action)[0]
+        val_ids = action_eps[len(action_eps) - n_val:] if n_val else np.array([], int)
+        train_ids = [e for e in range(eps.n_episodes) if e not in set(val_ids.tolist())]
+        kw = dict(state_keys=list(h.state_keys), n_obs=h.n_obs, horizon=h.horizon, future_offset=h.future_offset,
+                  use_image=h.use_image)
+        self.train_set = WindowDataset(eps.select(train_ids), **kw)
+        self.val_set = WindowDataset(eps.select(val_ids), **kw) if len(val_ids) else None
+        self.stats = dataset_stats(self.train_set)
+        self._bind_model()
+
+    def _bind_model(self) -> None:
+        """Give the model the training statistics (fit from scratch) and check shapes against it."""
+        trainer = getattr(self, "trainer", None)
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        net = getattr(module, "net", None)
+        if net is None or not hasattr(net, "set_stats"):
+            return
+        ds = self.train_set
+        if ds.state.shape[1] != net.state_dim:
+            raise ValueError(f"{ds.eps.source}: state has {ds.state.shape[1]} columns ({list(self.hparams.state_keys)}), "
+                             f"the model expects state_dim={net.state_dim}")
+        if ds.action.shape[1] and ds.action.shape[1] != net.action_dim:
+            raise ValueError(f"{ds.eps.source}: action has {ds.action.shape[1]} dims, model action_dim={net.action_dim}")
+        if net.use_image and (ds.image is None or tuple(ds.image.shape[2:]) != (net.image_size, net.image_size)):
+            got = None if ds.image is None else tuple(ds.image.shape[2:])
+            raise ValueError(f"{ds.eps.source}: images are {got}, the model expects "
+                             f"({net.image_size}, {net.image_size})")
+        if not bool(net.stats_set):
+            net.set_stats(self.stats)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers, generator=g,
+                          collate_fn=collate_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, collate_fn=collate_batch)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,116 @@
+"""Diffusion-policy ReplayBuffer zarr: `data/<field>` concatenated over time, `meta/episode_ends`.
+
+Read as a directory store or a ``.zarr.zip``; written as zarr format 2 (what diffusion_policy and the
+real PushT file use). Field ``img`` (float32 0-255 in PushT) becomes ``image`` (uint8) in memory and
+back. Video-only episodes are recorded in the extra array ``meta/has_action`` (absent = all True).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from apps.robotics.data.episodes import EpisodeSet, data_error
+
+_TO_MEM = {"img": "image"}
+_TO_FILE = {v: k for k, v in _TO_MEM.items()}
+
+
+def _open(path: Path):
+    import zarr
+
+    if not path.exists():
+        raise data_error(str(path), "file not found")
+    try:
+        if path.suffix == ".zip":
+            store = zarr.storage.ZipStore(str(path), mode="r")
+            return zarr.open_group(store, mode="r")
+        return zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for "not a group"
+        raise data_error(str(path), f"not a replay-buffer zarr ({type(exc).__name__}: {exc})") from exc
+
+
+def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
+                     episodes: list[int] | None = None, fps: float = 10.0) -> EpisodeSet:
+    """Read a replay-buffer zarr.
+
+    Args:
+        path: directory or ``.zarr.zip``.
+        keys: file field names to read (default: all under ``data/``).
+        episodes: episode ids to read (default all); only their frames are decompressed.
+    Returns:
+        `EpisodeSet` with ``img`` renamed to ``image`` and cast to uint8 `(N, H, W, 3)`.
+    """
+    path = Path(path)
+    g = _open(path)
+    if "meta" not in g or "episode_ends" not in g["meta"]:
+        raise data_error(str(path), "missing array", key="meta/episode_ends")
+    if "data" not in g:
+        raise data_error(str(path), "missing group", key="data")
+    ends = np.asarray(g["meta/episode_ends"][:], dtype=np.int64)
+    has_action = np.asarray(g["meta/has_action"][:], bool) if "has_action" in g["meta"] else None
+    names = sorted(g["data"].array_keys()) if keys is None else list(keys)
+    for k in names:
+        if k not in g["data"]:
+            raise data_error(str(path), f"missing array (have {sorted(g['data'].array_keys())})", key=f"data/{k}")
+    starts = np.concatenate([[0], ends[:-1]])
+    if episodes is not None:
+        episodes = [int(e) for e in episodes]
+        for e in episodes:
+            if not 0 <= e < len(ends):
+                raise data_error(str(path), f"episode id out of range (file has {len(ends)})", episode=e)
+    fields = {}
+    for k in names:
+        arr = g["data"][k]
+        if len(arr.shape) == 0 or arr.shape[0] != ends[-1]:
+            raise data_error(str(path), f"has {arr.shape[0] if arr.shape else 0} frames but "
+                             f"meta/episode_ends says {int(ends[-1])}", key=f"data/{k}")
+        if episodes is None:
+            x = arr[:]
+        else:
+            x = np.concatenate([arr[int(starts[e]):int(ends[e])] for e in episodes])
+        name = _TO_MEM.get(k, k)
+        if name == "image":
+            x = _to_uint8(x)
+        fields[name] = x
+    if episodes is not None:
+        lengths = ends[episodes] - starts[episodes]
+        ends = np.cumsum(lengths)
+        has_action = None if has_action is None else has_action[episodes]
+    return EpisodeSet(fields, ends, has_action, fps=fps, source=str(path))
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def write_replay_zarr(eps: EpisodeSet, path: str | os.PathLike, image_float: bool = True,
+                      chunk_frames: int = 161, overwrite: bool = False) -> Path:
+    """Write `eps` as a replay-buffer zarr directory (atomically: nothing partial on failure).
+
+    Args:
+        image_float: store ``img`` as float32 0-255 like the PushT file (else uint8).
+    """
+    import zarr
+
+    from dualsci.io import atomic_dir
+
+    path = Path(path)
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        data = g.create_group("data")
+        for name, x in eps.fields.items():
+            x = np.asarray(x)
+            if name == "image" and image_float:
+                x = x.astype(np.float32)
+            chunks = (min(chunk_frames, len(x)),) + tuple(x.shape[1:])
+            data.create_array(_TO_FILE.get(name, name), data=x, chunks=chunks)
+        meta = g.create_group("meta")
+        meta.create_array("episode_ends", data=eps.episode_ends.astype(np.int64))
+        if not eps.has_action.all():
+            meta.create_array("has_action", data=eps.has_action.astype(bool))
+    return path

@@ -1,0 +1,283 @@
+"""The DUST-style policy network: observation encoder + dual-stream transformer (actions | future vision).
+
+Token layout (guide robotics.md §1, CPU-sized):
+  stream a (actions): ``n_obs`` observation tokens (image feature + state feature of each frame;
+      clean content) followed by ``H`` action tokens (noised at ``t_a``); one adaLN time per sample.
+  stream b (vision):  ``L_b`` tokens of the future observation's embedding at ``t + F`` (noised at
+      ``t_b``); for ``variant="action_only"`` one constant register token with no head (the core
+      cannot run an empty stream).
+Both streams also receive the pooled observation as the global condition ``cond``. Joint attention in
+``depth_dual`` MMDiT blocks, then ``depth_tail`` per-stream blocks; separate adaLN times; RoPE over
+(frame, row, col): observations at frames ``-n_obs+1..0``, action k at frame k, future tokens at frame
+F on a square grid.
+
+Vision targets (``future_target``), all without pretrained weights:
+  ``ema``          an EMA copy of the policy's own CNN (FLARE-style self-target), 4x4 pooled map;
+  ``random_conv``  a frozen, seeded random CNN of the same shape, 4x4 pooled map;
+  ``patches``      the normalised image average-pooled to 16x16, cut into 4x4 patches (48-d);
+  ``state``        the normalised future state vector as one token (state-only policies).
+Feature-map targets are LayerNorm-ed per token (no affine) so their scale is fixed while the EMA moves.
+Normalisation statistics live in buffers, so a checkpoint carries them and a policy takes raw input.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dualsci.nn import DualStreamConfig, DualStreamTransformer
+
+FutureTarget = Literal["ema", "random_conv", "patches", "state"]
+Variant = Literal["dust", "action_only", "joint_noise"]
+FUTURE_TARGETS: tuple[str, ...] = get_args(FutureTarget)
+VARIANTS: tuple[str, ...] = get_args(Variant)
+
+
+def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+class ConvEncoder(nn.Module):
+    """Small CNN (GroupNorm, EMA-safe): ``(B, 3, h, w)`` normalised image -> ``(B, C, g, g)`` map."""
+
+    def __init__(self, channels: int = 32, grid: int = 4):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.SiLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.SiLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.SiLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=1, padding=1),
+        )
+        self.grid = grid
+        self.out_channels = 2 * c
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(self.net(x), self.grid)
+
+
+class DustPolicyNet(nn.Module):
+    """Observation encoder + `DualStreamTransformer` for action chunks and future-observation tokens.
+
+    Args:
+        action_dim: D_a. state_dim: D_s (after column gathering, e.g. 6 for PushT state).
+        horizon: action chunk H. n_obs: observation frames. future_offset: F (frames ahead).
+        image_size: input image side (0 = state-only policy). crop_size: random crop in training,
+            centre crop at inference (0 = none).
+        dim, num_heads, depth_dual, depth_tail, mlp_ratio: transformer size.
+        enc_channels: CNN width. grid: side of the pooled feature map (grid² future tokens).
+        future_target: one of ``ema | random_conv | patches | state`` (module docstring).
+        ema_decay: decay of the EMA target encoder.
+        variant: ``dust`` / ``joint_noise`` (same network) or ``action_only`` (register token, no
+            vision head).
+    """
+
+    def __init__(self, action_dim: int = 2, state_dim: int = 2, horizon: int = 16, n_obs: int = 2,
+                 future_offset: int | None = None, image_size: int = 96, crop_size: int = 84,
+                 dim: int = 128, num_heads: int = 4, depth_dual: int = 4, depth_tail: int = 1,
+                 mlp_ratio: float = 4.0, enc_channels: int = 32, grid: int = 4,
+                 future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust"):
+        super().__init__()
+        self.future_target = check_option("future_target", future_target, FUTURE_TARGETS)
+        self.variant = check_option("variant", variant, VARIANTS)
+        if image_size <= 0 and future_target != "state":
+            raise ValueError(f"future_target={future_target!r} needs images; use 'state' when image_size=0")
+        if image_size > 0 and crop_size > image_size:
+            raise ValueError(f"crop_size ({crop_size}) must be <= image_size ({image_size})")
+        self.action_dim, self.state_dim, self.horizon, self.n_obs = action_dim, state_dim, horizon, n_obs
+        self.future_offset = horizon if future_offset is None else future_offset
+        self.image_size, self.crop_size, self.grid, self.ema_decay = image_size, crop_size, grid, ema_decay
+        self.use_image = image_size > 0
+        d = dim
+        # Normalisation buffers (identity until set_stats); saved in every checkpoint.
+        self.register_buffer("state_min", -torch.ones(state_dim))
+        self.register_buffer("state_max", torch.ones(state_dim))
+        self.register_buffer("action_min", -torch.ones(action_dim))
+        self.register_buffer("action_max", torch.ones(action_dim))
+        self.register_buffer("image_mean", torch.full((3,), 0.5))
+        self.register_buffer("image_std", torch.full((3,), 0.5))
+        self.register_buffer("stats_set", torch.zeros((), dtype=torch.bool))
+        # Observation encoder.
+        self.state_proj = nn.Sequential(nn.Linear(state_dim, d), nn.SiLU(), nn.Linear(d, d))
+        if self.use_image:
+            self.encoder = ConvEncoder(enc_channels, grid)
+            self.image_proj = nn.Linear(self.encoder.out_channels * grid * grid, d)
+        self.obs_pos = nn.Parameter(torch.zeros(n_obs, d))
+        self.action_in = nn.Linear(action_dim, d)
+        # Vision target encoder.
+        self.target_encoder: nn.Module | None = None
+        if future_target == "ema":
+            self.target_encoder = copy.deepcopy(self.encoder)
+        elif future_target == "random_conv":
+            g = torch.Generator().manual_seed(1234)
+            self.target_encoder = ConvEncoder(enc_channels, grid)
+            for p in self.target_encoder.parameters():
+                if p.ndim > 1:
+                    p.data = torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5
+        if self.target_encoder is not None:
+            for p in self.target_encoder.parameters():
+                p.requires_grad_(False)
+        if future_target in ("ema", "random_conv"):
+            self.target_dim, self.n_future = self.encoder.out_channels, grid * grid
+        elif future_target == "patches":
+            self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
+        else:
+            self.target_dim, self.n_future = state_dim, 1
+        if variant == "action_only":
+            self.n_future_tokens = 1
+        else:
+            self.n_future_tokens = self.n_future
+        head_dim = d // num_heads
+        axes = (head_dim - 2 * (head_dim // 3 // 2 * 2), head_dim // 3 // 2 * 2, head_dim // 3 // 2 * 2)
+        self.transformer = DualStreamTransformer(DualStreamConfig(
+            in_dim_a=d, in_dim_b=self.target_dim, out_dim_a=action_dim,
+            out_dim_b=0 if variant == "action_only" else self.target_dim,
+            dim=d, num_heads=num_heads, depth_dual=depth_dual, depth_tail=depth_tail, mlp_ratio=mlp_ratio,
+            cond_dim=d, rope_axes_dim=axes))
+        self.register_buffer("pos_a", self._positions_a(), persistent=False)
+        self.register_buffer("pos_b", self._positions_b(), persistent=False)
+
+    # --------------------------------------------------------------------------- positions
+    def _positions_a(self) -> Tensor:
+        frames = torch.cat([torch.arange(-self.n_obs + 1, 1), torch.arange(self.horizon)]).float()
+        return torch.stack([frames, torch.zeros_like(frames), torch.zeros_like(frames)], -1)
+
+    def _positions_b(self) -> Tensor:
+        if self.n_future_tokens == 1:
+            return torch.tensor([[float(self.future_offset), 0.0, 0.0]])
+        g = self.grid
+        rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        return torch.stack([torch.full((g * g,), float(self.future_offset)), rows.reshape(-1).float() + 1,
+                            cols.reshape(-1).float() + 1], -1)
+
+    # ------------------------------------------------------------------------ normalisation
+    @torch.no_grad()
+    def set_stats(self, stats: dict[str, dict[str, Tensor]]) -> None:
+        """Load normalisation statistics (from `apps.robotics.data.windows.dataset_stats`)."""
+        for key, (lo, hi) in (("state", ("state_min", "state_max")), ("action", ("action_min", "action_max"))):
+            if key in stats:
+                s_min, s_max = stats[key]["min"], stats[key]["max"]
+                want = getattr(self, lo).shape
+                if s_min.shape != want:
+                    raise ValueError(f"{key} statistics have {tuple(s_min.shape)} dims, the model expects "
+                                     f"{tuple(want)} ({key}_dim in the model config)")
+                getattr(self, lo).copy_(s_min)
+                getattr(self, hi).copy_(s_max)
+        if "image" in stats:
+            self.image_mean.copy_(stats["image"]["mean"])
+            self.image_std.copy_(stats["image"]["std"])
+        self.stats_set.fill_(True)
+
+    @staticmethod
+    def _scale(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        rng = (hi - lo).clamp_min(1e-6)
+        return 2.0 * (x - lo) / rng - 1.0
+
+    def normalize_state(self, s: Tensor) -> Tensor:
+        return self._scale(s, self.state_min, self.state_max)
+
+    def normalize_action(self, a: Tensor) -> Tensor:
+        return self._scale(a, self.action_min, self.action_max)
+
+    def unnormalize_action(self, a: Tensor) -> Tensor:
+        rng = (self.action_max - self.action_min).clamp_min(1e-6)
+        return (a + 1.0) * 0.5 * rng + self.action_min
+
+    def normalize_image(self, img: Tensor) -> Tensor:
+        """``img: (..., 3, h, w)`` uint8 -> float, per-channel mean/std; crop to ``crop_size``."""
+        if img.shape[-1] != self.image_size or img.shape[-2] != self.image_size or img.shape[-3] != 3:
+            raise ValueError(f"image shape {tuple(img.shape[-3:])} differs from the checkpoint's "
+                             f"(3, {self.image_size}, {self.image_size})")
+        x = (img.float() / 255.0 - self.image_mean[:, None, None]) / self.image_std[:, None, None]
+        return self._crop(x)
+
+    def _crop(self, x: Tensor) -> Tensor:
+        c = self.crop_size
+        if c <= 0 or c == self.image_size:
+            return x
+        if self.training:
+            # One random offset per call (per batch): cheap and enough augmentation on CPU budgets.
+            i, j = (int(v) for v in torch.randint(0, self.image_size - c + 1, (2,)))
+        else:
+            i = j = (self.image_size - c) // 2
+        return x[..., i:i + c, j:j + c]
+
+    # ----------------------------------------------------------------------------- encoders
+    def encode_obs(self, obs_state: Tensor, obs_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Observation tokens and global condition.
+
+        Args:
+            obs_state: ``(B, n_obs, D_s)`` raw state. obs_image: ``(B, n_obs, 3, h, w)`` uint8.
+        Returns:
+            tokens ``(B, n_obs, D)``, cond ``(B, D)``.
+        """
+        if obs_state.shape[1:] != (self.n_obs, self.state_dim):
+            raise ValueError(f"obs_state must be (B, {self.n_obs}, {self.state_dim}), got {tuple(obs_state.shape)}")
+        if not torch.isfinite(obs_state).all():
+            raise ValueError("obs_state contains NaN or inf")
+        tok = self.state_proj(self.normalize_state(obs_state))
+        if self.use_image:
+            if obs_image is None:
+                raise ValueError("this policy needs images (obs_image) but none were given")
+            b, n = obs_image.shape[:2]
+            x = self.normalize_image(obs_image.reshape(b * n, *obs_image.shape[2:]))
+            feat = self.encoder(x).reshape(b, n, -1)
+            tok = tok + self.image_proj(feat)
+        tok = tok + self.obs_pos
+        return tok, tok.mean(dim=1)
+
+    @torch.no_grad()
+    def future_tokens(self, future_state: Tensor, future_image: Tensor | None = None) -> Tensor:
+        """Vision-stream target ``(B, L_b, target_dim)`` of the future observation (no gradient)."""
+        if self.future_target == "state":
+            return self.normalize_state(future_state)[:, None, :]
+        x = self.normalize_image(future_image)
+        if self.future_target == "patches":
+            x = F.adaptive_avg_pool2d(x, 16)
+            p = 16 // self.grid
+            b = x.shape[0]
+            x = x.reshape(b, 3, self.grid, p, self.grid, p).permute(0, 2, 4, 1, 3, 5)
+            return x.reshape(b, self.grid * self.grid, 3 * p * p)
+        was = self.target_encoder.training
+        self.target_encoder.eval()
+        f = self.target_encoder(x)
+        self.target_encoder.train(was)
+        f = f.flatten(2).transpose(1, 2)  # (B, g*g, C)
+        return F.layer_norm(f, f.shape[-1:])
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """EMA step of the target encoder toward the online encoder (``future_target='ema'`` only)."""
+        if self.future_target != "ema":
+            return
+        for p_t, p in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+            p_t.lerp_(p.detach(), 1.0 - self.ema_decay)
+
+    # ------------------------------------------------------------------------------ denoise
+    def forward(self, obs_tokens: Tensor, cond: Tensor, x_a: Tensor, t_a: Tensor, x_b: Tensor | None,
+                t_b: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One joint pass: flow velocities for both streams.
+
+        Args:
+            obs_tokens: ``(B, n_obs, D)``; cond: ``(B, D)`` (from `encode_obs`).
+            x_a: ``(B, H, D_a)`` noisy normalised actions; t_a: ``(B,)`` (t = 1 noise).
+            x_b: ``(B, L_b, target_dim)`` noisy future tokens (ignored for action_only); t_b: ``(B,)``.
+        Returns:
+            ``u_a (B, H, D_a)``, ``u_b (B, L_b, target_dim)`` or None for action_only.
+        """
+        b = x_a.shape[0]
+        h_a = torch.cat([obs_tokens, self.action_in(x_a)], dim=1)
+        # One time per sample for the whole action stream (observation tokens included): per-token
+        # times (obs at t = 0) would make every block's modulation per token, several times the cost
+        # on CPU, and the observation tokens are clean content the attention reads either way.
+        if self.variant == "action_only":
+            x_b = torch.zeros(b, 1, self.target_dim, device=x_a.device, dtype=x_a.dtype)
+            t_b = torch.ones(b, device=x_a.device, dtype=t_a.dtype)
+        y_a, y_b = self.transformer(h_a, x_b, t_a, t_b, cond=cond, pos_a=self.pos_a, pos_b=self.pos_b)
+        return y_a[:, self.n_obs:], y_b

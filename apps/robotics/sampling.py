@@ -1,0 +1,205 @@
+"""Sampling: DUST's asynchronous joint sampler, the four inference modes, and the `Policy` API.
+
+Joint schedules (t = 1 noise -> 0 data, one joint network call per row step; core ``sample_joint``):
+  policy    both streams from noise; vision steps every call, actions every q-th call,
+            ``N_o = q·N_A`` calls (``phase="end"``: the action update uses the last, most refined
+            vision state of each group -- core ``asynchronous``; ``"start"``: the first of each group).
+  forward   forward dynamics: actions given clean (t_a ≡ 0), the future tokens are generated.
+  inverse   inverse dynamics: future tokens given clean (t_b ≡ 0), actions generated.
+  marginal  "zero vision steps": vision held at noise (t_b ≡ 1); the action-only variant always
+            samples this way.
+`Policy` adds observation history, receding-horizon execution or ACT temporal ensembling, and
+latency bookkeeping; ``select_action(obs)`` takes dataset-named fields (batched or not).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dualsci.diffusion import JointSchedule, RectifiedFlowPath, asynchronous, marginal_b, sample_joint
+
+from apps.robotics.data.episodes import gather_columns
+from apps.robotics.model import DustPolicyNet, check_option
+
+Mode = Literal["policy", "forward", "inverse", "marginal"]
+Phase = Literal["end", "start"]
+MODES: tuple[str, ...] = get_args(Mode)
+PHASES: tuple[str, ...] = get_args(Phase)
+_RF = RectifiedFlowPath()
+
+
+def joint_schedule(n_action_steps: int, n_vision_steps: int, phase: str = "end") -> JointSchedule:
+    """DUST's asynchronous schedule with ``N_o = q·N_A`` joint calls (``(t_a, t_b)`` rows)."""
+    check_option("phase", phase, PHASES)
+    if n_action_steps < 1 or n_vision_steps < n_action_steps or n_vision_steps % n_action_steps:
+        raise ValueError(f"n_vision_steps ({n_vision_steps}) must be a positive multiple of "
+                         f"n_action_steps ({n_action_steps})")
+    q = n_vision_steps // n_action_steps
+    if phase == "end":
+        return asynchronous(n_action_steps, q)
+    k = torch.arange(n_vision_steps + 1, dtype=torch.float64)
+    t_b = 1 - k / n_vision_steps
+    t_a = 1 - torch.ceil(k / q) / n_action_steps
+    return JointSchedule(torch.stack([t_a, t_b], 1))
+
+
+def _fixed(n: int, t_a: float | None, t_b: float | None) -> JointSchedule:
+    """n calls with one stream pinned at a constant time and the other on a uniform grid."""
+    t = torch.linspace(1, 0, n + 1, dtype=torch.float64)
+    a = t if t_a is None else torch.full_like(t, t_a)
+    b = t if t_b is None else torch.full_like(t, t_b)
+    return JointSchedule(torch.stack([a, b], 1))
+
+
+@torch.no_grad()
+def sample_chunk(net: DustPolicyNet, obs_state: Tensor, obs_image: Tensor | None = None, *,
+                 n_action_steps: int = 4, n_vision_steps: int = 4, phase: str = "end", mode: str = "policy",
+                 actions: Tensor | None = None, future: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> dict:
+    """Sample one action chunk (and the imagined future tokens).
+
+    Args:
+        obs_state: ``(B, n_obs, D_s)`` raw; obs_image: ``(B, n_obs, 3, h, w)`` uint8 or None.
+        mode: ``policy | forward | inverse | marginal`` (module docstring).
+        actions: ``(B, H, D_a)`` raw actions for ``forward``; future: ``(B, L_b, target_dim)`` target
+            tokens (from ``net.future_tokens``) for ``inverse``.
+    Returns:
+        ``{"action": (B, H, D_a) raw units, "action_norm": normalised, "future": (B, L_b, target_dim)
+        or None, "nfe": int}``.
+    """
+    check_option("mode", mode, MODES)
+    was = net.training
+    net.eval()
+    obs_tok, cond = net.encode_obs(obs_state, obs_image)
+    b, dev = cond.shape[0], cond.device
+    shape_a = (b, net.horizon, net.action_dim)
+    shape_b = (b, net.n_future_tokens, net.target_dim)
+    x_a = torch.randn(shape_a, generator=generator, device=dev)
+    x_b = torch.randn(shape_b, generator=generator, device=dev)
+    if net.variant == "action_only":
+        if mode in ("forward", "inverse"):
+            raise ValueError(f"mode={mode!r} needs a vision stream; the action_only variant has none")
+        mode = "marginal"
+    if mode == "policy":
+        sched = joint_schedule(n_action_steps, n_vision_steps, phase)
+    elif mode == "marginal":
+        sched = marginal_b(n_action_steps)
+    elif mode == "forward":
+        if actions is None:
+            raise ValueError("mode='forward' needs actions (B, H, D_a)")
+        x_a = net.normalize_action(actions.to(dev).float())
+        sched = _fixed(n_vision_steps, 0.0, None)
+    else:
+        if future is None:
+            raise ValueError("mode='inverse' needs future tokens (B, L_b, target_dim)")
+        x_b = future.to(dev).float()
+        sched = _fixed(n_action_steps, None, 0.0)
+
+    def joint_fn(xa, ta, xb, tb):
+        u_a, u_b = net(obs_tok, cond, xa, ta, xb, tb)
+        x0_a = xa - ta[:, None, None] * u_a
+        x0_b = xb if u_b is None else xb - tb[:, None, None] * u_b
+        return x0_a, x0_b
+
+    x_a, x_b, nfe = sample_joint(joint_fn, x_a, x_b, sched, _RF, _RF, return_nfe=True)
+    net.train(was)
+    return {"action": net.unnormalize_action(x_a), "action_norm": x_a,
+            "future": None if net.variant == "action_only" else x_b, "nfe": nfe}
+
+
+class Policy:
+    """Closed-loop policy around a trained `DustPolicyNet`.
+
+    Args:
+        net: the network (its buffers hold the normalisation statistics).
+        state_keys: column spec that builds the state vector from observation fields (as in training).
+        n_action_steps, n_vision_steps, phase, mode: sampler settings (N_A, N_o).
+        execute: receding horizon -- actions executed from each chunk before re-planning.
+        temporal_ensemble: None, or ACT's m: re-plan every step and average all chunks covering the
+            step with weights ``exp(-m·i)``, i = 0 the oldest.
+        seed: sampler noise seed (reset by `reset`).
+    """
+
+    def __init__(self, net: DustPolicyNet, state_keys: list[str], n_action_steps: int = 4, n_vision_steps: int = 4,
+                 phase: str = "end", mode: str = "policy", execute: int = 8, temporal_ensemble: float | None = None,
+                 seed: int = 0):
+        self.net = net.eval()
+        self.state_keys = list(state_keys)
+        self.n_action_steps, self.n_vision_steps = n_action_steps, n_vision_steps
+        self.phase = check_option("phase", phase, PHASES)
+        self.mode = check_option("mode", mode, MODES)
+        if not 1 <= execute <= net.horizon:
+            raise ValueError(f"execute must be in [1, {net.horizon}], got {execute}")
+        self.execute, self.temporal_ensemble, self.seed = execute, temporal_ensemble, seed
+        joint_schedule(n_action_steps, n_vision_steps, phase)  # validate early
+        self.latencies_ms: list[float] = []
+        self.nfe_per_chunk = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget history, queued actions and ensembles; re-seed the sampler."""
+        self.history: deque = deque(maxlen=self.net.n_obs)
+        self.queue: deque = deque()
+        self.chunks: list[list] = []  # [chunk (B, H, D_a) numpy, age]
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.batched = True
+
+    def _prepare(self, obs: dict) -> tuple[Tensor, Tensor | None]:
+        fields = {k: np.asarray(v) for k, v in obs.items()}
+        self.batched = fields["state"].ndim == 2 if "state" in fields else next(iter(fields.values())).ndim > 1
+        if "image" in fields:
+            self.batched = fields["image"].ndim == 4
+        if not self.batched:
+            fields = {k: v[None] for k, v in fields.items()}
+        state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation"))
+        image = None
+        if self.net.use_image:
+            if "image" not in fields:
+                raise KeyError("observation has no 'image' but the policy was trained on images")
+            image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2)))
+        return state, image
+
+    def predict_action_chunk(self, obs_state: Tensor, obs_image: Tensor | None) -> np.ndarray:
+        """``obs_state (B, n_obs, D_s)``, ``obs_image (B, n_obs, 3, h, w)`` -> raw chunk ``(B, H, D_a)``."""
+        t0 = time.perf_counter()
+        out = sample_chunk(self.net, obs_state, obs_image, n_action_steps=self.n_action_steps,
+                           n_vision_steps=self.n_vision_steps, phase=self.phase, mode=self.mode,
+                           generator=self.generator)
+        self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.nfe_per_chunk = out["nfe"]
+        return out["action"].cpu().numpy()
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        """Next action(s) ``(B, D_a)`` (or ``(D_a,)`` for an unbatched observation)."""
+        state, image = self._prepare(obs)
+        if not self.history:
+            for _ in range(self.net.n_obs):  # edge padding, as in training windows
+                self.history.append((state, image))
+        else:
+            self.history.append((state, image))
+        need = self.temporal_ensemble is not None or not self.queue
+        if need:
+            s = torch.stack([h[0] for h in self.history], 1)
+            im = torch.stack([h[1] for h in self.history], 1) if image is not None else None
+            chunk = self.predict_action_chunk(s, im)
+            if self.temporal_ensemble is None:
+                self.queue.extend(chunk[:, i] for i in range(self.execute))
+            else:
+                self.chunks.append([chunk, 0])
+        if self.temporal_ensemble is None:
+            action = self.queue.popleft()
+        else:
+            self.chunks = [c for c in self.chunks if c[1] < self.net.horizon]
+            w = np.exp(-self.temporal_ensemble * np.arange(len(self.chunks)))  # i = 0 the oldest
+            acts = np.stack([c[0][:, c[1]] for c in self.chunks])  # (n, B, D_a)
+            action = (w[:, None, None] * acts).sum(0) / w.sum()
+            for c in self.chunks:
+                c[1] += 1
+        return action if self.batched else action[0]

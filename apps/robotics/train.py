@@ -1,0 +1,97 @@
+"""Programmatic training (demo, benchmark, tests): the same classes the CLI configures from YAML."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from dualsci.training import DiffusionModule
+
+from apps.robotics.data.module import RoboticsDataModule
+from apps.robotics.model import DustPolicyNet
+from apps.robotics.objective import DustObjective
+
+
+def build_module(net_kwargs: dict, objective_kwargs: dict, lr: float = 1e-4, weight_decay: float = 1e-5,
+                 warmup_steps: int = 0, total_steps: int | None = None) -> DiffusionModule:
+    """`DiffusionModule` with AdamW (betas 0.95, 0.999 -- the DUST/GR00T recipe) and an optional
+    linear warm-up + cosine decay over `total_steps`."""
+    net = DustPolicyNet(**net_kwargs)
+    objective = DustObjective(**objective_kwargs)
+    opt = functools.partial(torch.optim.AdamW, lr=lr, betas=(0.95, 0.999), eps=1e-8, weight_decay=weight_decay)
+    sched = None
+    if total_steps:
+        def lr_lambda(step: int) -> float:
+            import math
+
+            if step < warmup_steps:
+                return (step + 1) / max(1, warmup_steps)
+            frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return 0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1
+
+        sched = functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lr_lambda)
+    return DiffusionModule(net, objective, optimizer=opt, lr_scheduler=sched)
+
+
+def fit(module: DiffusionModule, data: RoboticsDataModule, max_steps: int = -1, max_minutes: float | None = None,
+        out_dir: str | Path | None = None, ema_decay: float | None = 0.999, seed: int = 0,
+        accelerator: str = "cpu", precision: str = "32-true", log_every: int = 50) -> dict:
+    """Train with Lightning (no logger, no checkpoints unless `out_dir`); returns timing info."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    callbacks = []
+    if ema_decay:
+        from dualsci.training import make_ema
+
+        callbacks.append(make_ema(ema_decay))
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, max_steps=max_steps,
+        max_time={"minutes": max_minutes} if max_minutes else None, precision=precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=log_every,
+        default_root_dir=str(out_dir) if out_dir else None, max_epochs=-1 if max_steps > 0 or max_minutes else 1)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return {"train_seconds": time.perf_counter() - t0, "steps": int(trainer.global_step)}
+
+
+def save_policy(path: str | Path, module: DiffusionModule, net_kwargs: dict, objective_kwargs: dict,
+                data_kwargs: dict, extra: dict | None = None) -> Path:
+    """Save a self-describing policy checkpoint (plain dicts + tensors; loads with weights_only=True)."""
+    from dualsci.io import atomic_write
+
+    state = {k: v.detach().cpu() for k, v in module.net.state_dict().items()}
+    blob = {"format": "dualsci-robotics-policy/1", "net_kwargs": net_kwargs, "objective_kwargs": objective_kwargs,
+            "data_kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_kwargs.items()},
+            "state_dict": state, "extra": extra or {}}
+    with atomic_write(path, "wb") as fh:
+        torch.save(blob, fh)
+    return Path(path)
+
+
+def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
+    """Rebuild the net from `save_policy` output or a LightningCLI checkpoint (``weights_only=True``).
+
+    Returns ``(net, info)`` with ``info["state_keys"]`` when known.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") == "dualsci-robotics-policy/1":
+        net = DustPolicyNet(**blob["net_kwargs"])
+        net.load_state_dict(blob["state_dict"])
+        return net.eval(), {"state_keys": blob["data_kwargs"].get("state_keys", ["state"]), **blob}
+    hp = blob.get("hyper_parameters", {})
+    spec = hp.get("net", {})
+    if not isinstance(spec, dict) or not str(spec.get("class_path", "")).endswith("DustPolicyNet"):
+        raise ValueError(f"{path}: not a robotics policy checkpoint (no DustPolicyNet in hyper_parameters)")
+    net = DustPolicyNet(**spec.get("init_args", {}))
+    sd = {k[len("net."):]: v for k, v in blob["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(sd)
+    data_hp = blob.get("datamodule_hyper_parameters", {})
+    return net.eval(), {"state_keys": list(data_hp.get("state_keys", ["state"]))}

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.robotics.data import DataError, EpisodeSet, load_episodes
+from apps.robotics.data.zarr_io import read_replay_zarr, write_replay_zarr
+from tests.robotics.conftest import PUSHT
+
+
+def test_real_pusht_layout(shared_file):
+    path = shared_file(PUSHT)
+    eps = read_replay_zarr(path, episodes=[0, 1])
+    assert eps.n_episodes == 2
+    assert eps.lengths.tolist() == [161, 118]
+    assert eps.fields["image"].shape == (279, 96, 96, 3) and eps.fields["image"].dtype == np.uint8
+    assert eps.fields["state"].shape == (279, 5)
+    assert eps.fields["action"].shape == (279, 2)
+    # actions are target agent positions in pixels
+    a = eps.fields["action"]
+    assert a.min() >= 0 and a.max() <= 512
+    full = read_replay_zarr(path, keys=["action"])
+    assert full.n_episodes == 206 and full.n_frames == 25650
+    assert full.lengths.min() == 49 and full.lengths.max() == 246
+
+
+def test_roundtrip_and_has_action(tmp_path, toy_eps):
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    back = read_replay_zarr(out)
+    assert back.episode_ends.tolist() == toy_eps.episode_ends.tolist()
+    assert back.has_action.tolist() == toy_eps.has_action.tolist()
+    for k, v in toy_eps.fields.items():
+        np.testing.assert_array_equal(back.fields[k], v)
+    assert load_episodes(out).n_frames == toy_eps.n_frames
+
+
+def test_zip_store(tmp_path, toy_eps):
+    import shutil
+
+    d = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    shutil.make_archive(str(tmp_path / "z"), "zip", d)
+    back = load_episodes(tmp_path / "z.zip")
+    np.testing.assert_array_equal(back.fields["action"], toy_eps.fields["action"])
+
+
+def test_missing_key_names_file_and_key(tmp_path, toy_eps):
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    with pytest.raises(DataError, match=r"t\.zarr.*data/nope"):
+        read_replay_zarr(out, keys=["nope"])
+
+
+def test_nan_and_short_episode_errors(toy_eps):
+    f = {k: v.copy() for k, v in toy_eps.fields.items()}
+    f["state"][toy_eps.starts[2] + 3, 1] = np.nan
+    bad = EpisodeSet(f, toy_eps.episode_ends, toy_eps.has_action, source="demo.zarr")
+    with pytest.raises(DataError, match=r"demo\.zarr, episode 2, key 'state'.*NaN"):
+        bad.validate()
+    with pytest.raises(DataError, match=r"episode \d+.*shorter than the required horizon"):
+        toy_eps.validate(min_length=1000)
+    # NaN actions in a video-only episode are ignored; in an action episode they are an error.
+    f2 = {k: v.copy() for k, v in toy_eps.fields.items()}
+    f2["action"][toy_eps.starts[0]] = np.nan
+    with pytest.raises(DataError, match=r"episode 0, key 'action'"):
+        EpisodeSet(f2, toy_eps.episode_ends, toy_eps.has_action, source="x").validate()
+
+
+def test_write_is_atomic(tmp_path, toy_eps):
+    target = tmp_path / "exists.zarr"
+    write_replay_zarr(toy_eps, target)
+    with pytest.raises(FileExistsError):
+        write_replay_zarr(toy_eps, target)
+    bad = EpisodeSet({"x": np.zeros((toy_eps.n_frames, 2))}, toy_eps.episode_ends)
+    bad.fields["y"] = object()  # not an array: the write fails half-way
+    with pytest.raises(Exception):
+        write_replay_zarr(bad, tmp_path / "partial.zarr")
+    assert not (tmp_path / "partial.zarr").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_gather_columns_slices_and_sincos(toy_eps):
+    from apps.robotics.data import gather_columns
+
+    x = gather_columns({"s": np.array([[1.0, 2.0, np.pi / 2]])}, ["s[0:1]", "s[2:3]@sincos"])
+    np.testing.assert_allclose(x, [[1.0, 1.0, 0.0]], atol=1e-6)
+    with pytest.raises(DataError, match="key 'nope'"):
+        gather_columns(toy_eps.fields, ["nope"], "f.zarr")

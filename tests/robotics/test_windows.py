@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from apps.robotics.data import EpisodeSet
+from apps.robotics.data.windows import WindowDataset, dataset_stats
+
+
+def _eps():
+    # two episodes of lengths 3 and 5; state = frame id, action = 100 + frame id
+    n = 8
+    state = np.arange(n, dtype=np.float32)[:, None]
+    return EpisodeSet({"state": state, "action": 100 + state, "image": np.zeros((n, 4, 4, 3), np.uint8)},
+                      np.array([3, 8]))
+
+
+def test_edge_padding_never_crosses_episodes():
+    ds = WindowDataset(_eps(), ["state"], n_obs=2, horizon=4, use_image=True)
+    assert len(ds) == 8
+    it = ds[0]
+    assert it["obs_state"][:, 0].tolist() == [0, 0]        # before start: repeat frame 0
+    assert it["action"][:, 0].tolist() == [100, 101, 102, 102]  # after end: repeat last action
+    assert it["future_state"].item() == 2                  # t + H clamped to the episode end
+    it = ds[3]                                             # first frame of episode 1
+    assert it["obs_state"][:, 0].tolist() == [3, 3]
+    assert it["action"][:, 0].tolist() == [103, 104, 105, 106]
+    assert it["future_state"].item() == 7
+    assert ds[4]["obs_state"][:, 0].tolist() == [3, 4]
+    assert it["obs_image"].shape == (2, 3, 4, 4) and it["obs_image"].dtype == torch.uint8
+
+
+def test_batched_gather_matches_items():
+    ds = WindowDataset(_eps(), ["state"], n_obs=2, horizon=4, future_offset=2)
+    batch = ds.__getitems__([1, 5, 7])
+    for j, i in enumerate([1, 5, 7]):
+        item = ds[i]
+        for k in item:
+            assert torch.equal(batch[k][j], item[k])
+
+
+def test_stats_skip_video_only_actions():
+    eps = _eps()
+    eps.has_action[:] = [False, True]
+    eps.fields["action"][:3] = 0.0
+    ds = WindowDataset(eps, ["state"], horizon=4)
+    st = dataset_stats(ds)
+    assert st["action"]["min"].item() == 103 and st["action"]["max"].item() == 107
+    assert st["state"]["min"].item() == 0 and st["state"]["max"].item() == 7
+    assert not ds[0]["has_action"] and ds[4]["has_action"]
