@@ -1,0 +1,189 @@
+"""Lightning wiring of the weather app: the data module and the thin model module.
+
+The data module opens a dataset (a path, or the embedded synthetic generator), computes normalisation
+statistics and tendency scales on the training period, and serves windowed batches. The module is the
+core ``DiffusionModule`` plus one thing: it embeds the data description (statistics, channels, grid,
+frames, step) in every checkpoint under ``"weather"``, so a checkpoint alone can forecast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from apps.weather.data import WeatherDataError, open_weather
+from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
+from dualsci.training import DiffusionModule
+
+
+def tendency_scale(ds: WindowDataset, max_samples: int = 256) -> np.ndarray:
+    """(k, C) std of normalised tendencies ``y_j − x0`` over evenly spaced training windows."""
+    idx = np.linspace(0, len(ds) - 1, min(max_samples, len(ds))).astype(int)
+    d = np.stack([(ds[int(i)]["y"] - ds[int(i)]["x0"][None]).numpy() for i in sorted(set(idx.tolist()))])
+    s = d.transpose(1, 2, 0, 3, 4).reshape(d.shape[1], d.shape[2], -1).std(axis=-1)
+    return np.maximum(s, 1e-3).astype(np.float32)
+
+
+class _Items(torch.utils.data.Dataset):
+    """Adds the grid and tendency scales to every window item (so batches are self-describing)."""
+
+    def __init__(self, windows: WindowDataset, delta_scale: np.ndarray) -> None:
+        self.windows = windows
+        self.extra = {
+            "delta_scale": torch.from_numpy(delta_scale),
+            "lat": torch.from_numpy(np.array(windows.lat, np.float64)),
+            "lon": torch.from_numpy(np.array(windows.lon, np.float64)),
+        }
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.windows[i], **self.extra}
+
+
+class WeatherDataModule(pl.LightningDataModule):
+    """Windows of (state at init, k future frames) from a WB2-style dataset.
+
+    Args:
+        path: zarr/NetCDF/GRIB path or URL; ``None`` writes the embedded synthetic dataset to
+            ``synthetic_dir`` (once, deterministic from ``seed``) and uses it.
+        variables, levels, region, frequency: reader selections (see ``apps.weather.data.open_weather``).
+        train_period, val_period: ``"START:END"`` inclusive (``None`` = whole file / no validation).
+        frames, step_hours: k frames per block, hours between frames.
+        init_hours: allowed init hours for validation windows (training uses every hour).
+        batch_size, num_workers: loader settings (0 workers on 2-core machines).
+        max_train_windows: cap on training windows per epoch (evenly spaced), None = all.
+        synthetic: keyword arguments of ``write_synthetic_zarr`` (grid, days, seed).
+        synthetic_dir: where the synthetic zarr is cached.
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        variables: Sequence[str] | None = None,
+        levels: Sequence[float] | None = None,
+        region: dict | None = None,
+        frequency: str = "1h",
+        train_period: str | None = None,
+        val_period: str | None = None,
+        frames: int = 4,
+        step_hours: int = 6,
+        init_hours: Sequence[int] | None = (0, 12),
+        batch_size: int = 8,
+        num_workers: int = 0,
+        max_train_windows: int | None = None,
+        synthetic: dict | None = None,
+        synthetic_dir: str = "outputs/cache",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.path = path
+        self.stats: NormStats | None = None
+        self.delta_scale: np.ndarray | None = None
+        self.train_set = self.val_set = None
+
+    @staticmethod
+    def _period(spec: str | None) -> tuple[str | None, str | None] | None:
+        if spec is None:
+            return None
+        if ":" not in spec:
+            raise ValueError(f"period {spec!r} must be 'START:END' (e.g. 2019-03-01:2019-03-18)")
+        start, end = spec.split(":", 1)
+        return (start or None, end or None)
+
+    def _resolve_path(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        from apps.weather.synthetic import write_synthetic_zarr
+
+        kw = dict(self.hparams.synthetic or {})
+        kw.setdefault("seed", self.hparams.seed)
+        tag = hashlib.sha1(repr(sorted(kw.items())).encode()).hexdigest()[:10]
+        out = Path(self.hparams.synthetic_dir) / f"synthetic_{tag}.zarr"
+        if not out.exists():
+            write_synthetic_zarr(out, **kw)
+        self.path = str(out)
+        return self.path
+
+    def open(self, period: str | None):
+        h = self.hparams
+        return open_weather(self._resolve_path(), h.variables, h.levels, h.region, self._period(period), h.frequency)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        train_ds = self.open(h.train_period)
+        if self.stats is None:
+            self.stats = compute_stats(train_ds)
+        windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours)
+        if self.delta_scale is None:
+            self.delta_scale = tendency_scale(windows)
+        self.train_set = _Items(windows, self.delta_scale)
+        if h.val_period:
+            val = WindowDataset(self.open(h.val_period), self.stats, h.frames, h.step_hours, h.init_hours)
+            self.val_set = _Items(val, self.delta_scale)
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint needs to forecast: statistics, tendency scales, grid, frames, step."""
+        if self.stats is None:
+            self.setup("fit")
+        w = self.train_set.windows
+        return {
+            "stats": self.stats.to_dict(),
+            "delta_scale": self.delta_scale.tolist(),
+            "lat": np.asarray(w.lat, float).tolist(),
+            "lon": np.asarray(w.lon, float).tolist(),
+            "frames": self.hparams.frames,
+            "step_hours": self.hparams.step_hours,
+            "data_path": str(self.path),
+        }
+
+    def train_dataloader(self):
+        n = len(self.train_set)
+        cap = self.hparams.max_train_windows
+        ds = self.train_set
+        if cap is not None and cap < n:
+            ds = torch.utils.data.Subset(self.train_set, np.linspace(0, n - 1, cap).astype(int).tolist())
+        block = self.train_set.windows.block
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size,
+            sampler=BlockShuffleSampler(len(ds), block, self.hparams.seed),
+            num_workers=self.hparams.num_workers,
+            drop_last=len(ds) > self.hparams.batch_size,
+        )
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+
+class WeatherModule(DiffusionModule):
+    """``DiffusionModule`` that stores the data description (``"weather"``) in checkpoints."""
+
+    weather_meta: dict | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "describe"):
+            self.weather_meta = {
+                **dm.describe(),
+                "net": dict(getattr(self.net, "init_kwargs", {})),
+                "objective": dict(getattr(self.objective, "init_kwargs", {})),
+            }
+        if self.weather_meta is None:
+            raise WeatherDataError("<checkpoint>", "no data description to store (train through WeatherDataModule)")
+        checkpoint["weather"] = self.weather_meta
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.weather_meta = checkpoint.get("weather")

@@ -1,0 +1,195 @@
+"""The forecaster: the core dual-stream transformer on (noisy future frames | clean current state).
+
+Stream a (target) holds k noisy future frames, stream b (context) the clean state at init plus the
+static fields. Both streams carry GeoRoPE coordinates ``(lead step, latitude, longitude)`` in one frame
+(context at lead 0, target frames at 1..k); the calendar of the init (year-fraction harmonics and hour of
+day) is the global condition, and every target token also sees the calendar features of its own
+*valid* time so that the diurnal cycle is explicit at every lead. Works on any grid (pixel space) or on
+an autoencoder latent grid (the latent zarr is just another dataset).
+
+Coordinates (``rope="geo"``): longitude in radians with whole-number frequencies (periodic in 2π, no
+seam at 0°); latitude in radians times ``lat_scale = n_lat_tokens / π`` (one unit per token row, a
+documented scale, no pole special case); lead in block steps. ``rope="grid"`` uses (lead, row, col)
+token indices, better for small regional boxes where a 12° span is too short for periodic frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dualsci.nn import DualStreamConfig, DualStreamTransformer, calendar_features, patchify_2d, unpatchify_2d
+
+RopeMode = Literal["geo", "grid"]
+CAL_HARMONICS = 4
+CAL_DIM = 2 * CAL_HARMONICS + 2
+COORD_DIM = 3
+
+
+def valid_times(init_time_ns: Tensor, frames: int, step_hours: int) -> np.ndarray:
+    """(B,) int64 ns init times -> (B, frames) numpy datetime64[ns] valid times of frames 1..k."""
+    base = init_time_ns.detach().cpu().numpy().astype(np.int64)
+    step = np.int64(step_hours) * 3_600_000_000_000
+    return (base[:, None] + step * np.arange(1, frames + 1, dtype=np.int64)[None]).astype("datetime64[ns]")
+
+
+class WeatherForecaster(nn.Module):
+    """Denoiser network ``F(x_in, c_noise | x0, statics, time)`` for a block of k frames.
+
+    Args:
+        n_channels: state channels C (variables × levels).
+        n_statics: static fields S.
+        grid: (H, W) of the (pixel or latent) grid.
+        frames: frames k per block.
+        step_hours: hours between frames.
+        patch: patch size p (H and W divisible by p).
+        dim, num_heads, depth_dual, depth_single, mlp_ratio: transformer size.
+        rope: ``"geo"`` (periodic GeoRoPE, global grids) or ``"grid"`` (token indices, regional boxes).
+        rope_axes_dim: (t, lat, lon) split of the head dim; default ≈ (¼, ⅜, ⅜).
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        n_statics: int = 0,
+        grid: tuple[int, int] = (16, 32),
+        frames: int = 4,
+        step_hours: int = 6,
+        patch: int = 2,
+        dim: int = 128,
+        num_heads: int = 4,
+        depth_dual: int = 3,
+        depth_single: int = 1,
+        mlp_ratio: float = 4.0,
+        rope: RopeMode = "geo",
+        rope_axes_dim: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        # Plain constructor arguments, stored in checkpoints to rebuild the network without pickles.
+        self.init_kwargs = dict(
+            n_channels=n_channels, n_statics=n_statics, grid=[int(g) for g in grid], frames=frames,
+            step_hours=step_hours, patch=patch, dim=dim, num_heads=num_heads, depth_dual=depth_dual,
+            depth_single=depth_single, mlp_ratio=mlp_ratio, rope=rope,
+            rope_axes_dim=None if rope_axes_dim is None else [int(a) for a in rope_axes_dim],
+        )
+        if rope not in get_args(RopeMode):
+            raise ValueError(f"WeatherForecaster: rope={rope!r} is not one of {get_args(RopeMode)}")
+        h, w = (int(g) for g in grid)
+        if h % patch or w % patch:
+            raise ValueError(f"WeatherForecaster: grid {(h, w)} is not divisible by patch={patch}")
+        self.n_channels, self.n_statics, self.grid = n_channels, n_statics, (h, w)
+        self.frames, self.step_hours, self.patch, self.rope_mode = frames, step_hours, patch, rope
+        head = dim // num_heads
+        if rope_axes_dim is None:
+            # ~¼ time, the rest split between latitude and longitude; longitude capped at Nyquist.
+            t_dim = 2 * max(1, head // 8)
+            lon_dim = min(2 * ((head - t_dim) // 4), 2 * max(1, (w // patch) // 2))
+            rope_axes_dim = (t_dim, head - t_dim - lon_dim, lon_dim)
+        self.rope_axes_dim = tuple(int(a) for a in rope_axes_dim)
+        if rope == "geo" and self.rope_axes_dim[2] // 2 > w // patch // 2:
+            raise ValueError(
+                f"WeatherForecaster: {self.rope_axes_dim[2] // 2} longitude frequencies exceed the Nyquist limit "
+                f"{w // patch // 2} of {w // patch} token columns; lower rope_axes_dim[2]"
+            )
+        pp = patch * patch
+        self.config = DualStreamConfig(
+            in_dim_a=n_channels * pp + CAL_DIM + COORD_DIM,
+            in_dim_b=(n_channels + n_statics) * pp + COORD_DIM,
+            out_dim_a=n_channels * pp,
+            out_dim_b=0,
+            dim=dim,
+            num_heads=num_heads,
+            depth_dual=depth_dual,
+            depth_single=depth_single,
+            mlp_ratio=mlp_ratio,
+            cond_dim=CAL_DIM,
+            rope_axes_dim=self.rope_axes_dim,
+            rope_kind="geo" if rope == "geo" else "nd",
+            shared_condition=True,
+            time_scale=1.0,  # fed EDM c_noise = ¼ ln σ
+        )
+        self.net = DualStreamTransformer(self.config)
+
+    # ------------------------------------------------------------------------------ geometry
+    def _token_coords(self, lat: Tensor, lon: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-token (lat_coord, lon_coord) for RoPE and (sinφ, cosφcosλ, cosφsinλ) features."""
+        p = self.patch
+        h, w = self.grid
+        if lat.numel() != h or lon.numel() != w:
+            raise ValueError(
+                f"grid mismatch: the model was built for {h}x{w} (lat x lon) but the data is {lat.numel()}x{lon.numel()}"
+            )
+        lat_r = torch.deg2rad(lat.double()).reshape(h // p, p).mean(1)
+        # Circular mean of patch longitudes (a patch may straddle 0°).
+        lon_r = torch.deg2rad(lon.double()).reshape(w // p, p)
+        lon_r = torch.atan2(lon_r.sin().mean(1), lon_r.cos().mean(1))
+        la, lo = torch.meshgrid(lat_r, lon_r, indexing="ij")
+        la, lo = la.reshape(-1), lo.reshape(-1)
+        feats = torch.stack([la.sin(), la.cos() * lo.cos(), la.cos() * lo.sin()], -1).float()
+        if self.rope_mode == "geo":
+            lat_c = la * (h // p) / math.pi
+            lon_c = torch.remainder(lo, 2 * math.pi)
+        else:
+            rows, cols = torch.meshgrid(torch.arange(h // p), torch.arange(w // p), indexing="ij")
+            lat_c, lon_c = rows.reshape(-1).double(), cols.reshape(-1).double()
+        return lat_c, lon_c, feats
+
+    def positions(self, lat: Tensor, lon: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """RoPE coordinates ``pos_a: (k·N, 3)``, ``pos_b: (N, 3)`` and token features ``(N, 3)``."""
+        lat_c, lon_c, feats = self._token_coords(lat, lon)
+        n = lat_c.numel()
+        pos_b = torch.stack([torch.zeros(n, dtype=torch.float64), lat_c, lon_c], -1)
+        leads = torch.arange(1, self.frames + 1, dtype=torch.float64).repeat_interleave(n)
+        pos_a = torch.stack([leads, lat_c.repeat(self.frames), lon_c.repeat(self.frames)], -1)
+        return pos_a, pos_b, feats
+
+    # ------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        x0: Tensor,
+        statics: Tensor,
+        init_time: Tensor,
+        lat: Tensor,
+        lon: Tensor,
+    ) -> Tensor:
+        """One network call.
+
+        Args:
+            x_in: (B, k, C, H, W) preconditioned noisy target block.
+            c_noise: (B,) EDM noise coordinate ¼ ln σ.
+            x0: (B, C, H, W) normalised state at init (clean).
+            statics: (B, S, H, W) normalised static fields.
+            init_time: (B,) int64 ns since 1970 (init of this block).
+            lat, lon: (H,), (W,) grid coordinates in degrees.
+
+        Returns:
+            F: (B, k, C, H, W).
+        """
+        b, k, c, h, w = x_in.shape
+        if (c, h, w) != (self.n_channels, *self.grid) or k != self.frames:
+            raise ValueError(
+                f"input block {(k, c, h, w)} does not match the model (frames, channels, H, W) = "
+                f"{(self.frames, self.n_channels, *self.grid)}"
+            )
+        if statics.shape[1] != self.n_statics:
+            raise ValueError(f"model expects {self.n_statics} static fields, got {statics.shape[1]}")
+        pos_a, pos_b, feats = self.positions(lat.cpu(), lon.cpu())
+        dev, dt = x_in.device, x_in.dtype
+        feats = feats.to(dev, dt)
+        n = feats.shape[0]
+        tok_a = patchify_2d(x_in.reshape(b * k, c, h, w), self.patch).reshape(b, k, n, -1)
+        cal_valid = calendar_features(valid_times(init_time, k, self.step_hours).reshape(-1), CAL_HARMONICS)
+        cal_valid = cal_valid.to(dev, dt).reshape(b, k, 1, CAL_DIM).expand(b, k, n, CAL_DIM)
+        tok_a = torch.cat([tok_a, cal_valid, feats.expand(b, k, n, COORD_DIM)], -1).reshape(b, k * n, -1)
+        ctx = torch.cat([x0, statics], 1) if self.n_statics else x0
+        tok_b = torch.cat([patchify_2d(ctx, self.patch), feats.expand(b, n, COORD_DIM)], -1)
+        cond = calendar_features(init_time.detach().cpu().numpy().astype("datetime64[ns]"), CAL_HARMONICS).to(dev, dt)
+        y_a, _ = self.net(tok_a, tok_b, c_noise.to(dt), None, cond, pos_a.to(dev), pos_b.to(dev))
+        y = unpatchify_2d(y_a.reshape(b * k, n, -1), self.patch, (h, w))
+        return y.reshape(b, k, c, h, w)

@@ -1,0 +1,276 @@
+"""Ensemble rollouts: autoregressive blocks of k frames, streamed to a CF/WB2-schema zarr or NetCDF.
+
+* Seeds are counter-based: the start noise of (init, member, block) comes from
+  ``SeedSequence([seed, init_hours_since_1970, member, block])``, never reused across blocks (LaDCast's
+  bug) and independent of how members are batched.
+* Output schema (WeatherBench2 forecast layout + CF): dims ``(time, realization, prediction_timedelta,
+  [level,] latitude, longitude)``, ``time`` = init, ``prediction_timedelta`` in hours, a 2-D
+  ``valid_time``; units and standard names; provenance (checkpoint sha256, options, seed rule).
+* Resumable: work units (init, member batch) are recorded in a ``JsonlManifest`` inside
+  ``OUT.partial``; a restarted run with the same options skips finished units and redoes the rest, and
+  the final rename to ``OUT`` happens only when every unit is done — the result is identical to an
+  uninterrupted run (the computation of a unit depends only on its seeds).
+* Memory is flat in leads and members: one member batch and one block live in memory at a time; each
+  block is written to its own zarr region as soon as it is sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from apps.weather.data import UNITS, WeatherDataError, load_block, open_weather
+from apps.weather.dataset import NormStats
+from apps.weather.model import WeatherForecaster
+from apps.weather.objective import WeatherEDMObjective
+from dualsci.diffusion import per_sample_noise, sample_generators
+from dualsci.io import JsonlManifest, atomic_write, sha256_file
+
+NS_PER_HOUR = 3_600_000_000_000
+
+
+@dataclass
+class ForecastOptions:
+    """Everything that determines a forecast's values (hashed for resume)."""
+
+    inits: list[str]
+    lead_hours: int
+    members: int = 10
+    sampler: str = "heun"
+    steps: int = 10
+    churn: float = 0.0
+    ic_noise: float = 0.0
+    seed: int = 0
+    batch_members: int = 10
+    format: str = "zarr"
+    extra: dict = field(default_factory=dict)
+
+
+def parse_inits(spec: str) -> list[np.datetime64]:
+    """``"2019-03-20T00,2019-03-20T12"`` (list) or ``"START:END:STEP_HOURS"`` (range, inclusive)."""
+    spec = spec.strip()
+    if spec.count(":") >= 2 and "," not in spec and spec.split(":")[-1].isdigit() and "T" not in spec.split(":")[-1]:
+        start, end, step = spec.rsplit(":", 2)
+        out = np.arange(np.datetime64(start, "h"), np.datetime64(end, "h") + np.timedelta64(1, "h"), np.timedelta64(int(step), "h"))
+        return [np.datetime64(t, "h") for t in out]
+    return [np.datetime64(s.strip(), "h") for s in spec.split(",") if s.strip()]
+
+
+def member_seed(seed: int, init: np.datetime64, member: int, block: int, stream: int = 0) -> int:
+    """Counter-based seed of one (init, member, block) draw; ``stream`` 1 = IC perturbation."""
+    hours = int(np.datetime64(init, "h").astype(np.int64))
+    return int(np.random.SeedSequence([seed, hours, member, block, stream]).generate_state(1, np.uint64)[0] % (2**63))
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[WeatherForecaster, WeatherEDMObjective, dict]:
+    """Rebuild the forecaster (EMA weights when present) and its data description from a checkpoint."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    meta = ck.get("weather")
+    if meta is None or "net" not in meta:
+        raise WeatherDataError(path, "not a weather forecaster checkpoint (no 'weather' description)")
+    net = WeatherForecaster(**meta["net"])
+    state = {k[len("net."):]: v for k, v in ck["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    net.eval()
+    return net, WeatherEDMObjective(**meta.get("objective", {})), meta
+
+
+def _template(meta: dict, channels: list[str], inits: Sequence[np.datetime64], leads: np.ndarray, members: int, chunk_m: int, k: int) -> xr.Dataset:
+    import dask.array as da
+
+    lat, lon = np.asarray(meta["lat"]), np.asarray(meta["lon"])
+    variables: dict[str, list[str]] = {}
+    for ch in channels:
+        v, _, lv = ch.partition("/")
+        variables.setdefault(v, []).append(lv)
+    init_arr = np.asarray(inits, dtype="datetime64[ns]")
+    lead_td = (leads * NS_PER_HOUR).astype("timedelta64[ns]")
+    data_vars = {}
+    levels = None
+    for v, lvs in variables.items():
+        if lvs[0]:
+            levels = [float(x) for x in lvs] if levels is None else levels
+            shape = (len(inits), members, len(leads), len(lvs), len(lat), len(lon))
+            dims = ("time", "realization", "prediction_timedelta", "level", "latitude", "longitude")
+            chunks = (1, chunk_m, k, len(lvs), len(lat), len(lon))
+        else:
+            shape = (len(inits), members, len(leads), len(lat), len(lon))
+            dims = ("time", "realization", "prediction_timedelta", "latitude", "longitude")
+            chunks = (1, chunk_m, k, len(lat), len(lon))
+        arr = xr.DataArray(da.full(shape, np.nan, dtype=np.float32, chunks=chunks), dims=dims)
+        units, std = UNITS.get(v, ("1", None))
+        arr.attrs.update(units=units, long_name=v.replace("_", " "))
+        if std:
+            arr.attrs["standard_name"] = std
+        data_vars[v] = arr
+    coords = {
+        "time": ("time", init_arr, {"standard_name": "forecast_reference_time", "long_name": "initialisation time"}),
+        "realization": ("realization", np.arange(members, dtype=np.int32), {"standard_name": "realization", "units": "1"}),
+        "prediction_timedelta": ("prediction_timedelta", lead_td, {"standard_name": "forecast_period", "long_name": "lead time"}),
+        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        "valid_time": (("time", "prediction_timedelta"), init_arr[:, None] + lead_td[None, :], {"standard_name": "time", "long_name": "valid time"}),
+    }
+    if levels is not None:
+        coords["level"] = ("level", np.asarray(levels), {"units": "hPa", "long_name": "pressure level", "positive": "down"})
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    enc = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}
+    enc["prediction_timedelta"] = {"units": "hours", "dtype": "int64"}
+    enc["time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
+    enc["valid_time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
+    return enc
+
+
+def _write_block(store: Path, channels: list[str], phys: np.ndarray, i_init: int, m0: int, l0: int, template: xr.Dataset) -> None:
+    """phys: (Mb, k, C, H, W) physical values -> zarr regions."""
+    mb, k = phys.shape[:2]
+    region = {"time": slice(i_init, i_init + 1), "realization": slice(m0, m0 + mb), "prediction_timedelta": slice(l0, l0 + k)}
+    out = {}
+    for v in template.data_vars:
+        idx = [j for j, ch in enumerate(channels) if ch.partition("/")[0] == v]
+        arr = phys[:, :, idx]
+        if "level" not in template[v].dims:
+            arr = arr[:, :, 0]
+        out[v] = (template[v].dims, arr[None].astype(np.float32))
+    xr.Dataset(out).to_zarr(store, region=region, consolidated=False, zarr_format=3)
+
+
+def forecast(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ForecastOptions,
+    progress: bool = True,
+    stop_after_units: int | None = None,
+) -> Path:
+    """Run an ensemble forecast (see the module docstring).
+
+    Args:
+        checkpoint: trained forecaster checkpoint.
+        data: dataset providing the initial conditions (and statics) on the checkpoint's grid.
+        out: output ``.zarr`` folder or ``.nc`` file.
+        options: :class:`ForecastOptions`.
+        stop_after_units: stop (as if killed) after this many work units — for resume tests.
+
+    Returns:
+        The output path (only once complete).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out}: output already exists (refusing to overwrite)")
+    if options.format not in ("zarr", "netcdf"):
+        raise ValueError(f"format={options.format!r} is not one of ('zarr', 'netcdf')")
+    net, objective, meta = load_checkpoint(checkpoint)
+    stats = NormStats.from_dict(meta["stats"])
+    channels = stats.channels
+    k, step = int(meta["frames"]), int(meta["step_hours"])
+    if options.lead_hours % step or options.lead_hours <= 0:
+        raise ValueError(f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
+    n_blocks = -(-options.lead_hours // (k * step))
+    leads = np.arange(1, n_blocks * k + 1) * step
+    ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}))
+    src = str(data)
+    if ds.sizes["latitude"] != len(meta["lat"]) or ds.sizes["longitude"] != len(meta["lon"]) or not (
+        np.allclose(ds.latitude.values, meta["lat"]) and np.allclose(ds.longitude.values, meta["lon"])
+    ):
+        raise WeatherDataError(src, f"grid {ds.sizes['latitude']}x{ds.sizes['longitude']} does not match the checkpoint grid {len(meta['lat'])}x{len(meta['lon'])}")
+    inits = [np.datetime64(t, "h") for t in options.inits]
+    times = ds.time.values.astype("datetime64[h]")
+    t_index = []
+    for t in inits:
+        hit = np.flatnonzero(times == t)
+        if not len(hit):
+            raise WeatherDataError(src, f"init time {t} is not in the data ({times[0]} .. {times[-1]})", "time")
+        t_index.append(int(hit[0]))
+    statics_np = np.zeros((0, len(meta["lat"]), len(meta["lon"])), np.float32)
+    if stats.static_names:
+        missing = [s for s in stats.static_names if s not in ds.data_vars]
+        if missing:
+            raise WeatherDataError(src, "static field(s) used in training are missing", ",".join(missing))
+        arr = np.stack([np.asarray(ds[s].values, np.float64) for s in stats.static_names])
+        statics_np = ((arr - stats.static_mean[:, None, None]) / stats.static_std[:, None, None]).astype(np.float32)
+    lat_t = torch.tensor(meta["lat"], dtype=torch.float64)
+    lon_t = torch.tensor(meta["lon"], dtype=torch.float64)
+    delta_scale = torch.tensor(meta["delta_scale"], dtype=torch.float32)
+
+    bm = max(1, min(options.batch_members, options.members))
+    partial = out.with_name(out.name + ".partial")
+    store = partial / "forecast.zarr"
+    signature = json.dumps({"options": asdict(options), "checkpoint": sha256_file(checkpoint), "data": src}, sort_keys=True)
+    if partial.exists():
+        prev = (partial / "run.json").read_text() if (partial / "run.json").exists() else ""
+        if prev != signature:
+            raise FileExistsError(f"{partial}: an unfinished run with different options exists; remove it to start over")
+    template = _template(meta, channels, inits, leads, options.members, bm, k)
+    template.attrs.update(
+        Conventions="CF-1.8",
+        title="dualsci weather ensemble forecast",
+        source="apps.weather latent/pixel EDM forecaster (dualsci)",
+        model_sha256=sha256_file(checkpoint),
+        options=json.dumps(asdict(options), sort_keys=True),
+        seed_rule="noise(init, member, block) ~ SeedSequence([seed, init_hours_since_1970, member, block, 0]); IC perturbation stream 1",
+        training_data=str(meta.get("data_path", "")),
+        frames_per_block=k,
+        step_hours=step,
+    )
+    if not partial.exists():
+        partial.mkdir(parents=True)
+        template.to_zarr(store, compute=False, encoding=_encoding(template), consolidated=False, zarr_format=3)
+        with atomic_write(partial / "run.json", "w") as f:
+            f.write(signature)
+    manifest = JsonlManifest(partial / "manifest.jsonl", key="unit")
+    done = manifest.done_keys()
+    units = [(i, m0) for i in range(len(inits)) for m0 in range(0, options.members, bm)]
+    todo = [u for u in units if f"{u[0]}:{u[1]}" not in done]
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="forecast", unit="unit", disable=not progress)
+    finished = 0
+    for i_init, m0 in todo:
+        members = list(range(m0, min(m0 + bm, options.members)))
+        init = inits[i_init]
+        x0_phys = load_block(ds, channels, np.array([t_index[i_init]]))[0]
+        x = torch.from_numpy(stats.normalise(x0_phys)).expand(len(members), -1, -1, -1).clone()
+        if options.ic_noise > 0:
+            x = x + options.ic_noise * per_sample_noise(x.shape, [member_seed(options.seed, init, m, 0, 1) for m in members])
+        statics = torch.from_numpy(statics_np).expand(len(members), -1, -1, -1)
+        for b in range(n_blocks):
+            block_init = np.datetime64(init, "ns") + np.timedelta64(b * k * step, "h")
+            init_ns = torch.full((len(members),), int(block_init.astype(np.int64)), dtype=torch.int64)
+            seeds = [member_seed(options.seed, init, m, b) for m in members]
+            noise = per_sample_noise((len(members), k, *x.shape[1:]), seeds)
+            gens = sample_generators([s + 1 for s in seeds]) if options.churn > 0 else None
+            y = objective.sample_block(
+                net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens
+            )
+            phys = stats.denormalise(y.numpy())
+            _write_block(store, channels, phys, i_init, m0, b * k, template)
+            # Continue from the float32 values that were written (identical on resume).
+            x = torch.from_numpy(stats.normalise(phys[:, -1]))
+        manifest.append({"unit": f"{i_init}:{m0}", "init": str(init), "members": members})
+        bar.update(1)
+        finished += 1
+        if stop_after_units is not None and finished >= stop_after_units:
+            bar.close()
+            return partial
+    bar.close()
+    if options.format == "zarr":
+        os.replace(store, out)
+    else:
+        fc = xr.open_zarr(store, consolidated=False).load()
+        tmp = partial / "forecast.nc"
+        fc.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, out)
+    shutil.rmtree(partial)
+    return out
