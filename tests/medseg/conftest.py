@@ -26,3 +26,34 @@ def phantom_dir(tmp_path_factory):
 def totalseg_ct(shared_file):
     src = LabelDict.from_json(shared_file(LABELS_JSON), key="total")
     return shared_file(CT), shared_file(CT_SEG), src
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_two_threads_and_seed):
+    """The medseg tests use tiny tensors: one intra-op thread avoids OpenMP barrier overhead, which on a
+    loaded 2-core runner made a tiny UNet step ~7x slower with 2 threads than with 1."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
+TINY_NET = dict(labels=["liver", "spleen", "kidney_left"], image_size=16, patch=4, dim=32, depth=2, num_heads=2,
+                prompt_dim=16)
+
+
+@pytest.fixture
+def tiny_generator(tmp_path):
+    """A small untrained-but-perturbed generator file (heads non-zero so outputs depend on inputs)."""
+    import torch
+
+    from apps.medseg.generate import save_generator
+    from apps.medseg.model import MedSegNet
+
+    torch.manual_seed(0)
+    net = MedSegNet(**TINY_NET)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    return save_generator(tmp_path / "gen.pt", net, TINY_NET, {})

@@ -1,0 +1,110 @@
+"""LightningDataModule: real NIfTI (one pair, or an MSD / nnU-Net folder) or the embedded phantoms, as 2-D slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from apps.medseg.data import SliceDataset, load_case
+from apps.medseg.labels import LabelDict
+from apps.medseg.layouts import read_dataset
+from apps.medseg.prompts import PromptVocab
+from dualsci.io import shared_data_dir
+
+_SHARED = "shared:"
+
+
+def resolve(path: str | None) -> Path | None:
+    """``shared:medseg/x.nii.gz`` -> a path under ``$DUALSCI_SHARED_DATA``; other paths unchanged."""
+    if path is None:
+        return None
+    return shared_data_dir() / path[len(_SHARED):] if path.startswith(_SHARED) else Path(path)
+
+
+class MedSegDataModule(pl.LightningDataModule):
+    """Axial slices for training the paired generator.
+
+    Sources (exactly one): ``root`` (an MSD or nnU-Net v2 raw folder), ``image`` + ``label`` (+
+    ``labels_json``, ``labels_key``) for a single NIfTI pair, or neither: the embedded CT phantom
+    (``phantom_cases`` cases written to ``root_cache``). Paths may start with ``shared:`` to point into
+    ``$DUALSCI_SHARED_DATA``.
+
+    Args:
+        labels: label names to train on (ids 1..K-1 in this order); must equal the model's ``labels``.
+        z_range: fraction of every volume's z extent used for training (the rest is held out by the
+            benchmark and never seen); validation uses a deterministic 10 % of training slices.
+        spacing: optional resampling (mm) before slicing.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str] = ("liver", "spleen", "kidney_left", "kidney_right", "stomach", "liver_lesion"),
+        modalities: Sequence[str] = ("CT", "MR"),
+        root: str | None = None,
+        image: str | None = None,
+        label: str | None = None,
+        labels_json: str | None = None,
+        labels_key: str | None = None,
+        modality: str = "CT",
+        size: int = 64,
+        context: int = 0,
+        z_range: tuple[float, float] = (0.0, 1.0),
+        spacing: Sequence[float] | None = None,
+        batch_size: int = 16,
+        phantom_cases: int = 8,
+        phantom_seed: int = 0,
+        root_cache: str = "outputs/medseg/phantom_ct",
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if root is not None and image is not None:
+            raise ValueError("give either root (a dataset folder) or image + label, not both")
+        if (image is None) != (label is None):
+            raise ValueError("image and label must be given together")
+        self.save_hyperparameters()
+        self.vocab = PromptVocab(modalities=tuple(modalities), labels=tuple(labels))
+        self.train_set = self.val_set = None
+
+    def prepare_data(self) -> None:
+        h = self.hparams
+        if h.root is None and h.image is None and not (Path(h.root_cache) / "dataset.json").exists():
+            from apps.medseg.phantom import write_phantom_msd
+
+            write_phantom_msd(h.root_cache, n_cases=h.phantom_cases, modality="CT", seed=h.phantom_seed)
+
+    def volumes(self) -> list:
+        h = self.hparams
+        if h.image is not None:
+            src = LabelDict.from_json(resolve(h.labels_json), key=h.labels_key)
+            sel, lut = src.select(list(h.labels))
+            return [load_case(resolve(h.image), resolve(h.label), src, lut, sel, h.modality, spacing=h.spacing)]
+        idx = read_dataset(resolve(h.root) if h.root is not None else Path(h.root_cache))
+        sel, lut = idx.labels.select(list(h.labels))
+        return [load_case(c.image, c.label, idx.labels, lut, sel, idx.modality, spacing=h.spacing) for c in idx.cases]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        full = SliceDataset(self.volumes(), self.vocab, size=h.size, context=h.context, z_range=tuple(h.z_range))
+        n = len(full)
+        val_idx = set(range(0, n, 10)) if n >= 10 else {0}
+        self.train_set = full
+        self.val_set = torch.utils.data.Subset(full, sorted(val_idx))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

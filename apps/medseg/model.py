@@ -1,0 +1,155 @@
+"""The paired image/mask network: the core's dual-stream transformer with Joint Cross-Attention.
+
+Stream a = image, stream b = mask (core convention: a then b). Both streams are patchified on the
+same grid and get the same RoPE (row, col) coordinates, so pixel i of the image and pixel i of the
+mask have zero relative rotation. ``attn_mode="cross"`` is MedSegFactory's Joint Cross-Attention
+(each stream queries only the other); ``"joint"`` (one softmax over both) and ``"self"`` (no
+interaction, ablation) are options.
+
+Masks are discrete-safe: a label map becomes K one-hot channels or ⌈log₂K⌉ analog bits in {-1, 1}
+(Chen et al. 2022), diffused as a Gaussian stream in pixel space and decoded by argmax / sign —
+never as grey levels. The prompt conditions through a learned embedding of its multi-hot token
+vector; image and mask prompts are separate slots so each can be dropped for guidance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence, get_args
+
+import torch
+from torch import Tensor, nn
+
+from apps.medseg.labels import LabelDict
+from apps.medseg.prompts import PromptVocab
+from dualsci.nn import DualStreamConfig, DualStreamTransformer, grid_coords_2d, patchify_2d, unpatchify_2d
+
+MaskEncoding = Literal["onehot", "bits"]
+AttnMode = Literal["cross", "joint", "self"]
+CrossOrder = Literal["parallel", "sequential"]
+
+
+def _check(name: str, value: str, allowed_type) -> str:
+    allowed = get_args(allowed_type)
+    if value not in allowed:
+        raise ValueError(f"{name}: unknown {value!r}; allowed: {list(allowed)}")
+    return value
+
+
+def encode_mask(mask: Tensor, num_classes: int, encoding: MaskEncoding) -> Tensor:
+    """Label map ``(B, *S)`` long -> ``(B, M, *S)`` float in {-1, 1}.
+
+    ``onehot``: M = K channels, +1 on the class channel. ``bits``: M = ⌈log₂K⌉ channels, bit j of the
+    class id mapped 0 -> -1, 1 -> +1.
+    """
+    if encoding == "onehot":
+        oh = torch.nn.functional.one_hot(mask.long(), num_classes).movedim(-1, 1)
+        return oh.float() * 2 - 1
+    nbits = mask_channels(num_classes, "bits")
+    bits = (mask.long().unsqueeze(1) >> torch.arange(nbits, device=mask.device).view(1, -1, *([1] * (mask.ndim - 1)))) & 1
+    return bits.float() * 2 - 1
+
+
+def decode_mask(x: Tensor, num_classes: int, encoding: MaskEncoding) -> Tensor:
+    """``(B, M, *S)`` continuous -> label map ``(B, *S)`` long.
+
+    ``onehot``: argmax. ``bits``: sign -> integer; codes ≥ K (possible when K is not a power of two)
+    fall back to the valid class whose code is nearest in L2 — so no id outside the dictionary and
+    no "intermediate" class between two neighbours ever appears.
+    """
+    if encoding == "onehot":
+        return x.argmax(1)
+    codes = encode_mask(torch.arange(num_classes, device=x.device), num_classes, "bits")  # (K, M)
+    flat = x.movedim(1, -1)  # (B, *S, M)
+    d = ((flat.unsqueeze(-2) - codes) ** 2).sum(-1)  # (B, *S, K)
+    return d.argmin(-1)
+
+
+def mask_channels(num_classes: int, encoding: MaskEncoding) -> int:
+    return num_classes if encoding == "onehot" else max(1, math.ceil(math.log2(num_classes)))
+
+
+class MedSegNet(nn.Module):
+    """Image/mask dual-stream denoiser (pixel space).
+
+    Args:
+        labels: foreground label names (ids 1..K-1); with ``modalities``, ``regions``, ``pathologies``
+            they define the prompt vocabulary and the label dictionary stored with the weights.
+        image_size: side S of the square slices.
+        image_channels: C (1 for 2-D, 1 + 2·context for 2.5-D).
+        mask_encoding: ``"onehot"`` or ``"bits"``.
+        patch: patch side p (tokens per stream: (S/p)²).
+        dim, depth, num_heads, mlp_ratio: transformer size (``depth`` dual blocks).
+        attn_mode: ``"cross"`` (Joint Cross-Attention), ``"joint"`` or ``"self"``.
+        cross_order: ``"parallel"`` (as drawn in the paper) or ``"sequential"`` (as coded).
+        prompt_dim: width of each prompt slot's learned embedding.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str] = ("liver", "spleen", "kidney_left", "kidney_right", "stomach", "liver_lesion"),
+        modalities: Sequence[str] = ("CT", "MR"),
+        regions: Sequence[str] = ("abdomen",),
+        pathologies: Sequence[str] = ("none", "lesion"),
+        image_size: int = 64,
+        image_channels: int = 1,
+        mask_encoding: MaskEncoding = "onehot",
+        patch: int = 4,
+        dim: int = 128,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        attn_mode: AttnMode = "cross",
+        cross_order: CrossOrder = "parallel",
+        prompt_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        self.mask_encoding = _check("mask_encoding", mask_encoding, MaskEncoding)
+        _check("attn_mode", attn_mode, AttnMode)
+        _check("cross_order", cross_order, CrossOrder)
+        if image_size % patch:
+            raise ValueError(f"image_size={image_size} must be divisible by patch={patch}")
+        self.label_dict = LabelDict(("background", *labels))
+        self.vocab = PromptVocab(tuple(modalities), tuple(regions), tuple(pathologies), tuple(labels))
+        self.num_classes = self.label_dict.num_classes
+        self.image_size, self.image_channels, self.patch = image_size, image_channels, patch
+        self.mask_channels = mask_channels(self.num_classes, mask_encoding)
+        self.prompt_embed = nn.Linear(self.vocab.size, prompt_dim, bias=False)
+        head_dim = dim // num_heads
+        rope_axes = (head_dim // 2, head_dim - head_dim // 2) if head_dim % 4 == 0 else None
+        self.config = DualStreamConfig(
+            in_dim_a=image_channels * patch * patch,
+            in_dim_b=self.mask_channels * patch * patch,
+            dim=dim, num_heads=num_heads, depth_dual=depth, mlp_ratio=mlp_ratio,
+            attn_mode=attn_mode, cross_order=cross_order, cond_dim=2 * prompt_dim,
+            rope_axes_dim=rope_axes,
+        )
+        self.transformer = DualStreamTransformer(self.config)
+        g = image_size // patch
+        self.register_buffer("pos", grid_coords_2d(g, g, torch.device("cpu")).float(), persistent=False)
+
+    def forward(self, image: Tensor, mask: Tensor, t_image: Tensor, t_mask: Tensor,
+                prompt_image: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """One joint denoiser call.
+
+        Args:
+            image: (B, C, S, S) noisy image; mask: (B, M, S, S) noisy mask code.
+            t_image, t_mask: (B,) noise coordinates of each stream.
+            prompt_image, prompt_mask: (B, V + 1) multi-hot prompt vectors (null token for dropped).
+
+        Returns:
+            (B, C, S, S) and (B, M, S, S) network outputs (in the objective's parameterisation).
+        """
+        S, p = image.shape[-1], self.patch
+        cond = torch.cat([self.prompt_embed(prompt_image), self.prompt_embed(prompt_mask)], dim=-1)
+        xa, xb = patchify_2d(image, p), patchify_2d(mask, p)
+        ya, yb = self.transformer(xa, xb, t_image, t_mask, cond=cond, pos_a=self.pos, pos_b=self.pos)
+        return unpatchify_2d(ya, p, (S, S)), unpatchify_2d(yb, p, (S, S))
+
+    def encode_mask(self, mask: Tensor) -> Tensor:
+        """(B, S, S) long -> (B, M, S, S) in {-1, 1}."""
+        return encode_mask(mask, self.num_classes, self.mask_encoding)
+
+    def decode_mask(self, x: Tensor) -> Tensor:
+        """(B, M, S, S) -> (B, S, S) long."""
+        return decode_mask(x, self.num_classes, self.mask_encoding)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from apps.medseg.generate import GenerateError, generate, load_generator
+from apps.medseg.layouts import read_dataset
+from apps.medseg.prompts import PromptError
+
+PROMPTS = ["CT abdomen with liver and spleen", "modality=CT; labels=kidney_left"]
+
+
+def test_generate_writes_both_layouts_manifest_and_card(tiny_generator, tmp_path):
+    out = tmp_path / "gen"
+    res = generate(tiny_generator, PROMPTS, out, n=2, steps=3, batch=3, spacing=(1.5, 1.5, 3.0), progress=False)
+    assert res["pairs"] == 4
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in recs) == [0, 1, 2, 3]
+    r = recs[0]
+    for key in ("seed", "prompt", "realised_labels", "checkpoint_sha256", "sampler", "sha256", "requested_labels"):
+        assert key in r
+    assert r["sampler"]["steps"] == 3 and len(r["checkpoint_sha256"]) == 64
+    for layout in ("nnunet", "msd"):
+        root = next((out / layout).iterdir())
+        idx = read_dataset(root)
+        assert idx.layout == layout and len(idx.cases) == 4
+        lab = nib.load(idx.cases[0].label)
+        assert lab.get_data_dtype() == np.uint8 and lab.header.get_zooms() == (1.5, 1.5, 3.0)
+        assert np.asarray(lab.dataobj).shape == (16, 16, 1)
+        realised = {k: v for k, v in recs[[x["id"] for x in recs].index(idx.cases[0].case_id)]["realised_labels"].items()}
+        counts = np.bincount(np.asarray(lab.dataobj).ravel(), minlength=4)
+        assert realised == {n: int(c) for n, c in zip(["liver", "spleen", "kidney_left"], counts[1:]) if c > 0}
+    assert "Synthetic data" in (out / "DATASET_CARD.md").read_text()
+
+
+def test_resume_skips_done_pairs_and_refuses_other_settings(tiny_generator, tmp_path):
+    out = tmp_path / "gen"
+    generate(tiny_generator, PROMPTS, out, n=2, steps=2, progress=False, max_pairs=3)
+    first = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(first) == 3
+    generate(tiny_generator, PROMPTS, out, n=2, steps=2, progress=False)
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and lines[:3] == first
+    with pytest.raises(GenerateError, match="other settings \\(\\['steps'\\]\\)"):
+        generate(tiny_generator, PROMPTS, out, n=2, steps=5, progress=False)
+
+
+def test_refuses_folder_with_other_data_and_bad_prompts(tiny_generator, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(GenerateError, match="holds other data"):
+        generate(tiny_generator, PROMPTS, other, n=1, steps=2, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    with pytest.raises(PromptError, match="allowed: \\['liver', 'spleen', 'kidney_left'\\]"):
+        generate(tiny_generator, ["modality=CT; labels=heart"], tmp_path / "x", n=1, steps=2, progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(GenerateError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+
+
+def test_cli_fit_then_generate_from_lightning_checkpoint(tmp_path):
+    from apps.medseg.cli import CONFIG_DIR, main
+
+    ckpt_dir = tmp_path / "ckpt"
+    main(["fit", "--config", str(CONFIG_DIR / "demo.yaml"), "--trainer.max_steps", "2",
+          "--trainer.default_root_dir", str(tmp_path / "fit"),
+          "--trainer.callbacks.init_args.dirpath", str(ckpt_dir),
+          "--model.init_args.net.init_args.image_size", "16", "--model.init_args.net.init_args.dim", "32",
+          "--model.init_args.net.init_args.depth", "1", "--data.init_args.size", "16",
+          "--data.init_args.phantom_cases", "2", "--data.init_args.root_cache", str(tmp_path / "phantom")])
+    ckpt = ckpt_dir / "last.ckpt"
+    assert ckpt.exists()
+    net, _ = load_generator(ckpt)
+    assert net.image_size == 16 and net.label_dict.foreground[0] == "liver"
+    res = main(["generate", "--ckpt", str(ckpt), "--prompt", "CT liver", "--n", "2", "--steps", "2",
+                "--out", str(tmp_path / "g"), "--no-progress"])
+    assert res["pairs"] == 2
