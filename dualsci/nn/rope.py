@@ -29,16 +29,56 @@ class RotaryTable(NamedTuple):
     """Precomputed rotation for one token sequence.
 
     Attributes:
-        cos: ``(B or 1, 1, L, d_h/2)`` fp32.
+        cos: ``(B or 1, 1, L, d_h/2)`` fp32, one column per channel pair (axis-major).
         sin: ``(B or 1, 1, L, d_h/2)`` fp32.
         layout: ``"interleaved"`` or ``"half"``.
         axes_dim: the axis split of ``d_h`` (needed by the ``"half"`` layout).
+        cos_full: ``(B or 1, 1, L, d_h)`` cos spread onto both channels of each pair, or ``None``
+            (then built on use). Precomputed once per forward so every block reuses it.
+        sin_full: ``(B or 1, 1, L, d_h)`` sin with the rotation's sign folded in (−sin on the first
+            channel of a pair, +sin on the second), or ``None``.
     """
 
     cos: Tensor
     sin: Tensor
     layout: str = "interleaved"
     axes_dim: tuple[int, ...] = ()
+    cos_full: Tensor | None = None
+    sin_full: Tensor | None = None
+
+
+def _spread(cos: Tensor, sin: Tensor, layout: str, axes_dim: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Per-pair ``(…, d_h/2)`` cos/sin -> per-channel ``(…, d_h)`` cos and signed sin."""
+    if layout == "interleaved":
+        return cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)
+    halves = [d // 2 for d in axes_dim]
+    cos_full = torch.cat([t for c in cos.split(halves, -1) for t in (c, c)], dim=-1)
+    sin_full = torch.cat([t for s in sin.split(halves, -1) for t in (-s, s)], dim=-1)
+    return cos_full, sin_full
+
+
+def full_tables(table: RotaryTable) -> tuple[Tensor, Tensor]:
+    """``(cos_full, sin_full)``, each ``(B or 1, 1, L, d_h)``, from the table or built now."""
+    if table.cos_full is not None and table.sin_full is not None:
+        return table.cos_full, table.sin_full
+    return _spread(table.cos, table.sin, table.layout, table.axes_dim)
+
+
+def pair_partner(x: Tensor, layout: str, axes_dim: tuple[int, ...]) -> Tensor:
+    """The partner channel of every channel: rotation is ``x·cos_full + pair_partner(x)·sin_full``.
+
+    Args:
+        x: ``(..., d_h)``.
+        layout: ``"interleaved"`` (swap 2k ↔ 2k+1) or ``"half"`` (swap k ↔ k + D_a/2 per axis).
+        axes_dim: the axis split of ``d_h``.
+    """
+    if layout == "interleaved":
+        return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    halves = []
+    for s in x.split(list(axes_dim), dim=-1):
+        h = s.shape[-1] // 2
+        halves += [s[..., h:], s[..., :h]]
+    return torch.cat(halves, dim=-1)
 
 
 def cat_tables(first: RotaryTable, second: RotaryTable) -> RotaryTable:
@@ -61,8 +101,14 @@ def cat_tables(first: RotaryTable, second: RotaryTable) -> RotaryTable:
     def _cat(x: Tensor, y: Tensor) -> Tensor:
         return torch.cat([x.expand(batch, -1, -1, -1), y.expand(batch, -1, -1, -1)], dim=2)
 
+    (c1, s1), (c2, s2) = full_tables(first), full_tables(second)
     return RotaryTable(
-        _cat(first.cos, second.cos), _cat(first.sin, second.sin), first.layout, first.axes_dim
+        _cat(first.cos, second.cos),
+        _cat(first.sin, second.sin),
+        first.layout,
+        first.axes_dim,
+        _cat(c1, c2),
+        _cat(s1, s2),
     )
 
 
@@ -84,23 +130,9 @@ def apply_rope(x: Tensor, table: RotaryTable) -> Tensor:
             f"L={table.cos.shape[-2]}, d_h={2 * table.cos.shape[-1]}"
         )
     xf = x.float()
-    cos, sin = table.cos, table.sin
-    if table.layout == "interleaved":
-        pairs = xf.unflatten(-1, (-1, 2))
-        x1, x2 = pairs[..., 0], pairs[..., 1]
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    else:
-        # Per-axis half split: gather the first halves of every axis slice, then the second halves,
-        # so that one elementwise rotation serves all axes (the loop is over <= a few axes).
-        slices = xf.split(list(table.axes_dim), dim=-1)
-        x1 = torch.cat([s[..., : s.shape[-1] // 2] for s in slices], dim=-1)
-        x2 = torch.cat([s[..., s.shape[-1] // 2 :] for s in slices], dim=-1)
-        o1 = x1 * cos - x2 * sin
-        o2 = x1 * sin + x2 * cos
-        halves = [d // 2 for d in table.axes_dim]
-        out = torch.cat(
-            [t for pair in zip(o1.split(halves, -1), o2.split(halves, -1)) for t in pair], dim=-1
-        )
+    cos_full, sin_full = full_tables(table)
+    # Three passes (mul, partner gather, addcmul) instead of splitting and stacking pairs.
+    out = torch.addcmul(xf * cos_full, pair_partner(xf, table.layout, table.axes_dim), sin_full)
     return out.to(x.dtype)
 
 
@@ -185,9 +217,8 @@ class RopeND(nn.Module):
         pos = pos.to(dtype)
         angles = pos.index_select(-1, self.axis_index) * self.inv_freq.to(dtype)  # (B, L, d_h/2)
         angles = angles.unsqueeze(1)
-        return RotaryTable(
-            angles.cos().float(), angles.sin().float(), self.layout, self.axes_dim
-        )
+        cos, sin = angles.cos().float(), angles.sin().float()
+        return RotaryTable(cos, sin, self.layout, self.axes_dim, *_spread(cos, sin, self.layout, self.axes_dim))
 
     def extra_repr(self) -> str:
         return f"axes_dim={self.axes_dim}, theta={self.theta}, layout={self.layout!r}"
