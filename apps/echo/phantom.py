@@ -179,7 +179,23 @@ def sector_mask(grid: Grid, depth_mm: float | None = None) -> np.ndarray:
     return (np.hypot(y, x) <= depth_mm) & (np.abs(np.arctan2(x, y)) <= SECTOR_HALF_ANGLE)
 
 
-def render(spec: PatientSpec, view: str, phase: float, grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def tissue_texture(grid: Grid, rng: np.random.Generator) -> np.ndarray:
+    """Slowly varying background echogenicity ``(H, W)`` (drawn once per sequence: tissue does not flicker)."""
+    return np.clip(0.32 + 0.48 * ndimage.gaussian_filter(rng.standard_normal(grid.shape), 6.0), 0.1, 0.6)
+
+
+def _valve(spec: PatientSpec, view: str, phase: float, grid: Grid) -> np.ndarray:
+    """Mitral annulus/leaflets: a bright band across the 2 mm gap between LV and LA (unlabelled)."""
+    y, x = grid.coords()
+    f = axis_frame(spec, view, phase)
+    base, e, n = f["base"], f["e"], f["n"]
+    u = -((y - base[0]) * e[0] + (x - base[1]) * e[1])
+    v = (y - base[0]) * n[0] + (x - base[1]) * n[1]
+    return (u < 0) & (u >= -2.5) & (np.abs(v) <= f["radius"] + spec.wall)
+
+
+def render(spec: PatientSpec, view: str, phase: float, grid: Grid, rng: np.random.Generator,
+           tissue: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One B-mode frame.
 
     Returns:
@@ -190,9 +206,9 @@ def render(spec: PatientSpec, view: str, phase: float, grid: Grid, rng: np.rando
     y, x = grid.coords()
     depth = np.hypot(y, x)
     angle = np.arctan2(x, y)
-    tissue = 0.32 + 0.08 * ndimage.gaussian_filter(rng.standard_normal(grid.shape), 6.0) * 6.0
-    echo = np.clip(tissue, 0.1, 0.6)
+    echo = (tissue_texture(grid, rng) if tissue is None else tissue).copy()
     echo[lab == 2] = 0.8
+    echo[_valve(spec, view, phase, grid)] = 0.55 - 0.1 * q
     blood = 0.04 + 0.05 * q
     echo[(lab == 1) | (lab == 3) | _rv(spec, view, phase, grid)] = blood
     # Dropout: a band of angles on the lateral wall loses signal (specular reflection, rib shadow).
@@ -221,7 +237,8 @@ def half_sequence(spec: PatientSpec, view: str, grid: Grid) -> tuple[np.ndarray,
     """ED → ES frames: images ``(N, H, W)`` uint8 and labels ``(N, H, W)`` uint8, N = ``spec.n_half``."""
     rng = np.random.default_rng([spec.seed, 2 if view == "2CH" else 4])
     phases = np.linspace(0.0, 1.0, spec.n_half)
-    frames = [render(spec, view, float(p), grid, rng) for p in phases]
+    tissue = tissue_texture(grid, rng)
+    frames = [render(spec, view, float(p), grid, rng, tissue) for p in phases]
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
 

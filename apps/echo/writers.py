@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from apps.echo.mhd import write_mhd
-from apps.echo.phantom import Grid, PatientSpec, axis_frame, cycle_phase, half_sequence, make_patient, render
+from apps.echo.phantom import (Grid, PatientSpec, axis_frame, cycle_phase, half_sequence, make_patient, render,
+                               tissue_texture)
 from apps.echo.splits import fold_lists, official_split_lists
 from dualsci.io import atomic_dir
 
@@ -179,7 +180,8 @@ def write_echonet(root: str | os.PathLike, n_videos: int = 10, seed: int = 0, si
             rng = np.random.default_rng([spec.seed, 7])
             period = int(rng.integers(20, 27))
             n_frames = 2 * period + 4
-            frames = np.stack([render(spec, "4CH", cycle_phase(k, period), grid, rng)[0] for k in range(n_frames)])
+            tissue = tissue_texture(grid, rng)
+            frames = np.stack([render(spec, "4CH", cycle_phase(k, period), grid, rng, tissue)[0] for k in range(n_frames)])
             fps = 50.0
             _encode_avi(tmp / "Videos" / f"{name}.avi", frames, fps)
             es_frame = period + int(round(0.38 * period))

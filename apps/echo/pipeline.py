@@ -1,0 +1,269 @@
+"""From files to clinical outputs: load a checkpoint, read any image/sequence/video, segment, write results.
+
+Inputs (``read_input``): CAMUS ``.mhd``/``.nii[.gz]`` images or sequences (spacing from the header),
+videos ``.avi``/``.mp4`` (no spacing: pixels, flagged), and ``.png``/``.jpg`` images. A sequence is
+first screened with the one-shot calibration head (cheap) to find ED (largest LV area) and ES
+(smallest); the diffusion ensemble then segments those two frames. Volumes and EF come per ensemble
+member (single-plane method of disks per view; biplane Simpson when the 2CH and 4CH ED/ES images of one
+CAMUS patient are all given), so EF gets an interval from the ensemble (min–max over members).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from apps.echo import metrics
+from apps.echo.camus import CamusError, check_labels, read_image
+from apps.echo.echonet import EchoNetError, read_video
+from apps.echo.sampling import segment_batch
+from apps.echo.transforms import model_spacing, to_model, to_native
+
+CAMUS_NAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)$")
+
+
+class InputError(ValueError):
+    """An input file that cannot be segmented; the message names it."""
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def _instantiate(spec):
+    """Build ``{class_path, init_args}`` trees (as saved by LightningCLI) without pickles."""
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = spec["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: _instantiate(v) for k, v in (spec.get("init_args") or {}).items()})
+    if isinstance(spec, list):
+        return [_instantiate(v) for v in spec]
+    return spec
+
+
+def load_model(ckpt: str | os.PathLike):
+    """``(net, objective, config)`` from a checkpoint written by ``dualsci-echo fit``
+    (``torch.load(weights_only=True)``; the model config is the YAML embedded by ``build_cli``)."""
+    ckpt = Path(ckpt)
+    if not ckpt.exists():
+        raise InputError(f"{ckpt}: checkpoint not found")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    text = state.get("dualsci_config")
+    if text is None:
+        raise InputError(f"{ckpt}: no embedded dualsci config (was it written by `dualsci-echo fit`?)")
+    config = yaml.safe_load(text)
+    model = config["model"]["init_args"]
+    net, objective = _instantiate(model["net"]), _instantiate(model["objective"])
+    weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(weights)
+    net.eval()
+    return net, objective, config
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class EchoInput:
+    path: Path
+    name: str
+    frames: np.ndarray  # (N, H, W) uint8
+    spacing: tuple[float, float]  # (dy, dx) mm, or (1, 1) px
+    has_spacing: bool
+    gt: np.ndarray | None = None  # (N, H, W) CAMUS labels when a _gt file sits next to the input
+    camus: tuple[str, str, str] | None = None  # (patient, view, phase)
+    fps: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".mhd", ".avi", ".mp4", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def read_input(path: str | os.PathLike) -> EchoInput:
+    """Read one file into frames ``(N, H, W)`` uint8 (raises :class:`InputError` naming the file)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    low, stem = path.name.lower(), _stem(path)
+    gt = None
+    try:
+        if low.endswith((".mhd", ".nii", ".nii.gz")):
+            arr, spacing = read_image(path)
+            has_spacing = True
+            ext = path.name[len(stem):]
+            gt_path = path.with_name(f"{stem}_gt{ext}")
+            if gt_path.exists() and not stem.endswith("_gt"):
+                gt_arr, _ = read_image(gt_path)
+                if gt_arr.shape != arr.shape:
+                    raise InputError(f"{gt_path}: label shape {gt_arr.shape} differs from image shape {arr.shape}")
+                gt = check_labels(gt_arr, gt_path)
+        elif low.endswith((".avi", ".mp4")):
+            arr, spacing, has_spacing = read_video(path), (1.0, 1.0), False
+        elif low.endswith((".png", ".jpg", ".jpeg")):
+            from PIL import Image
+
+            try:
+                arr = np.asarray(Image.open(path).convert("L"))
+            except Exception as err:
+                raise InputError(f"{path}: unreadable image ({err})") from err
+            spacing, has_spacing = (1.0, 1.0), False
+        else:
+            raise InputError(f"{path}: unsupported file type (use .mhd, .nii.gz, .avi, .mp4, .png, .jpg)")
+    except (CamusError, EchoNetError) as err:
+        raise InputError(str(err)) from err
+    if arr.ndim == 2:
+        arr = arr[None]
+        gt = None if gt is None else gt[None]
+    if arr.ndim != 3 or min(arr.shape[1:]) < 8:
+        raise InputError(f"{path}: expected an image or a sequence of images, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.round((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
+    m = CAMUS_NAME.search(stem)
+    return EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None)
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+
+@torch.no_grad()
+def screen_sequence(net, frames: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-shot calibration-head masks ``(N, S, S)`` bool and LV areas (model-grid pixels) per frame."""
+    x = torch.stack([to_model(f, size) for f in frames])
+    masks = []
+    for chunk in x.split(16):
+        _, cal = net.encode(chunk)
+        masks.append((torch.sigmoid(cal.float()) >= 0.5)[:, 0].numpy())
+    masks = np.concatenate(masks)
+    return masks, masks.reshape(len(masks), -1).sum(1).astype(float)
+
+
+def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, members: int = 5,
+                  fusion: str = "mean", seed: int = 0) -> dict:
+    """Segment one input: all of it if it is a single image, else its ED and ES frames.
+
+    Returns a dict with native-grid arrays (``mask, fused, variance, entropy, member_masks``, each with a
+    leading frame axis) and the per-case record (metrics, areas, volumes, EF).
+    """
+    n = len(item.frames)
+    record: dict = {"name": item.name, "file": str(item.path), "frames": n, "spacing_mm": list(item.spacing),
+                    "has_spacing": item.has_spacing, "steps": steps, "members": members, "fusion": fusion}
+    if n == 1:
+        chosen, roles = [0], ["image"]
+        if item.camus:
+            roles = [item.camus[2]]
+    else:
+        screen, areas = screen_sequence(net, item.frames, size)
+        chosen, roles = [int(np.argmax(areas)), int(np.argmin(areas))], ["ED", "ES"]
+        record["screen_areas"] = areas.tolist()
+        record["ed_frame"], record["es_frame"] = chosen
+    images = torch.stack([to_model(item.frames[k], size) for k in chosen])
+    out = segment_batch(net, images, steps=steps, members=members, fusion=fusion, seed=seed, objective=objective)
+    shape = item.frames.shape[1:]
+    native = {k: to_native(out[k], shape) for k in ("fused", "variance", "entropy", "mutual_info", "cal")}
+    native["mask"] = np.stack([_post(f) for f in native["fused"]])
+    native["member_masks"] = to_native(out["member"], shape) >= 0.5
+    if n > 1:
+        native["screen"] = to_native(screen.astype(np.float32), shape) >= 0.5
+    native["p_gauss"], native["p_bern"] = to_native(out["p_gauss"].mean(1), shape), to_native(out["p_bern"].mean(1), shape)
+    record["roles"] = roles
+    record["frame_indices"] = chosen
+    per = []
+    for j, (k, role) in enumerate(zip(chosen, roles)):
+        row = {"role": role, "frame": k, "area_mm2" if item.has_spacing else "area_px": float(native["mask"][j].sum() * item.spacing[0] * item.spacing[1]),
+               "mean_entropy": float(native["entropy"][j].mean()),
+               "boundary_entropy": _boundary_entropy(native["mask"][j], native["entropy"][j])}
+        if item.gt is not None:
+            row.update(metrics.segmentation_metrics(native["mask"][j], item.gt[k] == 1, item.spacing))
+        per.append(row)
+    record["per_frame"] = per
+    if n > 1:
+        record.update(_single_plane_ef(native["member_masks"][0], native["member_masks"][1], item.spacing,
+                                       native["mask"][0], native["mask"][1]))
+    return {"native": native, "record": record}
+
+
+def _post(fused: np.ndarray) -> np.ndarray:
+    from apps.echo.sampling import postprocess
+
+    return postprocess(fused >= 0.5, radius=max(1, round(max(fused.shape) / 128)))
+
+
+def _boundary_entropy(mask: np.ndarray, ent: np.ndarray, width: int = 3) -> float:
+    """Mean predictive entropy in a band of ``width`` px around the predicted boundary (QC score)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return float("nan")
+    band = ndimage.binary_dilation(mask, iterations=width) & ~ndimage.binary_erosion(mask, iterations=width)
+    return float(ent[band].mean())
+
+
+def _volume_or_nan(mask, spacing) -> float:
+    try:
+        return metrics.single_plane_volume(mask, spacing)
+    except ValueError:
+        return math.nan
+
+
+def _single_plane_ef(ed_members, es_members, spacing, ed_mask, es_mask) -> dict:
+    """EF by single-plane disks for the fused masks and each member (interval = min–max over members)."""
+    edv, esv = _volume_or_nan(ed_mask, spacing), _volume_or_nan(es_mask, spacing)
+    efs = [metrics.ejection_fraction(_volume_or_nan(a, spacing), _volume_or_nan(b, spacing)) for a, b in zip(ed_members, es_members)]
+    efs = [e for e in efs if np.isfinite(e)]
+    return {"ef_single_plane": metrics.ejection_fraction(edv, esv), "edv_single_plane": edv, "esv_single_plane": esv,
+            "ef_members": efs, "ef_interval": [min(efs), max(efs)] if efs else [math.nan, math.nan]}
+
+
+def biplane_from_cases(results: list[dict]) -> list[dict]:
+    """Group CAMUS-named single images by patient; biplane Simpson EF (fused + per member) where all four exist."""
+    by: dict[str, dict] = {}
+    for r in results:
+        key = r["item"].camus
+        if key and len(r["item"].frames) == 1:
+            by.setdefault(key[0], {})[(key[1], key[2])] = r
+    rows = []
+    for patient, views in sorted(by.items()):
+        need = [("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES")]
+        if not all(k in views for k in need):
+            continue
+        sp2, sp4 = views["2CH", "ED"]["item"].spacing, views["4CH", "ED"]["item"].spacing
+        m = {k: views[k]["native"]["mask"][0] for k in need}
+        row = {"patient": patient}
+        try:
+            row.update(metrics.biplane_simpson(m["2CH", "ED"], m["2CH", "ES"], m["4CH", "ED"], m["4CH", "ES"], sp2, sp4))
+        except ValueError as err:
+            row["error"] = str(err)
+        efs = []
+        k_members = views["2CH", "ED"]["native"]["member_masks"].shape[1]
+        for k in range(k_members):
+            mk = {key: views[key]["native"]["member_masks"][0, k] for key in need}
+            try:
+                efs.append(metrics.biplane_simpson(mk["2CH", "ED"], mk["2CH", "ES"], mk["4CH", "ED"], mk["4CH", "ES"], sp2, sp4)["ef"])
+            except ValueError:
+                pass
+        row["ef_members"] = efs
+        row["ef_interval"] = [min(efs), max(efs)] if efs else [math.nan, math.nan]
+        gts = [views[k]["item"].gt for k in need]
+        if all(g is not None for g in gts):
+            g = {k: views[k]["item"].gt[0] == 1 for k in need}
+            row["ef_from_gt_masks"] = metrics.biplane_simpson(g["2CH", "ED"], g["2CH", "ES"], g["4CH", "ED"], g["4CH", "ES"], sp2, sp4)["ef"]
+        info = views["4CH", "ED"]["item"].path.parent / "Info_4CH.cfg"
+        if info.exists():
+            from apps.echo.camus import read_info
+
+            row["ef_reference"] = float(read_info(info).get("EF", math.nan))
+        rows.append(row)
+    return rows

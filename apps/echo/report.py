@@ -1,0 +1,193 @@
+"""Writers of the segmentation outputs: NIfTI maps with spacing, PNG/GIF overlays, per-case CSV/JSON, report page.
+
+NIfTI files use the CAMUS 2023 convention (array ``(W, H[, N])``, zooms ``(dx, dy[, 1])`` mm), so
+:func:`apps.echo.camus.read_image` reads them back apex-up; videos without spacing get 1 px zooms and
+``has_spacing: false`` in the JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+
+def save_nifti(path: Path, arr: np.ndarray, spacing: tuple[float, float]) -> None:
+    """``arr: (H, W)`` or ``(N, H, W)`` → NIfTI in the CAMUS 2023 layout."""
+    import nibabel as nib
+
+    data = np.ascontiguousarray(arr.T if arr.ndim == 2 else arr.transpose(2, 1, 0))
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    elif data.dtype == np.float64:
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([spacing[1], spacing[0], 1.0, 1.0]))
+    img.header.set_zooms((spacing[1], spacing[0], 1.0)[: data.ndim])
+    nib.save(img, str(path))
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    m = np.asarray(mask, bool)
+    return m & ~ndimage.binary_erosion(m)
+
+
+def overlay_rgb(image: np.ndarray, mask: np.ndarray | None, gt: np.ndarray | None = None) -> np.ndarray:
+    """Grey ``(H, W)`` uint8 image with the predicted contour in red and the reference in green → ``(H, W, 3)``."""
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.uint8)
+    if gt is not None:
+        rgb[_contour(gt)] = (40, 220, 40)
+    if mask is not None:
+        rgb[_contour(mask)] = (255, 40, 40)
+    return rgb
+
+
+def save_overlay_png(path: Path, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, ent: np.ndarray,
+                     gt: np.ndarray | None, title: str) -> None:
+    """Three panels: overlay (red prediction, green reference), fused probability, predictive entropy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(9, 3.4))
+    ax[0].imshow(overlay_rgb(image, mask, gt))
+    ax[0].set_title(title, fontsize=8)
+    ax[1].imshow(prob, cmap="magma", vmin=0, vmax=1)
+    ax[1].set_title("fused P(LV)", fontsize=8)
+    ax[2].imshow(ent, cmap="viridis", vmin=0, vmax=math.log(2))
+    ax[2].set_title("predictive entropy (nats)", fontsize=8)
+    for a in ax:
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def save_gif(path: Path, frames: np.ndarray, masks: np.ndarray, marks: dict[int, str], fps: float = 10.0) -> None:
+    """Sequence overlay GIF: every frame with its (screening) LV contour; ED/ES frames get a label bar."""
+    from PIL import Image, ImageDraw
+
+    pics = []
+    for k, (f, m) in enumerate(zip(frames, masks)):
+        img = Image.fromarray(overlay_rgb(f, m))
+        if k in marks:
+            ImageDraw.Draw(img).text((3, 3), marks[k], fill=(255, 255, 0))
+        pics.append(img)
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
+
+
+def write_case(out: Path, result: dict) -> None:
+    """All files of one input under ``out/<name>/``."""
+    item, native, record = result["item"], result["native"], result["record"]
+    d = out / item.name
+    d.mkdir(parents=True, exist_ok=True)
+    frames = record["frame_indices"]
+    squeeze = (lambda a: a[0]) if len(frames) == 1 else (lambda a: a)  # noqa: E731
+    save_nifti(d / "mask.nii.gz", squeeze(native["mask"]).astype(np.uint8), item.spacing)
+    save_nifti(d / "prob.nii.gz", squeeze(native["fused"]).astype(np.float32), item.spacing)
+    save_nifti(d / "variance.nii.gz", squeeze(native["variance"]).astype(np.float32), item.spacing)
+    save_nifti(d / "entropy.nii.gz", squeeze(native["entropy"]).astype(np.float32), item.spacing)
+    pngs = []
+    for j, (k, role) in enumerate(zip(frames, record["roles"])):
+        gt = None if item.gt is None else item.gt[k] == 1
+        name = f"overlay_{role}.png"
+        dice = record["per_frame"][j].get("dice")
+        title = f"{item.name} {role}" + (f"  Dice {dice:.3f}" if dice is not None else "")
+        save_overlay_png(d / name, item.frames[k], native["mask"][j], native["fused"][j], native["entropy"][j], gt, title)
+        pngs.append(f"{item.name}/{name}")
+    record["overlays"] = pngs
+    if "screen" in native:
+        save_gif(d / "sequence.gif", item.frames, native["screen"], {frames[0]: "ED", frames[1]: "ES"})
+        record["gif"] = f"{item.name}/sequence.gif"
+    with open(d / "result.json", "w") as handle:
+        json.dump(_clean(record), handle, indent=2)
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+CSV_FIELDS = ["name", "role", "frame", "dice", "iou", "hd95_mm", "assd_mm", "area_mm2", "area_px", "mean_entropy",
+              "boundary_entropy", "ef_single_plane", "ef_low", "ef_high"]
+
+
+def write_tables(out: Path, records: list[dict], patients: list[dict]) -> None:
+    """``cases.csv`` (one row per segmented frame) and ``cases.json`` (records + biplane patients)."""
+    with open(out / "cases.csv", "w", newline="") as handle:
+        w = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            for row in r["per_frame"]:
+                lo, hi = r.get("ef_interval", [None, None])
+                w.writerow(_clean({"name": r["name"], **row, "ef_single_plane": r.get("ef_single_plane"), "ef_low": lo, "ef_high": hi}))
+    with open(out / "cases.json", "w") as handle:
+        json.dump(_clean({"cases": records, "biplane": patients,
+                          "definitions": {"hd95": "MONAI max of directed 95th percentiles, mm",
+                                          "assd": "MONAI symmetric mean of pooled surface distances, mm",
+                                          "ef_interval": "min-max over ensemble members",
+                                          "fusion": "see apps/echo/sampling.py"}}), handle, indent=2)
+
+
+def _fmt(v, digits=3):
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def write_report(out: Path, records: list[dict], patients: list[dict], summary: dict, title: str = "dualsci echo",
+                 prefix: str = "", extra_html: str = "") -> Path:
+    """``out/report.html``: summary, biplane EF table, per-case rows with overlays and GIFs.
+
+    ``prefix`` is prepended to every image link (the case folders may sit in a subfolder of ``out``);
+    ``extra_html`` is inserted after the summary (e.g. the demo's training curve).
+    """
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;"
+             "text-align:left}img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts.append("<h2>Summary</h2><table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>"
+                                                      for k, v in summary.items()) + "</table>" + extra_html)
+    if patients:
+        parts.append("<h2>Ejection fraction (biplane Simpson, 20 disks)</h2><table><tr><th>patient</th><th>EF</th>"
+                     "<th>ensemble interval (min–max)</th><th>EF from reference masks</th><th>reference EF (cfg)</th>"
+                     "<th>EDV ml</th><th>ESV ml</th></tr>")
+        for p in patients:
+            lo, hi = p.get("ef_interval", [None, None])
+            parts.append(f"<tr><td>{p['patient']}</td><td>{_fmt(p.get('ef'), 1)}</td><td>{_fmt(lo, 1)} – {_fmt(hi, 1)}</td>"
+                         f"<td>{_fmt(p.get('ef_from_gt_masks'), 1)}</td><td>{_fmt(p.get('ef_reference'), 1)}</td>"
+                         f"<td>{_fmt(p.get('edv'), 1)}</td><td>{_fmt(p.get('esv'), 1)}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Cases</h2><p>Red: prediction (fused ensemble, post-processed); green: reference mask. "
+                 "HD95/ASSD: MONAI definitions, mm.</p><table><tr><th>case</th><th>frame</th><th>Dice</th><th>IoU</th>"
+                 "<th>HD95 mm</th><th>ASSD mm</th><th>boundary entropy</th></tr>")
+    for r in records:
+        for row in r["per_frame"]:
+            parts.append(f"<tr><td>{html.escape(r['name'])}</td><td>{row['role']}</td><td>{_fmt(row.get('dice'))}</td>"
+                         f"<td>{_fmt(row.get('iou'))}</td><td>{_fmt(row.get('hd95_mm'), 2)}</td><td>{_fmt(row.get('assd_mm'), 2)}</td>"
+                         f"<td>{_fmt(row.get('boundary_entropy'))}</td></tr>")
+    parts.append("</table>")
+    for r in records:
+        parts.append(f"<h3>{html.escape(r['name'])}</h3>")
+        if "ef_single_plane" in r:
+            lo, hi = r.get("ef_interval", [None, None])
+            parts.append(f"<p>single-plane EF {_fmt(r['ef_single_plane'], 1)} (ensemble {_fmt(lo, 1)} – {_fmt(hi, 1)}); "
+                         f"ED frame {r.get('ed_frame')}, ES frame {r.get('es_frame')}</p>")
+        parts += [f"<img src='{html.escape(prefix + p)}'>" for p in r.get("overlays", [])]
+        if r.get("gif"):
+            parts.append(f"<img src='{html.escape(prefix + r['gif'])}'>")
+    parts.append("</body></html>\n")
+    path = out / "report.html"
+    path.write_text("\n".join(parts))
+    return path

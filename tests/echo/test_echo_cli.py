@@ -1,0 +1,72 @@
+"""`dualsci-echo fit` through LightningCLI on phantom files, then `dualsci-echo segment` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from apps.echo import camus
+from apps.echo.cli import main, segment_main
+
+
+@pytest.fixture(scope="module")
+def ckpt(camus2023, tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("fit")
+    main(["fit", "--data.init_args.root", str(camus2023), "--data.init_args.image_size", "32",
+          "--data.init_args.batch_size", "4", "--model.init_args.net.init_args.widths", "[8, 16]",
+          "--model.init_args.net.init_args.stem", "8", "--model.init_args.net.init_args.emb_dim", "32",
+          "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
+          "--trainer.default_root_dir", str(root)])
+    found = sorted(root.glob("lightning_logs/version_*/checkpoints/*.ckpt"))
+    assert found, "fit wrote no checkpoint"
+    return found[-1]
+
+
+def test_checkpoint_loads_weights_only(ckpt):
+    state = torch.load(ckpt, weights_only=True)
+    assert "dualsci_config" in state and any(k.startswith("net.gauss.") for k in state["state_dict"])
+
+
+def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
+    pid = camus.official_split(camus2023)["testing"][0]
+    folder = camus2023 / "database_nifti" / pid
+    files = [folder / f"{pid}_{v}_{p}.nii.gz" for v in ("2CH", "4CH") for p in ("ED", "ES")]
+    files += [folder / f"{pid}_2CH_half_sequence.nii.gz", next((echonet_root / "Videos").glob("*.avi"))]
+    out = tmp_path / "seg"
+    rc = segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "2", "--members", "2"])
+    assert rc == 0
+    assert (out / "report.html").exists() and (out / "cases.csv").exists()
+    rows = list(csv.DictReader(open(out / "cases.csv")))
+    assert len(rows) == 4 + 2 + 2 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
+    data = json.load(open(out / "cases.json"))
+    assert data["biplane"] and data["biplane"][0]["patient"] == pid and len(data["biplane"][0]["ef_members"]) <= 2
+    seq = [c for c in data["cases"] if c["name"].endswith("half_sequence")][0]
+    assert seq["roles"] == ["ED", "ES"] and len(seq["screen_areas"]) == seq["frames"]
+    # NIfTI outputs keep the native grid and spacing
+    mask, spacing = camus.read_image(out / f"{pid}_2CH_ED" / "mask.nii.gz")
+    image, spacing_in = camus.read_image(files[0])
+    assert mask.shape == image.shape and spacing == pytest.approx(spacing_in, rel=1e-5)
+    prob, _ = camus.read_image(out / f"{pid}_2CH_ED" / "prob.nii.gz")
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    assert (out / next((echonet_root / "Videos").glob("*.avi")).stem / "sequence.gif").exists()
+
+
+def test_segment_bad_input_writes_nothing(ckpt, camus2019, tmp_path, capsys):
+    raw = tmp_path / "p_2CH_ED.raw"
+    mhd = camus2019 / "training" / "patient0001" / "patient0001_2CH_ED.mhd"
+    (tmp_path / "p_2CH_ED.mhd").write_text(mhd.read_text().replace("patient0001_2CH_ED.raw", raw.name))
+    raw.write_bytes(b"\0" * 10)
+    out = tmp_path / "seg"
+    rc = segment_main([str(tmp_path / "p_2CH_ED.mhd"), "--ckpt", str(ckpt), "--out", str(out)])
+    assert rc == 2 and not out.exists()
+    assert "p_2CH_ED.raw: has 10 bytes" in capsys.readouterr().err
+    rc = segment_main([str(tmp_path / "missing.nii.gz"), "--ckpt", str(ckpt), "--out", str(out)])
+    assert rc == 2 and not out.exists()
+    bad_video = tmp_path / "clip.avi"
+    bad_video.write_bytes(b"")
+    assert segment_main([str(bad_video), "--ckpt", str(ckpt), "--out", str(out)]) == 2 and not out.exists()
