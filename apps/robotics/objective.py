@@ -13,10 +13,10 @@ trained on the vision stream only, with the action stream held at full noise (t_
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dualsci.diffusion import BetaTime, LogitNormalTime, UniformTime
 
@@ -68,8 +68,8 @@ class DustObjective:
     def _times(self, b: int, device) -> Tensor:
         return self.time_dist.sample(b).to(device)
 
-    def loss(self, net: DustPolicyNet, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Batch keys as `apps.robotics.data.windows.WindowDataset` items (batched)."""
+    def loss(self, net: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """`net`: a `DustPolicyNet`; batch keys as `apps.robotics.data.windows.WindowDataset` items."""
         if net.variant != self.variant and "action_only" in (net.variant, self.variant):
             raise ValueError(f"objective variant {self.variant!r} does not match the net's {net.variant!r}")
         if net.training:

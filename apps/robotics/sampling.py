@@ -81,8 +81,9 @@ def sample_chunk(net: DustPolicyNet, obs_state: Tensor, obs_image: Tensor | None
     b, dev = cond.shape[0], cond.device
     shape_a = (b, net.horizon, net.action_dim)
     shape_b = (b, net.n_future_tokens, net.target_dim)
-    x_a = torch.randn(shape_a, generator=generator, device=dev)
-    x_b = torch.randn(shape_b, generator=generator, device=dev)
+    # Noise drawn on the CPU generator, then moved: the same seed gives the same chunk on any device.
+    x_a = torch.randn(shape_a, generator=generator).to(dev)
+    x_b = torch.randn(shape_b, generator=generator).to(dev)
     if net.variant == "action_only":
         if mode in ("forward", "inverse"):
             raise ValueError(f"mode={mode!r} needs a vision stream; the action_only variant has none")
@@ -158,12 +159,13 @@ class Policy:
             self.batched = fields["image"].ndim == 4
         if not self.batched:
             fields = {k: v[None] for k, v in fields.items()}
-        state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation"))
+        dev = self.net.state_min.device
+        state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation")).to(dev)
         image = None
         if self.net.use_image:
             if "image" not in fields:
                 raise KeyError("observation has no 'image' but the policy was trained on images")
-            image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2)))
+            image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2))).to(dev)
         return state, image
 
     def predict_action_chunk(self, obs_state: Tensor, obs_image: Tensor | None) -> np.ndarray:

@@ -106,10 +106,11 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
 
 
 def write_robomimic(eps: EpisodeSet, path: str | os.PathLike, image_key: str = "agentview_image",
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, next_obs: bool = True) -> Path:
     """Write `eps` as robomimic HDF5 (atomically). ``image`` -> ``obs/<image_key>``, ``state`` ->
     ``states`` and ``obs/state``, others -> ``obs/<name>``; ``next_obs`` is the obs shifted by one
-    (last frame repeated); video-only episodes get no ``actions``; ``mask/train`` lists all demos."""
+    (last frame repeated; ``next_obs=False`` leaves it out, halving the file); video-only episodes get
+    no ``actions``; ``mask/train`` lists all demos."""
     import h5py
 
     from dualsci.io import atomic_write
@@ -117,7 +118,8 @@ def write_robomimic(eps: EpisodeSet, path: str | os.PathLike, image_key: str = "
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output file already exists (refusing to overwrite)")
-    with atomic_write(path, "wb") as fh:
+    # h5py reads back what it writes: the temporary file must be opened read-write.
+    with atomic_write(path, "w+b") as fh:
         with h5py.File(fh, "w") as f:
             data = f.create_group("data")
             data.attrs["total"] = eps.n_frames
@@ -146,7 +148,8 @@ def write_robomimic(eps: EpisodeSet, path: str | os.PathLike, image_key: str = "
                         continue
                     name = image_key if k == "image" else k
                     g.create_dataset(f"obs/{name}", data=v, compression="gzip" if v.ndim == 4 else None)
-                    g.create_dataset(f"next_obs/{name}", data=np.concatenate([v[1:], v[-1:]]),
-                                     compression="gzip" if v.ndim == 4 else None)
+                    if next_obs:
+                        g.create_dataset(f"next_obs/{name}", data=np.concatenate([v[1:], v[-1:]]),
+                                         compression="gzip" if v.ndim == 4 else None)
             f.create_dataset("mask/train", data=np.array(names, dtype="S"))
     return path

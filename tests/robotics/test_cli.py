@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apps.robotics.cli import main
+
+CONFIG = Path(__file__).resolve().parents[2] / "apps/robotics/configs"
+
+
+def test_fit_then_rollout(tmp_path):
+    main(["fit", "--config", str(CONFIG / "demo.yaml"), "--trainer.max_steps", "2",
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+          "--data.init_args.toy_episodes", "6", "--data.init_args.toy_res", "16", "--data.init_args.val_episodes", "1",
+          "--model.init_args.net.init_args.image_size", "16", "--model.init_args.net.init_args.dim", "32",
+          "--model.init_args.net.init_args.depth_dual", "1", "--model.init_args.net.init_args.enc_channels", "8"])
+    ckpt = next((tmp_path / "run").rglob("last.ckpt"))
+    out = tmp_path / "eval"
+    rc = main(["rollout", "--ckpt", str(ckpt), "--env", "toy_push", "--res", "16", "--episodes", "2",
+               "--max-steps", "4", "--videos", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["n_episodes"] == 2 and res["episode_steps"] == [4, 4]
+    assert Path(res["videos"][0]).exists()
+
+
+def test_rollout_bad_checkpoint_writes_nothing(tmp_path, capsys):
+    rc = main(["rollout", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing.ckpt" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+
+
+def test_image_size_mismatch_is_reported(tmp_path):
+    with pytest.raises(ValueError, match=r"images are \(16, 16\), the model expects \(32, 32\)"):
+        main(["fit", "--config", str(CONFIG / "demo.yaml"), "--trainer.max_steps", "1",
+              "--trainer.default_root_dir", str(tmp_path), "--data.init_args.toy_episodes", "3",
+              "--data.init_args.toy_res", "16", "--model.init_args.net.init_args.dim", "32"])
+
+
+def test_make_toy(tmp_path):
+    from apps.robotics.data import load_episodes
+
+    assert main(["make-toy", str(tmp_path / "t.zarr"), "--episodes", "3", "--video-only", "1", "--res", "16"]) == 0
+    eps = load_episodes(tmp_path / "t.zarr")
+    assert eps.n_episodes == 4 and eps.has_action.tolist() == [True, True, True, False]
