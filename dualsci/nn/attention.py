@@ -231,9 +231,8 @@ class DualAttention(nn.Module):
             key_mask = None
             if mask_a is not None or mask_b is not None:
                 key_mask = torch.cat([full_mask(mask_a, h_a), full_mask(mask_b, h_b)], dim=1)
-            o, has_key = key_padding_sdpa(
-                torch.cat([q_a, q_b], dim=2), torch.cat([k_a, k_b], dim=2), torch.cat([v_a, v_b], dim=2), key_mask
-            )
+            q, k, v = (torch.cat(pair, dim=2) for pair in ((q_a, q_b), (k_a, k_b), (v_a, v_b)))
+            o, has_key = key_padding_sdpa(q, k, v, key_mask)
             o_a, o_b = merge_heads(o).split([h_a.shape[1], h_b.shape[1]], dim=1)
             has_key_a = has_key_b = has_key
         else:  # cross, parallel: a reads b, b reads a
@@ -262,9 +261,8 @@ class DualAttention(nn.Module):
         dim = self.a.dim
         # Stream a only contributes keys/values in step 1; its query weights serve step 2.
         w_a, bias_a = self.a.qkv.weight, self.a.qkv.bias
-        k_a, v_a = (
-            F.linear(h_a, w_a[dim:], bias_a[dim:]).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
-        )
+        kv_a = F.linear(h_a, w_a[dim:], bias_a[dim:]).unflatten(-1, (2, self.num_heads, -1))
+        k_a, v_a = kv_a.permute(2, 0, 3, 1, 4).unbind(0)
         k_a = norm_rope(k_a, self.a.k_norm, rope_a, v_a.dtype)
         q_b, k_b, v_b = self.b.heads(h_b, rope_b)
         # Step 1: b's queries read a's content -> a's update (rows are b's query rows).

@@ -224,7 +224,9 @@ class DualStreamTransformer(nn.Module):
             c_b = c_a
         else:
             if t_b is None:
-                raise ValueError(f"t_b must be ({batch},) or ({batch}, {len_b}) (shared_condition=False), got None")
+                raise ValueError(
+                    f"t_b must be ({batch},) or ({batch}, {len_b}) (shared_condition=False), got None"
+                )
             self._check_time("t_b", t_b, batch, len_b)
             c_b = self.time_b(t_b)
         if extra is not None:
@@ -302,7 +304,9 @@ class DualStreamTransformer(nn.Module):
         h = torch.cat([h_a, h_b], dim=1)
         rope = None
         if rope_a is not None or rope_b is not None:
-            rope = cat_tables(self._identity_table(rope_a, rope_b, len_a), self._identity_table(rope_b, rope_a, len_b))
+            rope = cat_tables(
+                self._identity_table(rope_a, rope_b, len_a), self._identity_table(rope_b, rope_a, len_b)
+            )
         mask = None
         if mask_a is not None or mask_b is not None:
             mask = torch.cat([full_mask(mask_a, h_a), full_mask(mask_b, h_b)], dim=1)
