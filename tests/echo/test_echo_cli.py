@@ -70,3 +70,13 @@ def test_segment_bad_input_writes_nothing(ckpt, camus2019, tmp_path, capsys):
     bad_video = tmp_path / "clip.avi"
     bad_video.write_bytes(b"")
     assert segment_main([str(bad_video), "--ckpt", str(ckpt), "--out", str(out)]) == 2 and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "camus", "echonet"])
+def test_configs_parse(name, capsys):
+    from apps.echo.cli import CONFIG_DIR
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIG_DIR / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "apps.echo.model.EchoDNDNet" in capsys.readouterr().out

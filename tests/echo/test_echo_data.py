@@ -48,3 +48,11 @@ def test_datamodule_rejects_bad_options():
         EchoDataModule(source="dicom")
     with pytest.raises(ValueError, match="views must be drawn from"):
         EchoDataModule(views=("3CH",))
+
+
+def test_datamodule_on_echonet_layout(echonet_root):
+    dm = EchoDataModule(source="echonet", root=str(echonet_root), image_size=32, batch_size=2)
+    dm.setup("fit")
+    assert len(dm.sets["training"]) == 2  # one TRAIN video → its ED and ES frames
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["mask"].sum() > 0 and batch["key"][0].endswith(("_ED", "_ES"))
