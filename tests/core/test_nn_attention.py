@@ -167,5 +167,16 @@ def test_sdpa_dispatches_to_cpu_flash_kernel(dtype):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             module(h_a, h_b, t_a, t_b, m_a, m_b)
-    names = {e.key for e in prof.key_averages()}
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names, sorted(names)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    assert counts.get("aten::_scaled_dot_product_flash_attention_for_cpu") == 1, sorted(counts)
+
+
+@pytest.mark.parametrize("mode,order,calls", [("joint", "parallel", 1), ("self", "parallel", 2), ("cross", "sequential", 2)])
+def test_number_of_sdpa_calls(mode, order, calls):
+    """Joint attention is one kernel call over a‖b; self and cross need one per direction."""
+    module = _module(mode, order)
+    h_a, h_b, (t_a, t_b), m_a, m_b = _inputs()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        module(h_a, h_b, t_a, t_b, m_a, None)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    assert counts.get("aten::_scaled_dot_product_flash_attention_for_cpu") == calls
