@@ -326,17 +326,23 @@ def load_block(ds: xr.Dataset, channels: Sequence[str], time_index: slice | np.n
 
     Reading errors (e.g. a corrupt zarr chunk) are re-raised naming the file and the variable.
     """
+    import dask
+
     source = ds.attrs.get("source_path", "<dataset>")
     parts = []
-    for ch in channels:
-        var, _, lv = ch.partition("/")
-        da = ds[var].isel(time=time_index)
-        if lv:
-            da = da.sel(level=float(lv))
-        try:
-            arr = np.asarray(da.values, dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - re-raised with file and variable named
-            raise WeatherDataError(source, f"cannot read data ({type(exc).__name__}: {exc})", ch) from exc
-        check_finite(arr, source, ch)
-        parts.append(arr)
+    loaded: dict[str, xr.DataArray] = {}
+    # One read per variable (all its levels at once), in the calling thread: dask's thread pool only
+    # adds contention for these small blocks.
+    with dask.config.set(scheduler="synchronous"):
+        for ch in channels:
+            var, _, lv = ch.partition("/")
+            try:
+                if var not in loaded:
+                    loaded[var] = ds[var].isel(time=time_index).load()
+                da = loaded[var].sel(level=float(lv)) if lv else loaded[var]
+                arr = np.asarray(da.values, dtype=np.float32)
+            except Exception as exc:  # noqa: BLE001 - re-raised with file and variable named
+                raise WeatherDataError(source, f"cannot read data ({type(exc).__name__}: {exc})", ch) from exc
+            check_finite(arr, source, ch)
+            parts.append(arr)
     return np.stack(parts, axis=1)

@@ -99,7 +99,11 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: 
         block: time steps per read; default the store's chunk length.
     """
     channels = list(channels) if channels is not None else channel_names(ds)
-    block = block or chunk_hours(ds, channels)
+    if block is None:
+        # Whole chunks, ~16 MB of float32 per read: few reads, bounded memory.
+        chunk = chunk_hours(ds, channels)
+        per_step = 4 * len(channels) * ds.sizes["latitude"] * ds.sizes["longitude"]
+        block = chunk * max(1, (16 << 20) // (per_step * chunk))
     n = 0
     mean = np.zeros(len(channels))
     m2 = np.zeros(len(channels))

@@ -1,0 +1,123 @@
+"""The evaluation report: scores against lead, rank histograms, mean/spread maps, stamps, spaghetti."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from dualsci.io import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path.name
+
+
+def _field(ds: xr.Dataset, ch: str) -> xr.DataArray:
+    v, _, lv = ch.partition("/")
+    return ds[v].sel(level=float(lv)) if lv else ds[v]
+
+
+def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset, channels: Sequence[str]) -> Path:
+    """Write ``out_dir/report.html`` and its figures under ``out_dir/figs``."""
+    figs = out_dir / "figs"
+    figs.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in result["scores"] if r["region"] == "global"] or result["scores"]
+    parts: list[str] = []
+    # --- scores against lead
+    fig, axes = plt.subplots(len(channels), 3, figsize=(12, 2.6 * len(channels)), squeeze=False)
+    for i, ch in enumerate(channels):
+        rs = sorted((r for r in rows if r["variable"] == ch), key=lambda r: r["lead_hours"])
+        lead = [r["lead_hours"] for r in rs]
+        ax = axes[i, 0]
+        ax.plot(lead, [r["rmse"] for r in rs], "o-", label="ens. mean")
+        ax.plot(lead, [r["persistence_rmse"] for r in rs], "s--", label="persistence")
+        ax.plot(lead, [r["climatology_rmse"] for r in rs], "^:", label="climatology")
+        ax.set_title(f"{ch}: RMSE")
+        ax.legend(fontsize=7)
+        axes[i, 1].plot(lead, [r["crps"] for r in rs], "o-", label="CRPS")
+        axes[i, 1].plot(lead, [r["mae"] for r in rs], "s--", label="ens.-mean MAE")
+        axes[i, 1].set_title(f"{ch}: CRPS")
+        axes[i, 1].legend(fontsize=7)
+        axes[i, 2].plot(lead, [r["ssr"] for r in rs], "o-")
+        axes[i, 2].axhline(1.0, color="k", lw=0.5)
+        axes[i, 2].set_title(f"{ch}: spread-skill ratio")
+        for ax in axes[i]:
+            ax.set_xlabel("lead (h)")
+    parts.append(f"<h2>Scores against lead (global, {html.escape(result['grid'])} grid)</h2><img src='figs/{_save(fig, figs / 'scores.png')}'>")
+    # --- rank histograms at the longest lead
+    fig, axes = plt.subplots(1, len(channels), figsize=(2.6 * len(channels), 2.4), squeeze=False)
+    for i, ch in enumerate(channels):
+        rs = [r for r in rows if r["variable"] == ch and r["rank_histogram"]]
+        if rs:
+            r = max(rs, key=lambda r: r["lead_hours"])
+            h = np.asarray(r["rank_histogram"])
+            axes[0, i].bar(np.arange(len(h)), h)
+            axes[0, i].axhline(1 / len(h), color="k", lw=0.5)
+            axes[0, i].set_title(f"{ch} +{r['lead_hours']}h", fontsize=8)
+    parts.append(f"<h2>Rank histograms</h2><img src='figs/{_save(fig, figs / 'rank_hist.png')}'>")
+    # --- maps for the first init at the longest lead
+    mdim = next((d for d in ("realization", "number") if d in fc.dims), None)
+    ch = next((c for c in channels if c.startswith("2m_temperature")), channels[0])
+    step = fc.isel(time=0, prediction_timedelta=-1)
+    ens = np.asarray(_field(step, ch).values)
+    valid = fc.valid_time.values[0, -1] if "valid_time" in fc.coords else None
+    lat, lon = fc.latitude.values, fc.longitude.values
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    panels = [("ensemble mean", ens.mean(0) if mdim else ens), ("ensemble spread", ens.std(0, ddof=1) if mdim and ens.shape[0] > 1 else np.zeros_like(ens[0] if mdim else ens))]
+    if valid is not None and valid in truth.time.values:
+        panels.append(("truth", np.asarray(_field(truth.sel(time=valid), ch).values)))
+    for ax, (title, z) in zip(axes, panels):
+        im = ax.pcolormesh(lon, lat, z, shading="auto")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_title(f"{ch} {title}", fontsize=9)
+    parts.append(f"<h2>Ensemble mean and spread, first init, valid {html.escape(str(valid))}</h2><img src='figs/{_save(fig, figs / 'maps.png')}'>")
+    if mdim:
+        n = min(8, ens.shape[0])
+        fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(3 * ((n + 1) // 2), 4.4), squeeze=False)
+        vmin, vmax = float(ens[:n].min()), float(ens[:n].max())
+        for m in range(n):
+            ax = axes.flat[m]
+            ax.pcolormesh(lon, lat, ens[m], shading="auto", vmin=vmin, vmax=vmax)
+            ax.set_title(f"member {m}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        parts.append(f"<h2>Stamp plot ({html.escape(ch)})</h2><img src='figs/{_save(fig, figs / 'stamps.png')}'>")
+        zch = next((c for c in channels if c.startswith("geopotential")), ch)
+        z = np.asarray(_field(step, zch).values)
+        level = float(np.median(z))
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        for m in range(z.shape[0]):
+            ax.contour(lon, lat, z[m], levels=[level], colors=[plt.cm.tab10(m % 10)], linewidths=0.8)
+        ax.set_title(f"spaghetti: {zch} = {level:.0f} per member")
+        parts.append(f"<h2>Spaghetti plot</h2><img src='figs/{_save(fig, figs / 'spaghetti.png')}'>")
+    table = "".join(
+        f"<tr><td>{html.escape(r['variable'])}</td><td>{r['lead_hours']}</td><td>{r['rmse']:.4g}</td><td>{r['persistence_rmse']:.4g}</td>"
+        f"<td>{r['climatology_rmse']:.4g}</td><td>{r['crps']:.4g}</td><td>{r['ssr']:.3g}</td><td>{r['acc']:.3g}</td></tr>"
+        for r in rows
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>weather evaluation</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}</style></head><body>"
+        f"<h1>Weather forecast evaluation</h1><p>forecast {html.escape(result['forecast'])}; truth {html.escape(result['truth'])}; "
+        f"grid {html.escape(result['grid'])}; {len(result['inits'])} inits; climatology harmonics {result['climatology']['harmonics']} "
+        f"over {html.escape(' .. '.join(result['climatology']['period']))}. Metrics: WeatherBench2 definitions (cell-area weights, "
+        "RMSE after the time mean, fair CRPS, unbiased SSR).</p>"
+        + "".join(parts)
+        + "<h2>Table (global)</h2><table><tr><th>channel</th><th>lead h</th><th>RMSE</th><th>persistence</th><th>climatology</th>"
+        "<th>CRPS</th><th>SSR</th><th>ACC</th></tr>" + table + "</table></body></html>\n"
+    )
+    path = out_dir / "report.html"
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

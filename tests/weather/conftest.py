@@ -1,0 +1,15 @@
+"""Weather tests run single-threaded: the tiny models here gain nothing from a second thread, and on
+a shared 2-core runner two OpenMP threads per process were measured 5-10x slower than one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

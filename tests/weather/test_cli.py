@@ -1,0 +1,44 @@
+"""The command line: LightningCLI fit with a shipped config, then forecast and evaluate verbs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from apps.weather.cli import CONFIG_DIR, main
+from apps.weather.synthetic import write_synthetic_zarr
+
+
+@pytest.mark.parametrize("name", ["demo", "forecaster", "t2m_uk"])
+def test_configs_validate(name, capsys):
+    """Every shipped config parses and type-checks against the classes (LightningCLI --print_config)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIG_DIR / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "apps.weather.model.WeatherForecaster" in capsys.readouterr().out
+
+
+def test_cli_fit_forecast_evaluate(tmp_path):
+    data = write_synthetic_zarr(tmp_path / "syn.zarr", n_lat=8, n_lon=16, days=12, seed=0, time_chunk=48)
+    fitted = main([
+        "fit", "--config", str(CONFIG_DIR / "demo.yaml"),
+        "--data.init_args.path", str(data), "--data.init_args.train_period", "2000-01-01:2000-01-08",
+        "--data.init_args.val_period", "2000-01-09:2000-01-10", "--data.init_args.frames", "2",
+        "--model.init_args.net.init_args.grid", "[8, 16]", "--model.init_args.net.init_args.frames", "2",
+        "--model.init_args.net.init_args.dim", "32", "--model.init_args.net.init_args.depth_dual", "1",
+        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2",
+        "--trainer.default_root_dir", str(tmp_path / "fit"), "--trainer.logger", "false",
+        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ck"),
+    ])
+    assert fitted.trainer.global_step == 2 and "val/loss" in fitted.trainer.callback_metrics
+    ckpt = tmp_path / "m.ckpt"
+    fitted.trainer.save_checkpoint(ckpt)
+    assert "dualsci_config" in torch.load(ckpt, weights_only=True)
+    out = main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "fc.nc"),
+                "--inits", "2000-01-10T00:2000-01-10T12:12", "--lead-hours", "12", "--members", "2", "--steps", "2",
+                "--sampler", "dpmpp_2m", "--no-progress"])
+    res = main(["evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev"), "--no-report"])
+    assert {r["lead_hours"] for r in res["scores"]} == {6, 12}
+    assert json.loads((tmp_path / "ev" / "scores.json").read_text())["grid"] == "8x16"
