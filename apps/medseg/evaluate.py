@@ -47,11 +47,15 @@ def find_dataset_root(path: str | Path) -> Path:
 
 def load_slices(root: str | Path, names: Sequence[str], size: int, z_range=(0.0, 1.0)) -> tuple[SegData, LabelDict, list]:
     """All labelled axial slices of a dataset, labels selected by ``names`` (ids 1..len(names))."""
+    vols = _volumes(root, names)
+    ds = SliceDataset(vols, PromptVocab(labels=tuple(names)), size=size, z_range=z_range)
+    return to_segdata(ds), vols[0].labels, vols
+
+
+def _volumes(root: str | Path, names: Sequence[str]) -> list:
     idx = read_dataset(find_dataset_root(root))
-    labels, lut = idx.labels.select(list(names))
-    vols = [load_case(c.image, c.label, idx.labels, lut, labels, idx.modality) for c in idx.cases]
-    ds = SliceDataset(vols, PromptVocab(labels=labels.foreground), size=size, z_range=z_range)
-    return to_segdata(ds), labels, vols
+    sel, lut = idx.labels.select(list(names))
+    return [load_case(c.image, c.label, idx.labels, lut, sel, idx.modality) for c in idx.cases]
 
 
 def to_segdata(ds: SliceDataset) -> SegData:
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="dualsci-medseg evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", required=True, help="real dataset (MSD or nnU-Net v2 raw folder)")
+    ap.add_argument("--real-test", default=None,
+                    help="held-out real dataset (default: split --real by case, or by z-range for one case)")
     ap.add_argument("--synthetic", required=True, help="generate output folder or a layout root")
     ap.add_argument("--out", required=True, help="output folder (evaluation.json, report.html)")
     ap.add_argument("--labels", default=None, help="comma-separated label names (default: the synthetic dataset's)")
@@ -155,10 +161,13 @@ def main(argv: list[str] | None = None) -> dict:
     syn_labels = read_dataset(syn_root).labels.as_dict()
     names = a.labels.split(",") if a.labels else list(syn_labels.foreground)
     synth, labels, _ = load_slices(syn_root, names, a.size)
-    real_idx = read_dataset(find_dataset_root(a.real))
-    real_sel, lut = real_idx.labels.select(names)
-    vols = [load_case(c.image, c.label, real_idx.labels, lut, real_sel, real_idx.modality) for c in real_idx.cases]
-    real_train, real_test = split_real(vols, PromptVocab(labels=real_sel.foreground), a.size, a.held_out)
+    vols = _volumes(a.real, names)
+    vocab = PromptVocab(labels=tuple(names))
+    if a.real_test:
+        real_train = to_segdata(SliceDataset(vols, vocab, size=a.size))
+        real_test = to_segdata(SliceDataset(_volumes(a.real_test, names), vocab, size=a.size))
+    else:
+        real_train, real_test = split_real(vols, vocab, a.size, a.held_out)
     spacing = float(np.mean(vols[0].spacing[:2])) * max(vols[0].image.shape[:2]) / a.size
     res = run_evaluation(real_train, real_test, synth, labels.names, seeds=list(range(a.seeds)),
                          ratios=[float(r) for r in a.ratios.split(",")], few=a.few, steps=a.steps, spacing=spacing)

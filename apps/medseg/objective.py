@@ -32,7 +32,8 @@ class PairObjective:
     """Rectified-flow objective for (image, mask) pairs.
 
     Args:
-        prediction: network target, ``"velocity"`` (u = ε − x0) or ``"x0"``.
+        prediction: network target, ``"x0"`` (default: learned ~5x faster than velocity on the real CT
+            at 64 px in a 600/3000/8000-step comparison, see docs/medseg.md) or ``"velocity"`` (u = ε − x0).
         time_dist: ``"logit_normal"`` (SD3) or ``"uniform"``.
         time_sampling: ``"shared"`` (one t per pair) or ``"independent"`` (ablation).
         p_mask_given, p_image_given: probabilities of the conditional tasks.
@@ -42,7 +43,7 @@ class PairObjective:
 
     def __init__(
         self,
-        prediction: Prediction = "velocity",
+        prediction: Prediction = "x0",
         time_dist: Literal["logit_normal", "uniform"] = "logit_normal",
         time_sampling: TimeSampling = "shared",
         p_mask_given: float = 0.15,
