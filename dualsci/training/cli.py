@@ -110,7 +110,8 @@ def build_cli(
         "auto_configure_optimizers": False,
         "seed_everything_default": 0,
         "parser_kwargs": parser_kwargs,
-        "args": argv,
+        # None lets LightningCLI read sys.argv itself (a list would make it warn about both).
+        "args": None if args is None else argv,
         "run": run,
     }
     options.update(cli_kwargs)
