@@ -40,12 +40,13 @@ from apps.medseg.model import MedSegNet  # noqa: E402
 from apps.medseg.objective import PairObjective  # noqa: E402
 from apps.medseg.sampling import sample_pairs  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
+from dualsci.training import bf16_supported  # noqa: E402
 
 ORGANS = ["liver", "spleen", "kidney_left", "kidney_right", "stomach"]
 PRESETS = {
-    "quick": dict(size=64, patch=8, dim=96, depth=3, heads=4, fit_steps=600, batch=8, lr=1e-3, n_per_prompt=3,
-                  eval_steps=120, few=4, ratios=[1.0, 2.0], seeds=3),
-    "full": dict(size=128, patch=8, dim=128, depth=4, heads=4, fit_steps=3000, batch=8, lr=5e-4, n_per_prompt=6,
+    "quick": dict(size=64, patch=4, dim=96, depth=3, heads=4, fit_steps=600, batch=8, lr=1e-3, n_synthetic=24,
+                  eval_steps=200, few=4, ratios=[1.0, 2.0], seeds=3),
+    "full": dict(size=128, patch=8, dim=128, depth=4, heads=4, fit_steps=3000, batch=8, lr=5e-4, n_synthetic=64,
                  eval_steps=300, few=4, ratios=[0.5, 1.0, 2.0, 4.0], seeds=3),
 }
 
@@ -82,14 +83,15 @@ def train_generator(data, net: MedSegNet, objective: PairObjective, steps: int, 
     return losses
 
 
-def pairs_per_second(size: int, patch: int, dim: int, depth: int, heads: int, steps: int = 20, batch: int = 8) -> float:
+def pairs_per_second(size: int, patch: int, dim: int, depth: int, heads: int, steps: int = 20, batch: int = 8,
+                     bf16: bool = False) -> float:
     """Sampling throughput of a model of this shape (weights do not change the cost)."""
     net = MedSegNet(labels=ORGANS, image_size=size, patch=patch, dim=dim, depth=depth, num_heads=heads).eval()
     obj = PairObjective()
     p = net.vocab.encode_batch([net.vocab.parse("CT liver spleen")] * batch)
-    sample_pairs(net, obj, p[:2], [0, 1], steps=2)  # warm-up
+    sample_pairs(net, obj, p[:2], [0, 1], steps=2, bf16=bf16)  # warm-up
     t = time.time()
-    sample_pairs(net, obj, p, list(range(batch)), steps=steps, cfg_scale=(2.0, 2.0))
+    sample_pairs(net, obj, p, list(range(batch)), steps=steps, cfg_scale=(2.0, 2.0), bf16=bf16)
     return batch / (time.time() - t)
 
 
@@ -127,10 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="medseg_bench_"))
     ckpt = save_generator(work / "generator.pt", net, {"labels": ORGANS, "image_size": S, "patch": cfg["patch"],
                                                       "dim": cfg["dim"], "depth": cfg["depth"], "num_heads": cfg["heads"]}, obj_args)
-    prompts = sorted({it.prompt.text() for it in train_ds.items})
+    prompts = sorted({it.prompt.text() for it in train_ds.items})  # the label sets seen in training
+    n_per_prompt = -(-cfg["n_synthetic"] // len(prompts))
     t = time.time()
     pixel_mm = max(vol.spacing[:2]) * max(vol.image.shape[:2]) / S
-    gen = generate(ckpt, prompts, work / "generated", n=cfg["n_per_prompt"], steps=20, cfg=(2.0, 2.0), batch=8,
+    gen = generate(ckpt, prompts, work / "generated", n=n_per_prompt, steps=20, cfg=(2.0, 2.0), batch=8,
                    spacing=(pixel_mm, pixel_mm, vol.spacing[2]), progress=False)
     timings["generate"] = time.time() - t
     synth, labels, _ = load_slices(work / "generated", ORGANS, S)
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     t = time.time()
     full = PRESETS["full"]
     pps128 = pairs_per_second(128, full["patch"], full["dim"], full["depth"], full["heads"])
+    pps128_bf16 = pairs_per_second(128, full["patch"], full["dim"], full["depth"], full["heads"], bf16=True) \
+        if bf16_supported() else float("nan")
     timings["speed"] = time.time() - t
     head = res["headline_setting"]
     out = {
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         "downstream_gain_dice_points": 100 * res["downstream_gain_dice"],
         "seed_spreads_overlap": res["spreads_overlap"],
         "pairs_per_second": pps128,
+        "pairs_per_second_bf16": pps128_bf16,
         "pairs_per_second_setting": "128x128, 20 Euler steps, CFG (2 rows/pair), batch 8, full-preset model",
         "pairs_per_second_trained_model_incl_writing": gen["pairs_per_second"],
         "targets": {"alignment_dice": 0.8, "downstream_gain_dice": 0.03, "pairs_per_second": 1.0},
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"alignment Dice {out['alignment_dice']:.3f} (target 0.8)")
     print(f"downstream Dice real-only {ro['mean']:.3f} ± {ro['sd']:.3f}, real+synthetic ({head}) "
           f"{rs['mean']:.3f} ± {rs['sd']:.3f}, gain {100 * out['downstream_gain_dice']:+.1f} points (target +3)")
-    print(f"pairs/s at 128², 20 steps: {pps128:.2f} (target 1.0); {torch.get_num_threads()} threads, "
+    print(f"pairs/s at 128², 20 steps: {pps128:.2f} fp32, {pps128_bf16:.2f} bf16 (target 1.0); {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"wrote {a.out}; command: {out['command']}")
     return out

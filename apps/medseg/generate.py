@@ -78,12 +78,58 @@ def load_generator(path: str | Path) -> tuple[MedSegNet, PairObjective]:
     return net.eval(), PairObjective(**obj_args)
 
 
+# ------------------------------------------------------------------------------------------ given masks
+def read_masks(source: str | Path, net: MedSegNet) -> list[tuple[str, torch.Tensor]]:
+    """Labelled axial slices ``(source "file:z", (S, S) long)`` of user label maps, in the model's ids.
+
+    ``source``: an MSD / nnU-Net folder (label names from its dataset.json) or one label NIfTI (ids
+    must already be the model's). Volumes are reoriented to RAS; slices are padded square and resized
+    by nearest neighbour; empty slices are skipped; a map without any labelled voxel is an error.
+    """
+    import nibabel as nib
+
+    from apps.medseg.data import fit_square, require_nonempty
+    from apps.medseg.layouts import read_dataset
+
+    source = Path(source)
+    if source.is_dir():
+        idx = read_dataset(source)
+        _, lut = idx.labels.select(list(net.label_dict.foreground))
+        files = [(c.label, idx.labels, lut) for c in idx.cases]
+    else:
+        files = [(source, None, None)]
+    out = []
+    for path, src, lut in files:
+        raw = np.rint(np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)).astype(np.int64)
+        lab = src.remap(raw, lut, source=str(path)) if src is not None else raw
+        net.label_dict.check_map(lab, source=str(path))
+        require_nonempty(lab, str(path))
+        lab = lab.reshape(*lab.shape[:2], -1)
+        for z in range(lab.shape[2]):
+            if lab[:, :, z].any():
+                m = fit_square(torch.from_numpy(lab[None, :, :, z]), net.image_size, "nearest")[0].long()
+                out.append((f"{path}:{z}", m))
+    return out
+
+
+def _hash_masks(source: str | Path | None) -> str | None:
+    if source is None:
+        return None
+    source = Path(source)
+    files = sorted(source.rglob("*.nii*")) if source.is_dir() else [source]
+    digest = __import__("hashlib").sha256()
+    for f in files:
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------ generation
 def _settings(args: argparse.Namespace, ckpt_hash: str, prompts: Sequence[Prompt]) -> dict:
     return {"checkpoint_sha256": ckpt_hash, "prompts": [p.to_json() for p in prompts], "n": args.n,
             "seed": args.seed, "steps": args.steps, "cfg_image": args.cfg[0], "cfg_mask": args.cfg[1],
             "solver": args.solver, "spacing": list(args.spacing), "layouts": list(args.layouts),
-            "name": args.name, "dataset_id": args.dataset_id}
+            "name": args.name, "dataset_id": args.dataset_id, "bf16": args.bf16,
+            "masks": args.masks, "mask_sha256": args.mask_sha256}
 
 
 def _prepare_out(out: Path, settings: dict) -> None:
@@ -117,16 +163,34 @@ def generate(
     dataset_id: int = 501,
     progress: bool = True,
     max_pairs: int | None = None,
+    bf16: bool = False,
+    masks: str | Path | None = None,
+    mask_modality: str = "CT",
 ) -> dict:
     """Generate ``n`` pairs for each prompt (see module docstring). Returns a summary dict.
 
-    ``max_pairs`` stops after that many new pairs (used to test resumption).
+    With ``masks`` (an MSD / nnU-Net folder, or one label NIfTI, whose label names match the model's
+    dictionary), every labelled axial slice of every label map becomes a request: the mask stream is
+    given clean and only images are generated (mask -> image); the prompt is built from the labels in
+    the slice and ``mask_modality``; ``prompts`` must then be empty. ``max_pairs`` stops after that many
+    new pairs (used to test resumption).
     """
+    net, objective = load_generator(checkpoint)
+    given: list = []
+    if masks is not None:
+        if prompts:
+            raise GenerateError("give either prompts or masks, not both")
+        given = read_masks(masks, net)
+        parsed = [net.vocab.make(mask_modality, labels=net.label_dict.present(m.numpy())) for _, m in given]
+        prompts = [p.text() for p in parsed]
+    else:
+        parsed = [net.vocab.parse(p) for p in prompts]  # PromptError lists the allowed values
+    if not parsed:
+        raise GenerateError("nothing to generate: no prompt, or no labelled slice in the masks")
     args = argparse.Namespace(n=n, seed=seed, steps=steps, cfg=tuple(float(c) for c in cfg), solver=solver,
                               spacing=tuple(float(s) for s in spacing), layouts=tuple(layouts), name=name,
-                              dataset_id=dataset_id)
-    net, objective = load_generator(checkpoint)
-    parsed = [net.vocab.parse(p) for p in prompts]  # PromptError lists the allowed values
+                              dataset_id=dataset_id, bf16=bool(bf16), masks=str(masks) if masks else None,
+                              mask_sha256=_hash_masks(masks))
     out = Path(out)
     ckpt_hash = sha256_file(checkpoint)
     settings = _settings(args, ckpt_hash, parsed)
@@ -152,8 +216,10 @@ def generate(
         chunk = todo[k:k + batch]
         t0 = time.time()
         prompt_vecs = net.vocab.encode_batch([parsed[i] for i, _, _ in chunk])
+        mode = "mask2image" if given else "joint"
+        mask_in = torch.stack([given[i][1] for i, _, _ in chunk]) if given else None
         images, masks = sample_pairs(net, objective, prompt_vecs, [s for _, _, s in chunk], steps=steps,
-                                     cfg_scale=args.cfg, solver=solver)
+                                     cfg_scale=args.cfg, solver=solver, bf16=bf16, mode=mode, mask=mask_in)
         per_pair = (time.time() - t0) / len(chunk)
         for (i, j, s), img, msk in zip(chunk, images, masks):
             case = f"p{i:02d}_s{s:06d}"
@@ -170,7 +236,8 @@ def generate(
                 "qc": {"empty_mask": not realised},
                 "checkpoint_sha256": ckpt_hash,
                 "sampler": {"solver": solver, "steps": steps, "cfg_image": args.cfg[0], "cfg_mask": args.cfg[1],
-                            "mode": "joint", "path": "rectified_flow"},
+                            "mode": mode, "path": "rectified_flow", "bf16": bf16},
+                "mask_source": given[i][0] if given else None,
                 "shape": list(img_np.shape), "spacing": list(args.spacing), "files": rel,
                 "sha256": {lay: {kind: sha256_file(out / p) for kind, p in f.items()} for lay, f in rel.items()},
                 "seconds": per_pair, "version": VERSION,
@@ -227,12 +294,19 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Generate N image-mask pairs per prompt into nnU-Net v2 and MSD layouts (resumable)."""
+    from apps.medseg.data import DataError
+    from apps.medseg.labels import LabelError
+    from apps.medseg.layouts import LayoutError
     from apps.medseg.prompts import PromptError
 
     ap = argparse.ArgumentParser(prog="dualsci-medseg generate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="checkpoint of `dualsci-medseg fit` (.ckpt) or a generator .pt")
-    ap.add_argument("--prompt", action="append", required=True,
+    ap.add_argument("--masks", default=None,
+                    help="mask -> image: an MSD/nnU-Net folder or a label NIfTI; every labelled slice gets --n images")
+    ap.add_argument("--mask-modality", default="CT", help="modality of the images generated for --masks")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the network (CPUs with AMX/AVX512-BF16)")
+    ap.add_argument("--prompt", action="append", default=[],
                     help="prompt, repeatable: 'CT abdomen with liver and spleen' or 'modality=CT; labels=liver,spleen'")
     ap.add_argument("--out", required=True)
     ap.add_argument("--n", type=int, default=4, help="pairs per prompt")
@@ -250,8 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         res = generate(a.ckpt, a.prompt, a.out, n=a.n, seed=a.seed, steps=a.steps, cfg=_floats(a.cfg, 2, "cfg"),
                        batch=a.batch, solver=a.solver, spacing=_floats(a.spacing, 3, "spacing"),
-                       layouts=a.layouts.split(","), name=a.name, dataset_id=a.dataset_id, progress=not a.no_progress)
-    except (GenerateError, PromptError) as err:
+                       layouts=a.layouts.split(","), name=a.name, dataset_id=a.dataset_id, progress=not a.no_progress,
+                       bf16=a.bf16, masks=a.masks, mask_modality=a.mask_modality)
+    except (GenerateError, PromptError, LabelError, DataError, LayoutError) as err:
         raise SystemExit(f"dualsci-medseg generate: {err}") from None
     print(json.dumps(res))
     return res

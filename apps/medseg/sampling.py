@@ -50,6 +50,7 @@ def sample_pairs(
     image: Tensor | None = None,
     mask: Tensor | None = None,
     solver: Literal["euler", "heun"] = "euler",
+    bf16: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Generate B pairs.
 
@@ -62,6 +63,8 @@ def sample_pairs(
         cfg_scale: guidance scale (image, mask); 1 = no guidance (and no extra batch rows).
         mode: ``"joint"``, ``"mask2image"`` (needs ``mask``) or ``"image2mask"`` (needs ``image``).
         image: (B, C, S, S) in [-1, 1] for ``image2mask``; mask: (B, S, S) long for ``mask2image``.
+        bf16: run the network under CPU bf16 autocast (opt-in: a win only with AVX512-BF16/AMX); the
+            sampler state and the guidance arithmetic stay float32.
 
     Returns:
         images (B, C, S, S) clamped to [-1, 1] and masks (B, S, S) long.
@@ -94,7 +97,9 @@ def sample_pairs(
             xa, xb, ta, tb, pr = x_a, x_b, t_a, t_b, prompts
         in_a, c_a = objective.stream.net_input(xa, ta)
         in_b, c_b = objective.stream.net_input(xb, tb)
-        F_a, F_b = net(in_a, in_b, c_a, c_b, pr, pr)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            F_a, F_b = net(in_a, in_b, c_a, c_b, pr, pr)
+        F_a, F_b = F_a.float(), F_b.float()
         x0_a = objective.stream.to_x0(F_a, xa, ta)
         x0_b = objective.stream.to_x0(F_b, xb, tb)
         if guided:

@@ -79,3 +79,21 @@ def test_cli_fit_then_generate_from_lightning_checkpoint(tmp_path):
     res = main(["generate", "--ckpt", str(ckpt), "--prompt", "CT liver", "--n", "2", "--steps", "2",
                 "--out", str(tmp_path / "g"), "--no-progress"])
     assert res["pairs"] == 2
+
+
+def test_mask_to_image_from_user_label_maps(tiny_generator, tmp_path):
+    from apps.medseg.data import DataError
+    from apps.medseg.phantom import write_phantom_msd
+
+    masks = write_phantom_msd(tmp_path / "masks", n_cases=1, seed=3, shape=(16, 16, 3))
+    out = tmp_path / "m2i"
+    res = generate(tiny_generator, [], out, n=1, steps=2, masks=masks, progress=False)
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert res["pairs"] == len(recs) >= 1 and all(r["sampler"]["mode"] == "mask2image" for r in recs)
+    # the written mask is the given one (ids remapped to the model's dictionary), so the prompt matches it
+    assert all(r["missing_labels"] == [] and r["extra_labels"] == [] for r in recs)
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.uint8), np.eye(4)), empty)
+    with pytest.raises(DataError, match="empty mask"):
+        generate(tiny_generator, [], tmp_path / "e", n=1, steps=2, masks=empty, progress=False)
+    assert not (tmp_path / "e").exists()
