@@ -54,7 +54,8 @@ def offline_metrics(net, dataset, n_samples: int = 128, n_action_steps: int = 4,
     items = [dataset[int(i)] for i in idx]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     keep = batch["has_action"].bool()
-    batch = {k: v[keep] for k, v in batch.items()}
+    dev = net.state_min.device
+    batch = {k: v[keep].to(dev) for k, v in batch.items()}
     net.eval()
     truth = net.normalize_action(batch["action"])
     obs = (batch["obs_state"], batch.get("obs_image"))
@@ -67,7 +68,7 @@ def offline_metrics(net, dataset, n_samples: int = 128, n_action_steps: int = 4,
         res["future_mse"] = float(((out["future"] - fut) ** 2).mean())
         curve = {}
         for lvl in noise_levels:
-            noisy = (1 - lvl) * fut + lvl * torch.randn(fut.shape, generator=g)
+            noisy = (1 - lvl) * fut + lvl * torch.randn(fut.shape, generator=g).to(dev)
             inv = sample_chunk(net, *obs, n_action_steps=n_action_steps, mode="inverse", future=noisy,
                                generator=torch.Generator().manual_seed(seed))
             curve[str(lvl)] = float(((inv["action_norm"] - truth) ** 2).mean())

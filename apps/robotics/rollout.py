@@ -94,3 +94,27 @@ def chunk_latency(policy, obs: dict, repeats: int = 10) -> dict:
     times = times[1:]  # first call pays one-off allocations
     return {"latency_ms_per_chunk_b1": float(np.median(times)), "latency_ms_per_chunk_b1_min": float(np.min(times)),
             "repeats": repeats}
+
+
+class ScriptedPolicy:
+    """The built-in task's scripted expert (``kind="expert"``) or an agent that stays put (``"idle"``)
+    behind the `Policy` interface: reference rows for reports and a check of the harness itself."""
+
+    def __init__(self, kind: str = "expert"):
+        if kind not in ("expert", "idle"):
+            raise ValueError(f"kind must be one of expert, idle; got {kind!r}")
+        self.kind = kind
+        self.net = type("NoNet", (), {"use_image": False})()
+        self.latencies_ms: list[float] = []
+        self.nfe_per_chunk = self.n_action_steps = self.n_vision_steps = 0
+        self.phase, self.execute, self.temporal_ensemble = "-", 1, None
+
+    def reset(self) -> None:
+        pass
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        from apps.robotics.envs import toy_expert_action
+
+        if self.kind == "idle":
+            return np.asarray(obs["agent_pos"])
+        return np.stack([toy_expert_action(s[:2].astype(float), s[2:].astype(float)) for s in obs["state"]])

@@ -38,12 +38,31 @@ def build_module(net_kwargs: dict, objective_kwargs: dict, lr: float = 1e-4, wei
     return DiffusionModule(net, objective, optimizer=opt, lr_scheduler=sched)
 
 
+class LossHistory(pl.Callback):
+    """Record ``(step, loss, loss_action, loss_vision)`` every `every` optimizer steps (for reports)."""
+
+    def __init__(self, every: int = 10):
+        self.every, self.rows = every, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or step == 1:
+            m = trainer.callback_metrics
+            self.rows.append([step] + [float(m[k]) if k in m else float("nan")
+                                       for k in ("train/loss", "train/loss_action", "train/loss_vision")])
+
+
 def fit(module: DiffusionModule, data: RoboticsDataModule, max_steps: int = -1, max_minutes: float | None = None,
         out_dir: str | Path | None = None, ema_decay: float | None = 0.999, seed: int = 0,
-        accelerator: str = "cpu", precision: str = "32-true", log_every: int = 50) -> dict:
-    """Train with Lightning (no logger, no checkpoints unless `out_dir`); returns timing info."""
+        accelerator: str = "cpu", precision: str = "32-true", log_every: int = 10) -> dict:
+    """Train with Lightning (no logger, no checkpoints); returns timing, steps and the loss history.
+
+    ``max_minutes`` bounds the wall time (Lightning ``max_time``); with both limits the first one hit
+    stops training. EMA (``ema_decay``) weights are copied into the model at the end.
+    """
     pl.seed_everything(seed, workers=True, verbose=False)
-    callbacks = []
+    history = LossHistory(log_every)
+    callbacks = [history]
     if ema_decay:
         from dualsci.training import make_ema
 
@@ -56,7 +75,7 @@ def fit(module: DiffusionModule, data: RoboticsDataModule, max_steps: int = -1, 
         default_root_dir=str(out_dir) if out_dir else None, max_epochs=-1 if max_steps > 0 or max_minutes else 1)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data)
-    return {"train_seconds": time.perf_counter() - t0, "steps": int(trainer.global_step)}
+    return {"train_seconds": time.perf_counter() - t0, "steps": int(trainer.global_step), "loss_history": history.rows}
 
 
 def save_policy(path: str | Path, module: DiffusionModule, net_kwargs: dict, objective_kwargs: dict,

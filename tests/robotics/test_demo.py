@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_demo_end_to_end_tiny(tmp_path):
+    from apps.robotics.cli import main
+    from apps.robotics.demo import run
+
+    out = tmp_path / "demo"
+    res = run(out, minutes=0.03, episodes=2)
+    html = (out / "report.html").read_text()
+    assert "<video" in html and "scripted expert" in html
+    assert (out / "loss.png").exists() and (out / "data/toy_push.zarr").exists()
+    assert res["closed_loop"]["scripted expert"]["success_rate"] == 1.0
+    assert res["closed_loop"]["idle agent"]["mean_max_coverage"] == 0.0
+    assert json.loads((out / "results.json").read_text())["train"]["steps"] >= 1
+    videos = [p for p in (out / "videos").rglob("*.mp4")]
+    assert len(videos) == 3  # 2 DUST episodes (of 3 asked) + 1 expert
+    # the saved policy goes straight into the rollout verb
+    assert main(["rollout", "--ckpt", str(out / "policy.pt"), "--env", "toy_push", "--episodes", "2",
+                 "--max-steps", "3", "--videos", "0", "--out", str(tmp_path / "ev")]) == 0
+
+
+@pytest.mark.slow
+def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import robotics_pusht
+
+    res = robotics_pusht.main(["--data", str(shared_file("robotics/pusht_cchi_v7_replay.zarr")), "--quick",
+                               "--minutes", "0.2", "--max-steps", "10", "--out", str(tmp_path / "q.json")])
+    for k in ("success_rate", "success_rate_ci95", "mean_max_coverage", "mean_max_coverage_ci95",
+              "latency_ms_per_chunk", "scaling_curve"):
+        assert k in res
+    assert [p["n_vision_steps"] for p in res["scaling_curve"]] == [4, 8]
