@@ -291,6 +291,31 @@ def select_region(ds: xr.Dataset, region: dict) -> xr.Dataset:
     return out
 
 
+def match_grid(ds: xr.Dataset, lat: Sequence[float], lon: Sequence[float], source: str = "<dataset>") -> xr.Dataset:
+    """Return ``ds`` on exactly the grid (lat, lon): equal, or a subset of its points (e.g. a model
+    trained on a cropped box); otherwise a :class:`WeatherDataError` naming both grids."""
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    have_lat, have_lon = ds["latitude"].values, ds["longitude"].values
+    if len(have_lat) == len(lat) and len(have_lon) == len(lon) and np.allclose(have_lat, lat) and np.allclose(have_lon, lon):
+        return ds
+    ilat = [int(np.argmin(np.abs(have_lat - v))) for v in lat]
+    ilon = [int(np.argmin(np.abs((have_lon - v + 180.0) % 360.0 - 180.0))) for v in lon]
+    if len(have_lat) and np.allclose(have_lat[ilat], lat, atol=1e-6) and np.allclose(have_lon[ilon], lon, atol=1e-6):
+        return ds.isel(latitude=ilat, longitude=ilon)
+    raise WeatherDataError(
+        source, f"grid {len(have_lat)}x{len(have_lon)} does not match the checkpoint grid {len(lat)}x{len(lon)} (nor contains it)"
+    )
+
+
+def crop_to_multiple(ds: xr.Dataset, multiple: int) -> xr.Dataset:
+    """Drop trailing rows/columns so both spatial sizes divide ``multiple`` (patching needs it)."""
+    h = ds.sizes["latitude"] // multiple * multiple
+    w = ds.sizes["longitude"] // multiple * multiple
+    if h == 0 or w == 0:
+        raise WeatherDataError(ds.attrs.get("source_path", "<dataset>"), f"grid smaller than the patch size {multiple}")
+    return ds.isel(latitude=slice(0, h), longitude=slice(0, w))
+
+
 def static_fields(ds: xr.Dataset) -> xr.Dataset:
     """The time-independent fields (land-sea mask, orography, ...) of a normalised dataset."""
     names = [v for v in ds.data_vars if "time" not in ds[v].dims]

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from apps.weather.data import WeatherDataError, load_block, open_weather
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather
 from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
 from dualsci.training import DiffusionModule
 
@@ -74,6 +74,7 @@ class WeatherDataModule(pl.LightningDataModule):
         max_train_windows: cap on training windows per epoch (evenly spaced), None = all.
         synthetic: keyword arguments of ``write_synthetic_zarr`` (grid, days, seed).
         synthetic_dir: where the synthetic zarr is cached.
+        crop_multiple: drop trailing rows/columns so the grid divides this (the net's patch size).
         seed: shuffling seed.
     """
 
@@ -94,6 +95,7 @@ class WeatherDataModule(pl.LightningDataModule):
         max_train_windows: int | None = None,
         synthetic: dict | None = None,
         synthetic_dir: str = "outputs/cache",
+        crop_multiple: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -128,7 +130,8 @@ class WeatherDataModule(pl.LightningDataModule):
 
     def open(self, period: str | None):
         h = self.hparams
-        return open_weather(self._resolve_path(), h.variables, h.levels, h.region, self._period(period), h.frequency)
+        ds = open_weather(self._resolve_path(), h.variables, h.levels, h.region, self._period(period), h.frequency)
+        return crop_to_multiple(ds, h.crop_multiple) if h.crop_multiple else ds
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

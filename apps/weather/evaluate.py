@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from apps.weather.data import WeatherDataError, channel_names, load_block, open_weather
+from apps.weather.data import channel_names, load_block, match_grid, open_weather
 from apps.weather.dataset import time_blocks
 from apps.weather.metrics import ScoreAccumulator
 from dualsci.io import write_json_atomic
@@ -117,8 +117,7 @@ def evaluate(
     fc = xr.open_zarr(forecast_path, consolidated=False) if Path(forecast_path).is_dir() else xr.open_dataset(forecast_path)
     mdim = _ensemble_dim(fc)
     truth = open_weather(truth_path, variables=[v for v in fc.data_vars])
-    if not (np.allclose(truth.latitude.values, fc.latitude.values) and np.allclose(truth.longitude.values, fc.longitude.values)):
-        raise WeatherDataError(truth_path, "truth grid does not match the forecast grid")
+    truth = match_grid(truth, fc.latitude.values, fc.longitude.values, str(truth_path))
     chans = list(channels) if channels is not None else channel_names(fc, list(fc.data_vars))
     inits = fc.time.values
     leads = fc.prediction_timedelta.values

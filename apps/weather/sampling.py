@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from apps.weather.data import UNITS, WeatherDataError, load_block, open_weather
+from apps.weather.data import UNITS, WeatherDataError, load_block, match_grid, open_weather
 from apps.weather.dataset import NormStats
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
@@ -183,10 +183,7 @@ def forecast(
     leads = np.arange(1, n_blocks * k + 1) * step
     ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}))
     src = str(data)
-    if ds.sizes["latitude"] != len(meta["lat"]) or ds.sizes["longitude"] != len(meta["lon"]) or not (
-        np.allclose(ds.latitude.values, meta["lat"]) and np.allclose(ds.longitude.values, meta["lon"])
-    ):
-        raise WeatherDataError(src, f"grid {ds.sizes['latitude']}x{ds.sizes['longitude']} does not match the checkpoint grid {len(meta['lat'])}x{len(meta['lon'])}")
+    ds = match_grid(ds, meta["lat"], meta["lon"], src)
     inits = [np.datetime64(t, "h") for t in options.inits]
     times = ds.time.values.astype("datetime64[h]")
     t_index = []
