@@ -17,6 +17,17 @@ def test_fit_then_rollout(tmp_path):
           "--model.init_args.net.init_args.image_size", "16", "--model.init_args.net.init_args.dim", "32",
           "--model.init_args.net.init_args.depth_dual", "1", "--model.init_args.net.init_args.enc_channels", "8"])
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
+    common = ["--config", str(CONFIG / "demo.yaml"), "--trainer.default_root_dir", str(tmp_path / "run2"),
+              "--trainer.enable_progress_bar", "false", "--data.init_args.toy_episodes", "6",
+              "--data.init_args.toy_res", "16", "--data.init_args.val_episodes", "1",
+              "--model.init_args.net.init_args.image_size", "16", "--model.init_args.net.init_args.dim", "32",
+              "--model.init_args.net.init_args.depth_dual", "1", "--model.init_args.net.init_args.enc_channels", "8",
+              "--ckpt_path", str(ckpt)]
+    val = main(["validate"] + common)
+    assert "val/loss" in val.trainer.callback_metrics
+    pred = main(["predict"] + common)
+    chunks = pred.trainer.predict_loop.predictions
+    assert chunks and chunks[0]["action"].shape[1:] == (16, 2)
     out = tmp_path / "eval"
     rc = main(["rollout", "--ckpt", str(ckpt), "--env", "toy_push", "--res", "16", "--episodes", "2",
                "--max-steps", "4", "--videos", "1", "--out", str(out)])
@@ -45,3 +56,16 @@ def test_make_toy(tmp_path):
     assert main(["make-toy", str(tmp_path / "t.zarr"), "--episodes", "3", "--video-only", "1", "--res", "16"]) == 0
     eps = load_episodes(tmp_path / "t.zarr")
     assert eps.n_episodes == 4 and eps.has_action.tolist() == [True, True, True, False]
+
+
+def test_short_episodes_are_rejected(tmp_path):
+    from apps.robotics.data.builtin import generate_toy_push
+    from apps.robotics.data.episodes import DataError
+    from apps.robotics.data.module import RoboticsDataModule
+    from apps.robotics.data.zarr_io import write_replay_zarr
+
+    eps = generate_toy_push(3, res=16, min_length=1, hold=0, max_steps=10)
+    path = write_replay_zarr(eps, tmp_path / "short.zarr")
+    dm = RoboticsDataModule(str(path), state_keys=["state"], horizon=16, val_episodes=0)
+    with pytest.raises(DataError, match=r"short\.zarr, episode \d+: episode has \d+ frames, shorter than the required horizon of 16"):
+        dm.setup("fit")

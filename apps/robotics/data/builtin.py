@@ -13,14 +13,15 @@ from apps.robotics.envs import ToyPushEnv, toy_expert_action
 
 
 def generate_toy_push(n_episodes: int = 100, seed: int = 0, res: int = 32, noise: float = 0.01,
-                      max_steps: int = 80, hold: int = 4, video_only: int = 0) -> EpisodeSet:
+                      max_steps: int = 80, hold: int = 4, video_only: int = 0, min_length: int = 17) -> EpisodeSet:
     """Roll the scripted expert in `ToyPushEnv`.
 
     Args:
         n_episodes: episodes with actions. video_only: extra episodes whose actions are dropped
             (``has_action = False``), for action-free world-model training.
         noise: std of Gaussian noise on the expert's target (state units), for diverse demos.
-        hold: frames recorded after success (the expert keeps pushing gently).
+        hold: frames recorded after success, the agent holding still (more until the episode has
+            `min_length` frames: at least one full action chunk plus its future frame).
     Returns:
         `EpisodeSet` with ``image (N, res, res, 3)`` uint8, ``state (N, 4)``, ``agent_pos (N, 2)``,
         ``action (N, 2)`` float32.
@@ -31,16 +32,20 @@ def generate_toy_push(n_episodes: int = 100, seed: int = 0, res: int = 32, noise
     ends, total = [], 0
     for e in range(n_episodes + video_only):
         obs, info = env.reset(seed=int(rng.integers(1 << 31)))
-        after = 0
+        after, length = 0, 0
         for _ in range(max_steps):
-            action = toy_expert_action(env.agent, env.block, rng, noise)
+            if after:
+                action = env.agent.astype(np.float32)  # done: hold still
+            else:
+                action = toy_expert_action(env.agent, env.block, rng, noise)
             for k in ("image", "state", "agent_pos"):
                 fields[k].append(obs[k])
             fields["action"].append(action)
             total += 1
+            length += 1
             obs, _, success, truncated, info = env.step(action)
             after += bool(success) or after > 0
-            if after > hold or truncated:
+            if (after > hold and length >= min_length) or truncated:
                 break
         ends.append(total)
     out = {k: np.stack(v) for k, v in fields.items()}

@@ -26,6 +26,8 @@ class WindowDataset(Dataset):
             ``["keypoint", "state[0:2]"]`` for PushT keypoints + agent position.
         n_obs: observation horizon. horizon: action chunk length H. future_offset: F.
         use_image: include ``obs_image`` / ``future_image``.
+        min_length: episodes shorter than this are an error (windows are edge-padded, but an
+            episode shorter than the action horizon is usually a recording fault).
     Items:
         ``obs_state (n_obs, D_s)``, ``action (H, D_a)``, ``future_state (D_s,)``, ``has_action ()`` bool,
         and with images ``obs_image (n_obs, 3, h, w)`` uint8, ``future_image (3, h, w)`` uint8.
@@ -34,12 +36,12 @@ class WindowDataset(Dataset):
 
     def __init__(self, eps: EpisodeSet, state_keys: list[str], n_obs: int = 2, horizon: int = 16,
                  future_offset: int | None = None, use_image: bool = True, action_key: str = "action",
-                 image_key: str = "image"):
+                 image_key: str = "image", min_length: int = 1):
         self.eps = eps
         self.n_obs, self.horizon = int(n_obs), int(horizon)
         self.future_offset = int(horizon if future_offset is None else future_offset)
         required = [image_key] if use_image else []
-        eps.validate(min_length=1, required=tuple(required))
+        eps.validate(min_length=min_length, required=tuple(required))
         self.state = torch.from_numpy(gather_columns(eps.fields, state_keys, eps.source))
         if action_key in eps.fields:
             self.action = torch.from_numpy(np.asarray(eps.fields[action_key], np.float32).reshape(eps.n_frames, -1))
