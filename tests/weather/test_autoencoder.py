@@ -1,0 +1,57 @@
+"""Spherical padding, the autoencoder's symmetry, its loss, training through the CLI and ``encode``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from apps.weather.autoencoder import AutoencoderObjective, SphericalAutoencoder, sphere_pad
+from apps.weather.cli import CONFIG_DIR, main
+from apps.weather.data import open_weather
+from apps.weather.synthetic import write_synthetic_zarr
+
+
+def test_sphere_pad_wraps_longitude_and_crosses_poles():
+    x = torch.arange(4 * 8, dtype=torch.float32).reshape(1, 1, 4, 8)
+    y = sphere_pad(x, 1)
+    assert y.shape == (1, 1, 6, 10)
+    core = y[..., 1:-1, 1:-1]
+    assert torch.equal(core, x)
+    assert torch.equal(y[0, 0, 1:-1, 0], x[0, 0, :, -1]) and torch.equal(y[0, 0, 1:-1, -1], x[0, 0, :, 0])
+    # across the south pole: the row below row 0 is row 0 seen from the opposite meridian
+    assert torch.equal(y[0, 0, 0, 1:-1], torch.roll(x[0, 0, 0], 4))
+    assert torch.equal(y[0, 0, -1, 1:-1], torch.roll(x[0, 0, -1], 4))
+
+
+def test_autoencoder_is_longitude_equivariant_and_loss_is_relative():
+    torch.manual_seed(0)
+    net = SphericalAutoencoder(3, 1, latent_channels=4, width=8, n_down=2).eval()
+    x, s = torch.randn(2, 3, 8, 16), torch.randn(2, 1, 8, 16)
+    z = net.encode(x, s)
+    assert z.shape == (2, 4, 2, 4) and net.decode(z).shape == x.shape
+    r = lambda t: torch.roll(t, 4, dims=-1)  # noqa: E731 - one latent column
+    torch.testing.assert_close(net(r(x), r(s)), r(net(x, s)), rtol=1e-4, atol=1e-5)
+    batch = {"x0": x, "statics": s, "lat": torch.linspace(-78.75, 78.75, 8)[None]}
+    assert float(AutoencoderObjective().loss(_Perfect(), batch)["loss"]) == 0.0
+
+
+class _Perfect(torch.nn.Module):
+    def forward(self, x, statics=None):
+        return x
+
+
+def test_fit_and_encode(tmp_path):
+    data = write_synthetic_zarr(tmp_path / "syn.zarr", n_lat=8, n_lon=16, days=6, seed=0, time_chunk=48)
+    fitted = main([
+        "fit", "--config", str(CONFIG_DIR / "autoencoder.yaml"), "--data.init_args.path", str(data),
+        "--data.init_args.train_period", "2000-01-01:2000-01-05", "--data.init_args.val_period", "null",
+        "--model.init_args.net.init_args.width", "8", "--trainer.max_steps", "2", "--trainer.logger", "false",
+        "--trainer.default_root_dir", str(tmp_path / "fit"), "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ck"),
+    ])
+    ckpt = tmp_path / "ae.ckpt"
+    fitted.trainer.save_checkpoint(ckpt)
+    out = main(["encode", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "latent.zarr"), "--period", "2000-01-01:2000-01-02"])
+    lat = open_weather(out)
+    assert lat.sizes["time"] == 48 and lat.sizes["latitude"] == 2 and lat.sizes["longitude"] == 4
+    assert sorted(lat.data_vars)[:2] == ["latent_000", "latent_001"] and len(lat.data_vars) == 8
+    assert np.all(np.diff(lat.latitude.values) > 0) and np.all(np.isfinite(lat["latent_000"].values))
