@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import time
 from datetime import timedelta
 from functools import partial
@@ -191,13 +192,25 @@ def run_core(out_dir: Path, seconds: float) -> float:
 
 
 def write_index(out_dir: Path, seconds: dict[str, float] | None = None) -> Path:
-    """Link every ``out_dir/*/report.html`` from ``out_dir/index.html``."""
+    """Link every part under ``out_dir`` from ``out_dir/index.html``.
+
+    A part is a sub-folder with a ``report.html`` or a ``status.json`` (``{"status", "seconds"}``, written
+    by ``make demo`` for each part it ran), so a part that failed before writing its report is listed
+    as failed instead of silently missing.
+    """
     seconds = seconds or {}
-    entries = [
-        {"name": report.parent.name, "report": f"{report.parent.name}/report.html", "status": "ok",
-         "seconds": seconds.get(report.parent.name)}
-        for report in sorted(out_dir.glob("*/report.html"))
-    ]
+    entries = []
+    for part in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        report, status_file = part / "report.html", part / "status.json"
+        if not report.exists() and not status_file.exists():
+            continue
+        status = json.loads(status_file.read_text()) if status_file.exists() else {}
+        entries.append({
+            "name": part.name,
+            "report": f"{part.name}/report.html" if report.exists() else None,
+            "status": status.get("status", "ok" if report.exists() else "failed"),
+            "seconds": status.get("seconds", seconds.get(part.name)),
+        })
     return write_index_html(out_dir, entries)
 
 
