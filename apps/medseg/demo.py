@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -35,8 +36,14 @@ def run(out: Path, fit_steps: int = 400, size: int = 32, n_per_prompt: int = 8, 
     from apps.medseg.report import write_report
 
     out = Path(out)
+    marker = out / ".medseg-demo"
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out}: folder is not empty; the demo writes into a new or empty folder")
+        if not marker.exists():
+            raise SystemExit(f"{out}: folder is not empty and was not written by this demo; choose another --out")
+        log(f"demo: replacing the previous demo output in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by python -m apps.medseg.demo; the next demo run replaces this folder\n")
     timings: dict[str, float] = {}
     t = time.time()
     train_dir = write_phantom_msd(out / "phantom_train", n_cases=6, modality="CT", seed=0)

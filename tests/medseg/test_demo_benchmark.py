@@ -19,8 +19,11 @@ def test_demo_end_to_end_small(tmp_path):
     res = run(tmp_path / "demo", fit_steps=20, n_per_prompt=2, eval_steps=5, seeds=3)
     assert (tmp_path / "demo" / "report.html").exists()
     assert len(res["downstream"]["real_only"]["dice"]["per_seed"]) == 3
-    with pytest.raises(SystemExit, match="not empty"):
-        run(tmp_path / "demo")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not written by this demo"):
+        run(other)
 
 
 @pytest.mark.slow

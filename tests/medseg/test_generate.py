@@ -97,3 +97,15 @@ def test_mask_to_image_from_user_label_maps(tiny_generator, tmp_path):
     with pytest.raises(DataError, match="empty mask"):
         generate(tiny_generator, [], tmp_path / "e", n=1, steps=2, masks=empty, progress=False)
     assert not (tmp_path / "e").exists()
+
+
+def test_totalseg_config_trains_on_the_real_ct(shared_file, tmp_path):
+    from apps.medseg.cli import CONFIG_DIR, main
+
+    shared_file("medseg/totalseg_ct_abdomen_3mm.nii.gz")  # skips without the real data
+    main(["fit", "--config", str(CONFIG_DIR / "totalseg_ct.yaml"), "--trainer.max_steps", "1",
+          "--trainer.default_root_dir", str(tmp_path / "fit"),
+          "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ckpt"),
+          "--model.init_args.net.init_args.depth", "1", "--data.init_args.batch_size", "2"])
+    net, _ = load_generator(tmp_path / "ckpt" / "last.ckpt")
+    assert net.image_size == 128 and net.label_dict.foreground == ("liver", "spleen", "kidney_left", "kidney_right", "stomach")
