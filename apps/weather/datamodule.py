@@ -178,6 +178,14 @@ class WeatherDataModule(pl.LightningDataModule):
             drop_last=len(ds) > self.hparams.batch_size,
         )
 
+    def predict_dataloader(self):
+        """The validation windows (00/12 UTC inits by default), or the training ones without."""
+        ds = self.val_set if self.val_set is not None else self.train_set
+        return torch.utils.data.DataLoader(ds, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
     def val_dataloader(self):
         if self.val_set is None:
             return []

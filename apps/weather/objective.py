@@ -79,6 +79,20 @@ class WeatherEDMObjective:
         per_sample = self.gauss.loss(F, x0, x_t, noise, t, spatial_weight=weight)
         return {"loss": per_sample.mean()}
 
+    @torch.no_grad()
+    def sample(self, net: nn.Module, batch: dict, sampler: str = "heun", steps: int = 10) -> Tensor:
+        """``predict``: one block per window of the batch from fresh noise -> (B, k, C, H, W) normalised.
+
+        (Ensembles, seeds and streaming output are the ``forecast`` verb's job.)
+        """
+        x0 = batch["x0"]
+        k = batch["delta_scale"].shape[1]
+        noise = torch.randn((x0.shape[0], k, *x0.shape[1:]), device=x0.device, dtype=x0.dtype)
+        return self.sample_block(
+            net, x0, batch["statics"], batch["init_time"], batch["lat"][0], batch["lon"][0],
+            batch["delta_scale"][0], noise, sampler, steps,
+        )
+
     def sigmas(self, steps: int) -> Tensor:
         return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
 

@@ -36,6 +36,15 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     ckpt = tmp_path / "m.ckpt"
     fitted.trainer.save_checkpoint(ckpt)
     assert "dualsci_config" in torch.load(ckpt, weights_only=True)
+    common = ["--config", str(CONFIG_DIR / "demo.yaml"), "--data.init_args.path", str(data),
+              "--data.init_args.train_period", "2000-01-01:2000-01-08", "--data.init_args.val_period", "2000-01-09:2000-01-10",
+              "--data.init_args.frames", "2", "--model.init_args.net.init_args.grid", "[8, 16]",
+              "--model.init_args.net.init_args.frames", "2", "--model.init_args.net.init_args.dim", "32",
+              "--model.init_args.net.init_args.depth_dual", "1", "--trainer.logger", "false", "--trainer.callbacks", "[]",
+              "--trainer.default_root_dir", str(tmp_path / "fit2"), "--ckpt_path", str(ckpt)]
+    pred = main(["predict", *common, "--trainer.limit_predict_batches", "1"])
+    assert pred.trainer.predict_loop.predictions[0].shape[1:] == (2, 6, 8, 16)
+    main(["validate", *common, "--trainer.limit_val_batches", "1"])
     out = main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "fc.nc"),
                 "--inits", "2000-01-10T00:2000-01-10T12:12", "--lead-hours", "12", "--members", "2", "--steps", "2",
                 "--sampler", "dpmpp_2m", "--no-progress"])
