@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--patients", type=int, default=None)
     p.add_argument("--n-1000", type=int, default=None, help="images sampled with 1000 steps (slow)")
+    p.add_argument("--eval-patients", type=int, default=None, help="test patients evaluated (4 images each)")
     args = p.parse_args(argv)
 
     import lightning.pytorch as pl
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     size = args.image_size or (64 if quick else 128)
     n_patients = args.patients or (30 if quick else 100)
     minutes = args.train_minutes if args.train_minutes is not None else (3.0 if quick else 25.0)
-    n_eval_patients = 2 if quick else 6
+    n_eval_patients = args.eval_patients or (2 if quick else 6)
     n_1000 = args.n_1000 or 2
     threads = configure_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

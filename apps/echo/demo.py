@@ -50,10 +50,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.echo.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/demo/echo")
     p.add_argument("--patients", type=int, default=40)
-    p.add_argument("--max-time", default="00:00:02:30", help="training time cap (DD:HH:MM:SS)")
+    p.add_argument("--max-time", default="00:00:02:20", help="training time cap (DD:HH:MM:SS)")
     p.add_argument("--max-steps", type=int, default=600)
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--test-patients", type=int, default=3)
     args = p.parse_args(argv)
 
     from apps.echo import camus
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
 
     split = camus.official_split(data)
     files = []
-    for pid in split["testing"]:
+    for pid in split["testing"][: args.test_patients]:
         for view in ("2CH", "4CH"):
             for phase in ("ED", "ES"):
                 files.append(data / "database_nifti" / pid / f"{pid}_{view}_{phase}.nii.gz")
