@@ -39,7 +39,7 @@ def pick_threads() -> int:
     return n
 
 
-def run(out: str | Path, minutes: float = 2.0, episodes: int = 20, seed: int = 0) -> dict:
+def run(out: str | Path, minutes: float = 2.5, episodes: int = 20, seed: int = 0) -> dict:
     """Run the whole demo into `out` (replaced atomically); returns the results dict."""
     from dualsci.io import atomic_dir, write_json_atomic
 
@@ -98,7 +98,7 @@ def run(out: str | Path, minutes: float = 2.0, episodes: int = 20, seed: int = 0
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m apps.robotics.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="outputs/demo/robotics")
-    ap.add_argument("--minutes", type=float, default=2.0, help="training wall-time budget")
+    ap.add_argument("--minutes", type=float, default=2.5, help="training wall-time budget")
     ap.add_argument("--episodes", type=int, default=20, help="closed-loop episodes per policy")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

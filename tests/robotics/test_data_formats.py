@@ -38,6 +38,13 @@ def test_lerobot_roundtrip(tmp_path, toy_eps, version):
     _close(sub.fields["state"], toy_eps.select([3, 1]).fields["state"], "state")
 
 
+def test_lerobot_png_images_are_lossless(tmp_path, toy_eps):
+    root = write_lerobot(toy_eps, tmp_path / "png", version="v3.0", image_mode="image")
+    assert not (root / "videos").exists()
+    back = read_lerobot(root)
+    np.testing.assert_array_equal(back.fields["image"], toy_eps.fields["image"])
+
+
 def test_lerobot_unsupported_version_and_missing_video(tmp_path, toy_eps):
     root = write_lerobot(toy_eps, tmp_path / "ds", version="v3.0")
     info = json.loads((root / "meta/info.json").read_text())

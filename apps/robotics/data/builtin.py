@@ -20,8 +20,8 @@ def generate_toy_push(n_episodes: int = 100, seed: int = 0, res: int = 32, noise
         n_episodes: episodes with actions. video_only: extra episodes whose actions are dropped
             (``has_action = False``), for action-free world-model training.
         noise: std of Gaussian noise on the expert's target (state units), for diverse demos.
-        hold: frames recorded after success, the agent holding still (more until the episode has
-            `min_length` frames: at least one full action chunk plus its future frame).
+        hold: frames recorded after success, the expert still pushing gently (more until the episode
+            has `min_length` frames: at least one full action chunk plus its future frame).
     Returns:
         `EpisodeSet` with ``image (N, res, res, 3)`` uint8, ``state (N, 4)``, ``agent_pos (N, 2)``,
         ``action (N, 2)`` float32.
@@ -34,10 +34,7 @@ def generate_toy_push(n_episodes: int = 100, seed: int = 0, res: int = 32, noise
         obs, info = env.reset(seed=int(rng.integers(1 << 31)))
         after, length = 0, 0
         for _ in range(max_steps):
-            if after:
-                action = env.agent.astype(np.float32)  # done: hold still
-            else:
-                action = toy_expert_action(env.agent, env.block, rng, noise)
+            action = toy_expert_action(env.agent, env.block, rng, noise)
             for k in ("image", "state", "agent_pos"):
                 fields[k].append(obs[k])
             fields["action"].append(action)

@@ -68,7 +68,7 @@ def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite:
 
 
 def convert_main(argv: list[str] | None = None) -> int:
-    """``dualsci-robotics convert SRC DST --to FORMAT [--episodes N] [--overwrite]``."""
+    """Convert demonstrations between zarr, LeRobot v2.1/v3 and robomimic HDF5 (SRC DST --to FORMAT)."""
     ap = argparse.ArgumentParser(prog="dualsci-robotics convert",
                                  description="Convert demonstrations between zarr, LeRobot v2.1/v3 and robomimic HDF5.")
     ap.add_argument("src")

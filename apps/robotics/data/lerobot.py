@@ -187,11 +187,13 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
 
 
 # ------------------------------------------------------------------------------------------- writers
-def _features(eps: EpisodeSet, fps: float) -> dict:
+def _features(eps: EpisodeSet, fps: float, image_mode: str = "video") -> dict:
     feats = {}
     for name, x in eps.fields.items():
         fname = _file_name(name)
-        if name == "image" or name.startswith("image_"):
+        if (name == "image" or name.startswith("image_")) and image_mode == "image":
+            feats[fname] = {"dtype": "image", "shape": list(x.shape[1:]), "names": ["height", "width", "channel"]}
+        elif name == "image" or name.startswith("image_"):
             feats[fname] = {"dtype": "video", "shape": list(x.shape[1:]), "names": ["height", "width", "channel"],
                             "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv420p"}}
         else:
@@ -215,6 +217,9 @@ def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int)
             fname = _file_name(name)
             if fname not in feats or feats[fname]["dtype"] == "video":
                 continue
+            if feats[fname]["dtype"] == "image":  # PNG bytes per frame, LeRobot's image struct
+                cols.setdefault(fname, []).append([{"bytes": _png(img), "path": None} for img in x])
+                continue
             cols.setdefault(fname, []).append(x.reshape(T, -1).astype(np.float32))
         cols.setdefault("timestamp", []).append((np.arange(T) / eps.fps).astype(np.float32))
         cols.setdefault("frame_index", []).append(np.arange(T, dtype=np.int64))
@@ -222,6 +227,9 @@ def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int)
         cols.setdefault("task_index", []).append(np.zeros(T, np.int64))
     arrays = {}
     for k, parts in cols.items():
+        if isinstance(parts[0], list):
+            arrays[k] = pa.array([cell for part in parts for cell in part])
+            continue
         x = np.concatenate(parts)
         if x.ndim == 2:
             arrays[k] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
@@ -230,6 +238,16 @@ def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int)
     n = len(arrays["timestamp"])
     arrays["index"] = pa.array(np.arange(index0, index0 + n, dtype=np.int64))
     return pa.table(arrays)
+
+
+def _png(img: np.ndarray) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buf = BytesIO()
+    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _task(eps: EpisodeSet) -> str:
@@ -249,15 +267,20 @@ def _info(eps: EpisodeSet, version: str, feats: dict, extra: dict) -> dict:
 
 
 def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0", codec: str = "libx264",
-                  overwrite: bool = False) -> Path:
-    """Write `eps` as a LeRobot dataset folder (``version`` "v2.1" or "v3.0"), atomically."""
+                  overwrite: bool = False, image_mode: str = "video") -> Path:
+    """Write `eps` as a LeRobot dataset folder (``version`` "v2.1" or "v3.0"), atomically.
+
+    ``image_mode="video"`` encodes cameras as mp4 (LeRobot's default); ``"image"`` stores lossless PNG
+    bytes in the parquet rows (LeRobot's ``dtype: image`` features)."""
+    if image_mode not in ("video", "image"):
+        raise ValueError(f"image_mode must be one of 'video', 'image', got {image_mode!r}")
     import pyarrow.parquet as pq
 
     from dualsci.io import atomic_dir
 
     if version not in ("v2.1", "v3.0"):
         raise ValueError(f"version must be one of 'v2.1', 'v3.0', got {version!r}")
-    feats = _features(eps, eps.fps)
+    feats = _features(eps, eps.fps, image_mode)
     cams = [k for k, f in feats.items() if f["dtype"] == "video"]
     root = Path(root)
     with atomic_dir(root, overwrite=overwrite) as tmp:
