@@ -62,6 +62,13 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
     summary = {"inputs": len(items), "checkpoint": str(ckpt), "steps": steps, "members": members, "fusion": fusion,
                "image_size": size, "seconds_total": time.perf_counter() - t0,
                "mean_dice": sum(dices) / len(dices) if dices else None}
+    paired = [(p["ef"], p["ef_reference"]) for p in patients if p.get("ef") is not None and p.get("ef_reference") is not None]
+    if paired:
+        from apps.echo.metrics import agreement
+
+        a = agreement([x for x, _ in paired], [y for _, y in paired])
+        summary.update({"EF MAE vs cfg EF (biplane)": a["mae"], "EF bias": a["bias"],
+                        "EF Bland-Altman limits": f"{a['loa_low']:.1f} .. {a['loa_high']:.1f}", "EF pairs": a["n"]})
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for r in results:
             write_case(tmp, r)
