@@ -76,13 +76,15 @@ class DustPolicyNet(nn.Module):
         ema_decay: decay of the EMA target encoder.
         variant: ``dust`` / ``joint_noise`` (same network) or ``action_only`` (register token, no
             vision head).
+        n_tasks: > 0 adds a learned task embedding (multi-task data, e.g. LeRobot ``task_index``) to
+            every observation token and the condition; 0 = single task.
     """
 
     def __init__(self, action_dim: int = 2, state_dim: int = 2, horizon: int = 16, n_obs: int = 2,
                  future_offset: int | None = None, image_size: int = 96, crop_size: int = 84,
                  dim: int = 128, num_heads: int = 4, depth_dual: int = 4, depth_tail: int = 1,
                  mlp_ratio: float = 4.0, enc_channels: int = 32, grid: int = 4,
-                 future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust"):
+                 future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust", n_tasks: int = 0):
         super().__init__()
         self.future_target = check_option("future_target", future_target, FUTURE_TARGETS)
         self.variant = check_option("variant", variant, VARIANTS)
@@ -109,6 +111,8 @@ class DustPolicyNet(nn.Module):
             self.encoder = ConvEncoder(enc_channels, grid)
             self.image_proj = nn.Linear(self.encoder.out_channels * grid * grid, d)
         self.obs_pos = nn.Parameter(torch.zeros(n_obs, d))
+        self.n_tasks = int(n_tasks)
+        self.task_emb = nn.Embedding(self.n_tasks, d) if self.n_tasks > 0 else None
         self.action_in = nn.Linear(action_dim, d)
         # Vision target encoder.
         self.target_encoder: nn.Module | None = None
@@ -209,11 +213,13 @@ class DustPolicyNet(nn.Module):
         return x[..., i:i + c, j:j + c]
 
     # ----------------------------------------------------------------------------- encoders
-    def encode_obs(self, obs_state: Tensor, obs_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def encode_obs(self, obs_state: Tensor, obs_image: Tensor | None = None,
+                   task: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Observation tokens and global condition.
 
         Args:
             obs_state: ``(B, n_obs, D_s)`` raw state. obs_image: ``(B, n_obs, 3, h, w)`` uint8.
+            task: ``(B,)`` int task ids (needed when ``n_tasks > 0``, ignored otherwise).
         Returns:
             tokens ``(B, n_obs, D)``, cond ``(B, D)``.
         """
@@ -230,6 +236,13 @@ class DustPolicyNet(nn.Module):
             feat = self.encoder(x).reshape(b, n, -1)
             tok = tok + self.image_proj(feat)
         tok = tok + self.obs_pos
+        if self.task_emb is not None:
+            if task is None:
+                raise ValueError(f"this policy was trained on {self.n_tasks} tasks: pass task ids (task_index)")
+            task = task.reshape(-1).long().to(tok.device)
+            if task.min() < 0 or task.max() >= self.n_tasks:
+                raise ValueError(f"task ids must be in [0, {self.n_tasks}), got {task.tolist()}")
+            tok = tok + self.task_emb(task)[:, None, :]
         return tok, tok.mean(dim=1)
 
     @torch.no_grad()

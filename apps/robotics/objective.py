@@ -74,7 +74,7 @@ class DustObjective:
             raise ValueError(f"objective variant {self.variant!r} does not match the net's {net.variant!r}")
         if net.training:
             net.update_target()  # EMA target follows the online encoder (no-op for other targets)
-        obs_tok, cond = net.encode_obs(batch["obs_state"], batch.get("obs_image"))
+        obs_tok, cond = net.encode_obs(batch["obs_state"], batch.get("obs_image"), batch.get("task"))
         b, dev = cond.shape[0], cond.device
         has_action = batch["has_action"].to(dev).bool()
         x0_a = net.normalize_action(batch["action"])
@@ -110,4 +110,5 @@ class DustObjective:
         kw.setdefault("n_action_steps", self.n_action_steps)
         kw.setdefault("n_vision_steps", self.n_vision_steps)
         kw.setdefault("phase", self.phase)
+        kw.setdefault("task", batch.get("task"))
         return sample_chunk(net, batch["obs_state"], batch.get("obs_image"), **kw)

@@ -62,7 +62,7 @@ def _fixed(n: int, t_a: float | None, t_b: float | None) -> JointSchedule:
 def sample_chunk(net: DustPolicyNet, obs_state: Tensor, obs_image: Tensor | None = None, *,
                  n_action_steps: int = 4, n_vision_steps: int = 4, phase: str = "end", mode: str = "policy",
                  actions: Tensor | None = None, future: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> dict:
+                 generator: torch.Generator | None = None, task: Tensor | None = None) -> dict:
     """Sample one action chunk (and the imagined future tokens).
 
     Args:
@@ -77,7 +77,7 @@ def sample_chunk(net: DustPolicyNet, obs_state: Tensor, obs_image: Tensor | None
     check_option("mode", mode, MODES)
     was = net.training
     net.eval()
-    obs_tok, cond = net.encode_obs(obs_state, obs_image)
+    obs_tok, cond = net.encode_obs(obs_state, obs_image, task)
     b, dev = cond.shape[0], cond.device
     shape_a = (b, net.horizon, net.action_dim)
     shape_b = (b, net.n_future_tokens, net.target_dim)
@@ -153,6 +153,11 @@ class Policy:
         self.batched = True
 
     def _prepare(self, obs: dict) -> tuple[Tensor, Tensor | None]:
+        self.task = None
+        if self.net.n_tasks > 0:
+            if "task_index" not in obs:
+                raise KeyError("observation has no 'task_index' but the policy was trained on several tasks")
+            self.task = torch.as_tensor(np.asarray(obs["task_index"])).reshape(-1).long()
         fields = {k: np.asarray(v) for k, v in obs.items()}
         self.batched = fields["state"].ndim == 2 if "state" in fields else next(iter(fields.values())).ndim > 1
         if "image" in fields:
@@ -173,7 +178,7 @@ class Policy:
         t0 = time.perf_counter()
         out = sample_chunk(self.net, obs_state, obs_image, n_action_steps=self.n_action_steps,
                            n_vision_steps=self.n_vision_steps, phase=self.phase, mode=self.mode,
-                           generator=self.generator)
+                           generator=self.generator, task=getattr(self, "task", None))
         self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
         self.nfe_per_chunk = out["nfe"]
         return out["action"].cpu().numpy()

@@ -65,3 +65,31 @@ def test_ema_target_follows_encoder_and_random_conv_is_fixed():
     rc.update_target()
     assert all(torch.equal(p, q) for p, q in zip(rc.target_encoder.parameters(), w))
     assert torch.equal(next(tiny_net(future_target="random_conv").target_encoder.parameters()), w[0])  # seeded
+
+
+def test_task_embedding_multi_task(tmp_path, toy_eps):
+    import numpy as np
+
+    from apps.robotics.data import EpisodeSet
+    from apps.robotics.data.lerobot import read_lerobot, write_lerobot
+    from apps.robotics.data.windows import WindowDataset
+
+    fields = dict(toy_eps.fields, task_index=np.repeat(np.arange(toy_eps.n_episodes) % 3, toy_eps.lengths))
+    eps = EpisodeSet(fields, toy_eps.episode_ends, toy_eps.has_action, source="multi")
+    back = read_lerobot(write_lerobot(eps, tmp_path / "mt", version="v2.1"))
+    np.testing.assert_array_equal(back.fields["task_index"], fields["task_index"])
+    ds = WindowDataset(back, ["state"], horizon=8, task_key="task_index")
+    b = ds.__getitems__([0, len(ds) - 1])
+    assert b["task"].tolist() == [0, (toy_eps.n_episodes - 1) % 3]
+    net = tiny_net(n_tasks=3)
+    net.set_stats(dataset_stats(ds))
+    _, c0 = net.encode_obs(b["obs_state"][:1], b["obs_image"][:1], torch.tensor([0]))
+    _, c1 = net.encode_obs(b["obs_state"][:1], b["obs_image"][:1], torch.tensor([1]))
+    assert not torch.allclose(c0, c1)
+    with pytest.raises(ValueError, match="pass task ids"):
+        net.encode_obs(b["obs_state"], b["obs_image"])
+    with pytest.raises(ValueError, match=r"task ids must be in \[0, 3\)"):
+        net.encode_obs(b["obs_state"][:1], b["obs_image"][:1], torch.tensor([5]))
+    from apps.robotics.objective import DustObjective
+
+    assert torch.isfinite(DustObjective().loss(net.train(), b)["loss"])

@@ -95,6 +95,8 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
         if len(rows) == 0:
             raise data_error(str(dpath), "no rows for this episode", episode=e)
         lengths.append(len(rows))
+        if "task_index" in rows.columns:
+            fields.setdefault("task_index", []).append(rows["task_index"].to_numpy(np.int64))
         for k in numeric:
             if k not in rows.columns:
                 raise data_error(str(dpath), "feature listed in info.json is missing", episode=e, key=k)
@@ -190,6 +192,8 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
 def _features(eps: EpisodeSet, fps: float, image_mode: str = "video") -> dict:
     feats = {}
     for name, x in eps.fields.items():
+        if name == "task_index":  # a bookkeeping column of every LeRobot frame table
+            continue
         fname = _file_name(name)
         if (name == "image" or name.startswith("image_")) and image_mode == "image":
             feats[fname] = {"dtype": "image", "shape": list(x.shape[1:]), "names": ["height", "width", "channel"]}
@@ -215,7 +219,7 @@ def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int)
         T = int(eps.lengths[e])
         for name, x in ep.items():
             fname = _file_name(name)
-            if fname not in feats or feats[fname]["dtype"] == "video":
+            if fname not in feats or feats[fname]["dtype"] == "video" or name == "task_index":
                 continue
             if feats[fname]["dtype"] == "image":  # PNG bytes per frame, LeRobot's image struct
                 cols.setdefault(fname, []).append([{"bytes": _png(img), "path": None} for img in x])
@@ -224,7 +228,8 @@ def _frame_table(eps: EpisodeSet, episodes: list[int], feats: dict, index0: int)
         cols.setdefault("timestamp", []).append((np.arange(T) / eps.fps).astype(np.float32))
         cols.setdefault("frame_index", []).append(np.arange(T, dtype=np.int64))
         cols.setdefault("episode_index", []).append(np.full(T, e, np.int64))
-        cols.setdefault("task_index", []).append(np.zeros(T, np.int64))
+        task = ep.get("task_index")
+        cols.setdefault("task_index", []).append(np.zeros(T, np.int64) if task is None else task.astype(np.int64))
     arrays = {}
     for k, parts in cols.items():
         if isinstance(parts[0], list):
@@ -254,9 +259,15 @@ def _task(eps: EpisodeSet) -> str:
     return str(eps.meta.get("task", "push the block to the goal"))
 
 
+def _task_names(eps: EpisodeSet) -> list[str]:
+    """One name per task id: the set's task for id 0, ``task k`` for further ids."""
+    n = int(eps.fields["task_index"].max()) + 1 if "task_index" in eps.fields else 1
+    return [_task(eps)] + [f"task {k}" for k in range(1, n)]
+
+
 def _info(eps: EpisodeSet, version: str, feats: dict, extra: dict) -> dict:
     info = {"codebase_version": version, "robot_type": eps.meta.get("robot_type") or "unknown",
-            "total_episodes": eps.n_episodes, "total_frames": eps.n_frames, "total_tasks": 1,
+            "total_episodes": eps.n_episodes, "total_frames": eps.n_frames, "total_tasks": len(_task_names(eps)),
             "chunks_size": 1000, "fps": eps.fps, "splits": {"train": f"0:{eps.n_episodes}"},
             "features": feats}
     info.update(extra)
@@ -305,7 +316,8 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
                 stats.append(json.dumps({"episode_index": e, "stats": _episode_stats(eps, e, feats)}))
             (tmp / "meta/episodes.jsonl").write_text("\n".join(lines) + "\n")
             (tmp / "meta/episodes_stats.jsonl").write_text("\n".join(stats) + "\n")
-            (tmp / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": task}) + "\n")
+            (tmp / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": k, "task": t}) + "\n"
+                                                          for k, t in enumerate(_task_names(eps))))
         else:
             import pandas as pd
 
@@ -330,7 +342,9 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
                 rows[f"videos/{cam}/to_timestamp"] = eps.episode_ends / eps.fps
             (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
             pd.DataFrame(rows).to_parquet(tmp / "meta/episodes/chunk-000/file-000.parquet")
-            pd.DataFrame({"task_index": [0]}, index=pd.Index([task], name="task")).to_parquet(tmp / "meta/tasks.parquet")
+            names = _task_names(eps)
+            pd.DataFrame({"task_index": list(range(len(names)))},
+                         index=pd.Index(names, name="task")).to_parquet(tmp / "meta/tasks.parquet")
         (tmp / "meta/info.json").write_text(json.dumps(_info(eps, version, feats, extra), indent=2))
         (tmp / "meta/stats.json").write_text(json.dumps(_global_stats(eps, feats), indent=2))
     return root

@@ -27,6 +27,7 @@ class RoboticsDataModule(pl.LightningDataModule):
         video_only_path: extra dataset whose episodes train only the vision stream.
         toy_episodes, toy_video_only, toy_res: built-in task size when ``path`` is None.
         min_episode_length: shorter episodes are an error naming file and episode (default: horizon).
+        task_key: per-frame task id field for multi-task nets (``n_tasks > 0``), e.g. ``task_index``.
         seed: shuffling seed.
     """
 
@@ -34,7 +35,8 @@ class RoboticsDataModule(pl.LightningDataModule):
                  use_image: bool = True, n_obs: int = 2, horizon: int = 16, future_offset: int | None = None,
                  batch_size: int = 64, num_workers: int = 0, val_episodes: int = 4, max_episodes: int | None = None,
                  video_only_path: str | None = None, toy_episodes: int = 100, toy_video_only: int = 0,
-                 toy_res: int = 32, min_episode_length: int | None = None, seed: int = 0):
+                 toy_res: int = 32, min_episode_length: int | None = None, task_key: str | None = None,
+                 seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.stats: dict | None = None
@@ -68,7 +70,8 @@ class RoboticsDataModule(pl.LightningDataModule):
         train_ids = [e for e in range(eps.n_episodes) if e not in set(val_ids.tolist())]
         kw = dict(state_keys=list(h.state_keys), n_obs=h.n_obs, horizon=h.horizon, future_offset=h.future_offset,
                   use_image=h.use_image,
-                  min_length=h.horizon if h.min_episode_length is None else h.min_episode_length)
+                  min_length=h.horizon if h.min_episode_length is None else h.min_episode_length,
+                  task_key=h.task_key)
         self.train_set = WindowDataset(eps.select(train_ids), **kw)
         self.val_set = WindowDataset(eps.select(val_ids), **kw) if len(val_ids) else None
         self.stats = dataset_stats(self.train_set)

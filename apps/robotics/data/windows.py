@@ -28,6 +28,7 @@ class WindowDataset(Dataset):
         use_image: include ``obs_image`` / ``future_image``.
         min_length: episodes shorter than this are an error (windows are edge-padded, but an
             episode shorter than the action horizon is usually a recording fault).
+        task_key: per-frame integer task id field (e.g. LeRobot ``task_index``) -> item ``task``.
     Items:
         ``obs_state (n_obs, D_s)``, ``action (H, D_a)``, ``future_state (D_s,)``, ``has_action ()`` bool,
         and with images ``obs_image (n_obs, 3, h, w)`` uint8, ``future_image (3, h, w)`` uint8.
@@ -36,7 +37,7 @@ class WindowDataset(Dataset):
 
     def __init__(self, eps: EpisodeSet, state_keys: list[str], n_obs: int = 2, horizon: int = 16,
                  future_offset: int | None = None, use_image: bool = True, action_key: str = "action",
-                 image_key: str = "image", min_length: int = 1):
+                 image_key: str = "image", min_length: int = 1, task_key: str | None = None):
         self.eps = eps
         self.n_obs, self.horizon = int(n_obs), int(horizon)
         self.future_offset = int(horizon if future_offset is None else future_offset)
@@ -55,6 +56,13 @@ class WindowDataset(Dataset):
 
                 raise data_error(eps.source, f"images must be (N, H, W, 3), got {img.shape}", key=image_key)
             self.image = torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))  # (N, 3, h, w) uint8
+        self.task = None
+        if task_key is not None:
+            if task_key not in eps.fields:
+                from apps.robotics.data.episodes import data_error
+
+                raise data_error(eps.source, f"missing task ids (have {sorted(eps.fields)})", key=task_key)
+            self.task = torch.from_numpy(np.asarray(eps.fields[task_key]).reshape(-1).astype(np.int64))
         epi = eps.episode_index()
         self.frame_episode = torch.from_numpy(epi)
         self.start = torch.from_numpy(eps.starts[epi])
@@ -87,6 +95,8 @@ class WindowDataset(Dataset):
         if self.image is not None:
             batch["obs_image"] = self.image[obs]
             batch["future_image"] = self.image[fut]
+        if self.task is not None:
+            batch["task"] = self.task[i]
         return batch
 
 
