@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--curve", default="4,8,16", help="N_o values of the scaling curve (N_A = 4)")
     ap.add_argument("--curve-episodes", type=int, default=None, help="episodes per curve point (default --episodes)")
+    ap.add_argument("--phase", default="end", choices=["end", "start"], help="asynchronous action-update phase")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--time-dist", default="gr00t_beta", choices=["gr00t_beta", "uniform", "logit_normal"])
@@ -95,7 +96,8 @@ def main(argv=None) -> dict:
     main_eval = None
     res["scaling_curve"] = []
     for n_o in sorted(set([4] + curve)):
-        pol = Policy(net, STATE_KEYS[args.obs], n_action_steps=4, n_vision_steps=n_o, execute=8, seed=args.seed)
+        pol = Policy(net, STATE_KEYS[args.obs], n_action_steps=4, n_vision_steps=n_o, phase=args.phase, execute=8,
+                     seed=args.seed)
         n_ep = episodes if n_o == 4 else curve_eps
         r = evaluate(pol, "pusht", n_ep, 100000, max_steps_eval)
         point = {k: r[k] for k in ("n_vision_steps", "n_episodes", "success_rate", "success_rate_ci95",
