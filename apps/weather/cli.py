@@ -1,7 +1,8 @@
 """``dualsci-weather``: LightningCLI ``fit | validate | test | predict`` plus the app verbs.
 
 Verbs: ``synth`` (write the embedded synthetic WB2-schema zarr), ``encode`` (autoencoder -> latent
-zarr), ``forecast`` (ensemble rollouts to zarr/NetCDF), ``evaluate`` (WB2 scores, CSV/JSON, report).
+zarr), ``forecast`` (ensemble rollouts to zarr/NetCDF), ``evaluate`` (WB2 scores, CSV/JSON, report),
+``track`` (cyclone tracks, track errors, strike probability).
 """
 
 from __future__ import annotations
@@ -83,7 +84,27 @@ def encode_main(argv: list[str]) -> str:
     return str(out)
 
 
-VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main}
+def track_main(argv: list[str]) -> dict:
+    """Track a cyclone (MSLP minimum) per member and on the ensemble mean; errors and strike probability."""
+    from apps.weather.cyclone import track_forecast
+    from dualsci.io import write_json_atomic
+
+    p = argparse.ArgumentParser(prog="dualsci-weather track", description=track_main.__doc__)
+    p.add_argument("--forecast", required=True)
+    p.add_argument("--start", required=True, help="LAT,LON of the cyclone near the first lead")
+    p.add_argument("--init-index", type=int, default=0)
+    p.add_argument("--truth", default=None)
+    p.add_argument("--radius-km", type=float, default=300.0)
+    p.add_argument("--out", required=True, help="output .json")
+    a = p.parse_args(argv)
+    lat, lon = (float(v) for v in a.start.split(","))
+    res = track_forecast(a.forecast, (lat, lon), a.init_index, a.truth, a.radius_km)
+    write_json_atomic(a.out, res)
+    print(f"wrote {a.out}")
+    return res
+
+
+VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main}
 
 
 def main(args: Sequence[str] | None = None):

@@ -37,24 +37,31 @@ def find_centre(
     Returns:
         (lat, lon) of the chosen minimum, or None when the box has no qualifying minimum.
     """
+    from scipy.ndimage import minimum_filter
+
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)
     rows = np.flatnonzero(np.abs(lat - prev[0]) <= search_deg)
-    cols = np.flatnonzero(_lon_distance_deg(lon, prev[1]) <= search_deg)
-    best, best_d = None, np.inf
-    for j in rows:
-        for i in cols:
-            # Box-edge points are dropped: their true neighbourhood extends outside the box.
-            if abs(lat[j] - prev[0]) > search_deg - inner_deg / 2 or _lon_distance_deg(lon[i], prev[1]) > search_deg - inner_deg / 2:
-                continue
-            nr = np.flatnonzero(np.abs(lat - lat[j]) <= inner_deg)
-            nc = np.flatnonzero(_lon_distance_deg(lon, lon[i]) <= inner_deg)
-            if mslp[j, i] > mslp[np.ix_(nr, nc)].min():
-                continue
-            d = float(great_circle_km(prev[0], prev[1], lat[j], lon[i]))
-            if d < best_d:
-                best, best_d = (float(lat[j]), float(lon[i])), d
-    return best
+    # Columns in geographic order around the previous centre (the box may straddle 0°).
+    dlon = (lon - prev[1] + 180.0) % 360.0 - 180.0
+    cols = np.flatnonzero(np.abs(dlon) <= search_deg)
+    cols = cols[np.argsort(dlon[cols])]
+    if len(rows) < 3 or len(cols) < 3:
+        return None
+    box = mslp[np.ix_(rows, cols)]
+    dy = np.median(np.abs(np.diff(lat))) if len(lat) > 1 else 1.0
+    dx = np.median(np.abs(np.diff(np.sort(lon)))) if len(lon) > 1 else 1.0
+    size = (2 * int(round(inner_deg / dy)) + 1, 2 * int(round(inner_deg / dx)) + 1)
+    is_min = box <= minimum_filter(box, size=size, mode="nearest")
+    # Box-edge points are dropped: their true neighbourhood extends outside the box.
+    margin = inner_deg / 2
+    inside = (np.abs(lat[rows] - prev[0]) <= search_deg - margin)[:, None] & (np.abs(dlon[cols]) <= search_deg - margin)[None, :]
+    jj, ii = np.nonzero(is_min & inside)
+    if len(jj) == 0:
+        return None
+    d = great_circle_km(prev[0], prev[1], lat[rows[jj]], lon[cols[ii]])
+    k = int(np.argmin(d))
+    return float(lat[rows[jj[k]]]), float(lon[cols[ii[k]]])
 
 
 def track(
@@ -117,3 +124,47 @@ def strike_probability(tracks: np.ndarray, lat: np.ndarray, lon: np.ndarray, rad
             if np.isfinite(la):
                 hit[m] |= great_circle_km(la, lo, glat, glon) <= radius_km
     return hit.mean(axis=0)
+
+
+def track_forecast(
+    forecast_path: str,
+    start: tuple[float, float],
+    init_index: int = 0,
+    truth_path: str | None = None,
+    radius_km: float = 300.0,
+    variable: str = "mean_sea_level_pressure",
+) -> dict:
+    """Track a cyclone in one init of a forecast store (members and ensemble mean), optionally against truth.
+
+    Returns:
+        JSON-able dict: valid times, member tracks, mean-field track, truth track and great-circle
+        errors (km) when ``truth_path`` is given, and the strike-probability map.
+    """
+    import xarray as xr
+
+    from apps.weather.data import match_grid, open_weather
+
+    fc = xr.open_zarr(forecast_path, consolidated=False) if not str(forecast_path).endswith(".nc") else xr.open_dataset(forecast_path)
+    step = fc[variable].isel(time=init_index)
+    mdim = next((d for d in ("realization", "number") if d in step.dims), None)
+    fields = np.asarray(step.transpose(*([mdim] if mdim else []), "prediction_timedelta", "latitude", "longitude").values)
+    if mdim is None:
+        fields = fields[None]
+    lat, lon = fc.latitude.values, fc.longitude.values
+    members, mean_track = track_ensemble(fields, lat, lon, start)
+    valid = fc.valid_time.values[init_index] if "valid_time" in fc.coords else fc.time.values[init_index] + fc.prediction_timedelta.values
+    out = {
+        "valid_time": [str(v) for v in valid],
+        "member_tracks": members.tolist(),
+        "mean_field_track": mean_track.tolist(),
+        "strike_probability": strike_probability(members, lat, lon, radius_km).tolist(),
+        "radius_km": radius_km,
+    }
+    if truth_path is not None:
+        truth = match_grid(open_weather(truth_path, variables=[variable]), lat, lon, truth_path)
+        tf = np.asarray(truth[variable].sel(time=valid).values)
+        ttrack = track(tf, lat, lon, start)
+        out["truth_track"] = ttrack.tolist()
+        out["mean_field_error_km"] = track_error_km(mean_track, ttrack).tolist()
+        out["member_error_km"] = [track_error_km(m, ttrack).tolist() for m in members]
+    return out

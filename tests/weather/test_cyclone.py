@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from apps.weather.cyclone import strike_probability, track, track_ensemble, track_error_km
 from apps.weather.metrics import great_circle_km
@@ -47,3 +48,30 @@ def test_lost_track_is_nan():
     flat = np.full((3, lat.size, lon.size), 101000.0) + lat[None, :, None] * 10.0  # monotone in lat: no minimum
     got = track(flat, lat, lon, start=(0.0, 100.0))
     assert np.all(np.isnan(got))
+
+
+def test_track_verb_on_forecast_store(tmp_path):
+    import json
+
+    import pandas as pd
+    import xarray as xr
+
+    from apps.weather.cli import main
+
+    lat = np.arange(-30.0, 60.1, 1.5)
+    lon = np.arange(0.0, 360.0, 1.5)
+    truth_path = np.array([(15.0 + 1.5 * t, 30.0 + 3.0 * t) for t in range(5)])
+    members = np.stack([_vortex_fields(truth_path + [0.0, 1.5 * (m - 1)], lat, lon) for m in range(3)])  # (M, T, H, W)
+    inits = pd.DatetimeIndex(["2020-09-01T00"])
+    leads = (np.arange(5) * 6).astype("timedelta64[h]").astype("timedelta64[ns]")
+    fc = xr.Dataset({"mean_sea_level_pressure": (("time", "realization", "prediction_timedelta", "latitude", "longitude"), members[None].astype("f4"))},
+                    coords={"time": inits, "realization": np.arange(3), "prediction_timedelta": leads, "latitude": lat, "longitude": lon})
+    fc = fc.assign_coords(valid_time=(("time", "prediction_timedelta"), inits.values[:, None] + leads[None]))
+    fc.to_zarr(tmp_path / "fc.zarr", consolidated=False, zarr_format=3)
+    truth = xr.Dataset({"msl": (("time", "latitude", "longitude"), _vortex_fields(truth_path, lat, lon).astype("f4"))},
+                       coords={"time": inits[0] + pd.to_timedelta(np.arange(5) * 6, "h"), "latitude": lat, "longitude": lon})
+    truth.to_netcdf(tmp_path / "truth.nc")
+    res = main(["track", "--forecast", str(tmp_path / "fc.zarr"), "--start", "15,30", "--truth", str(tmp_path / "truth.nc"), "--out", str(tmp_path / "t.json")])
+    assert max(res["mean_field_error_km"]) < 1.0  # symmetric displacements: the mean field is centred
+    assert max(res["member_error_km"][0]) == pytest.approx(great_circle_km(15.0, 30.0, 15.0, 28.5), rel=0.5)
+    assert json.loads((tmp_path / "t.json").read_text())["radius_km"] == 300.0
