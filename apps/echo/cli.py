@@ -27,12 +27,15 @@ def segment_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="sampler steps per chain (default 20)")
     p.add_argument("--members", type=int, default=5, help="ensemble size K (default 5)")
     p.add_argument("--fusion", choices=FUSIONS, default="mean")
+    p.add_argument("--weights", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("W_GAUSS", "W_BERN", "W_CAL"),
+                   help="mean-fusion weights of the Gaussian chain, Bernoulli chain and calibration head (default 1 1 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     return p
 
 
-def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, overwrite=False) -> dict:
+def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, overwrite=False,
+                weights=(1.0, 1.0, 1.0)) -> dict:
     """Segment ``files`` into ``out`` (atomic); returns ``{"records", "patients", "summary"}``.
 
     Raises ``InputError`` before writing anything when an input or the checkpoint is bad.
@@ -51,7 +54,7 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
     results = []
     for item in items:
         t = time.perf_counter()
-        res = segment_input(net, objective, item, size, steps, members, fusion, seed)
+        res = segment_input(net, objective, item, size, steps, members, fusion, seed, weights)
         res["record"]["seconds"] = time.perf_counter() - t
         res["item"] = item
         results.append(res)
@@ -60,6 +63,7 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
     records = [r["record"] for r in results]
     dices = [row["dice"] for r in records for row in r["per_frame"] if row.get("dice") is not None]
     summary = {"inputs": len(items), "checkpoint": str(ckpt), "steps": steps, "members": members, "fusion": fusion,
+               "fusion weights (G, B, cal)": " ".join(f"{w:g}" for w in weights),
                "image_size": size, "seconds_total": time.perf_counter() - t0,
                "mean_dice": sum(dices) / len(dices) if dices else None}
     paired = [(p["ef"], p["ef_reference"]) for p in patients if p.get("ef") is not None and p.get("ef_reference") is not None]
@@ -83,8 +87,9 @@ def segment_main(argv: Sequence[str]) -> int:
 
     args = segment_parser().parse_args(list(argv))
     try:
-        run_segment(args.files, args.ckpt, args.out, args.steps, args.members, args.fusion, args.seed, args.overwrite)
-    except (InputError, FileExistsError) as err:
+        run_segment(args.files, args.ckpt, args.out, args.steps, args.members, args.fusion, args.seed, args.overwrite,
+                    tuple(args.weights))
+    except (InputError, FileExistsError, ValueError) as err:
         print(f"dualsci-echo segment: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}/report.html, cases.csv, cases.json")

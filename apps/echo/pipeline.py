@@ -151,7 +151,7 @@ def screen_sequence(net, frames: np.ndarray, size: int) -> tuple[np.ndarray, np.
 
 
 def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, members: int = 5,
-                  fusion: str = "mean", seed: int = 0) -> dict:
+                  fusion: str = "mean", seed: int = 0, weights=(1.0, 1.0, 1.0)) -> dict:
     """Segment one input: all of it if it is a single image, else its ED and ES frames.
 
     Returns a dict with native-grid arrays (``mask, fused, variance, entropy, member_masks``, each with a
@@ -159,7 +159,8 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
     """
     n = len(item.frames)
     record: dict = {"name": item.name, "file": str(item.path), "frames": n, "spacing_mm": list(item.spacing),
-                    "has_spacing": item.has_spacing, "steps": steps, "members": members, "fusion": fusion}
+                    "has_spacing": item.has_spacing, "steps": steps, "members": members, "fusion": fusion,
+              "weights": list(weights)}
     if n == 1:
         chosen, roles = [0], ["image"]
         if item.camus:
@@ -170,7 +171,8 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
         record["screen_areas"] = areas.tolist()
         record["ed_frame"], record["es_frame"] = chosen
     images = torch.stack([to_model(item.frames[k], size) for k in chosen])
-    out = segment_batch(net, images, steps=steps, members=members, fusion=fusion, seed=seed, objective=objective)
+    out = segment_batch(net, images, steps=steps, members=members, fusion=fusion, seed=seed, objective=objective,
+                        weights=weights)
     shape = item.frames.shape[1:]
     native = {k: to_native(out[k], shape) for k in ("fused", "variance", "entropy", "mutual_info", "cal")}
     native["mask"] = np.stack([_post(f) for f in native["fused"]])

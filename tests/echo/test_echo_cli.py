@@ -38,8 +38,9 @@ def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
     files = [folder / f"{pid}_{v}_{p}.nii.gz" for v in ("2CH", "4CH") for p in ("ED", "ES")]
     files += [folder / f"{pid}_2CH_half_sequence.nii.gz", next((echonet_root / "Videos").glob("*.avi"))]
     out = tmp_path / "seg"
-    rc = segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "2", "--members", "2"])
-    assert rc == 0
+    rc = segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "2", "--members", "2",
+                      "--weights", "0.5", "1", "1"])
+    assert rc == 0 and "0.5 1 1" in (out / "report.html").read_text()
     assert (out / "report.html").exists() and (out / "cases.csv").exists()
     rows = list(csv.DictReader(open(out / "cases.csv")))
     assert len(rows) == 4 + 2 + 2 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
