@@ -58,6 +58,10 @@ def test_objective_uses_the_correct_bernoulli_marginal_and_all_terms():
     assert out["bernoulli"].item() == pytest.approx(1.0, abs=1e-5) and out["gaussian"].item() == pytest.approx(1.0, abs=0.15)
     with pytest.raises(ValueError, match="≥ 0"):
         EchoDNDObjective(cal_weight=-1)
+    with pytest.raises(ValueError, match="gaussian_param must be one of"):
+        EchoDNDObjective(gaussian_param="flow")
+    for param in ("v", "x0"):
+        assert torch.isfinite(EchoDNDObjective(gaussian_param=param).loss(_tiny(), {"image": img, "mask": mask})["loss"])
 
 
 def test_training_reduces_the_loss():
