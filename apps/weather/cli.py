@@ -38,6 +38,7 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--ic-noise", type=float, default=0.0, help="std of IC perturbation in normalised units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-members", type=int, default=10)
+    p.add_argument("--autoencoder", default=None, help="decode a latent forecaster's blocks with this checkpoint")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     fmt = "netcdf" if a.out.endswith((".nc", ".nc4")) else "zarr"
@@ -45,7 +46,7 @@ def forecast_main(argv: list[str]) -> str:
         inits=[str(t) for t in parse_inits(a.inits)], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
     )
-    out = forecast(a.checkpoint, a.data, a.out, opts, progress=not a.no_progress)
+    out = forecast(a.checkpoint, a.data, a.out, opts, progress=not a.no_progress, autoencoder=a.autoencoder)
     print(f"wrote {out}")
     return str(out)
 

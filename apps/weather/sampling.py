@@ -146,6 +146,10 @@ def _write_block(store: Path, channels: list[str], phys: np.ndarray, i_init: int
     xr.Dataset(out).to_zarr(store, region=region, consolidated=False, zarr_format=3)
 
 
+def decoder_grid(meta: dict) -> tuple[int, int]:
+    return len(meta["lat"]), len(meta["lon"])
+
+
 def forecast(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike,
@@ -153,6 +157,7 @@ def forecast(
     options: ForecastOptions,
     progress: bool = True,
     stop_after_units: int | None = None,
+    autoencoder: str | os.PathLike | None = None,
 ) -> Path:
     """Run an ensemble forecast (see the module docstring).
 
@@ -162,6 +167,8 @@ def forecast(
         out: output ``.zarr`` folder or ``.nc`` file.
         options: :class:`ForecastOptions`.
         stop_after_units: stop (as if killed) after this many work units — for resume tests.
+        autoencoder: for a forecaster trained on a latent zarr (``encode``): decode every block with
+            this autoencoder and write physical fields on its grid (``data`` is then the latent zarr).
 
     Returns:
         The output path (only once complete).
@@ -211,12 +218,21 @@ def forecast(
         prev = (partial / "run.json").read_text() if (partial / "run.json").exists() else ""
         if prev != signature:
             raise FileExistsError(f"{partial}: an unfinished run with different options exists; remove it to start over")
-    template = _template(meta, channels, inits, leads, options.members, bm, k)
+    decoder = None
+    out_meta, out_channels, out_stats = meta, channels, stats
+    if autoencoder is not None:
+        from apps.weather.autoencoder import load_autoencoder
+
+        decoder, out_meta = load_autoencoder(autoencoder)
+        out_stats = NormStats.from_dict(out_meta["stats"])
+        out_channels = out_stats.channels
+    template = _template(out_meta, out_channels, inits, leads, options.members, bm, k)
     template.attrs.update(
         Conventions="CF-1.8",
         title="dualsci weather ensemble forecast",
         source="apps.weather latent/pixel EDM forecaster (dualsci)",
         model_sha256=sha256_file(checkpoint),
+        autoencoder_sha256=sha256_file(autoencoder) if autoencoder is not None else "none (pixel space)",
         options=json.dumps(asdict(options), sort_keys=True),
         seed_rule="noise(init, member, block) ~ SeedSequence([seed, init_hours_since_1970, member, block, 0]); IC perturbation stream 1",
         training_data=str(meta.get("data_path", "")),
@@ -252,7 +268,13 @@ def forecast(
                 net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens
             )
             phys = stats.denormalise(y.numpy())
-            _write_block(store, channels, phys, i_init, m0, b * k, template)
+            if decoder is None:
+                _write_block(store, channels, phys, i_init, m0, b * k, template)
+            else:
+                with torch.no_grad():
+                    z = torch.from_numpy(phys.reshape(-1, *phys.shape[2:]))
+                    dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
+                _write_block(store, out_channels, out_stats.denormalise(dec), i_init, m0, b * k, template)
             # Continue from the float32 values that were written (identical on resume).
             x = torch.from_numpy(stats.normalise(phys[:, -1]))
         manifest.append({"unit": f"{i_init}:{m0}", "init": str(init), "members": members})

@@ -55,3 +55,23 @@ def test_fit_and_encode(tmp_path):
     assert lat.sizes["time"] == 48 and lat.sizes["latitude"] == 2 and lat.sizes["longitude"] == 4
     assert sorted(lat.data_vars)[:2] == ["latent_000", "latent_001"] and len(lat.data_vars) == 8
     assert np.all(np.diff(lat.latitude.values) > 0) and np.all(np.isfinite(lat["latent_000"].values))
+    # latent forecaster: trained on the latent zarr like any dataset, decoded to physical fields
+    import lightning.pytorch as pl
+    import xarray as xr
+
+    from apps.weather.datamodule import WeatherDataModule, WeatherModule
+    from apps.weather.model import WeatherForecaster
+    from apps.weather.objective import WeatherEDMObjective
+
+    latent_all = main(["encode", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "latent_all.zarr")])
+    dm = WeatherDataModule(latent_all, train_period="2000-01-01:2000-01-04", frames=2, step_hours=6, batch_size=4)
+    net = WeatherForecaster(n_channels=8, grid=(2, 4), frames=2, patch=1, dim=32, num_heads=2, depth_dual=1, depth_single=0, rope="geo")
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(WeatherModule(net, WeatherEDMObjective()), dm)
+    fck = tmp_path / "latent_fc.ckpt"
+    trainer.save_checkpoint(fck)
+    out = main(["forecast", "--checkpoint", str(fck), "--data", latent_all, "--out", str(tmp_path / "fc.zarr"), "--inits", "2000-01-05T00",
+                "--lead-hours", "12", "--members", "2", "--steps", "2", "--autoencoder", str(ckpt), "--no-progress"])
+    fc = xr.open_zarr(out, consolidated=False)
+    assert fc["2m_temperature"].shape == (1, 2, 2, 8, 16) and list(fc.level.values) == [500, 850]
+    assert np.all(np.isfinite(fc["geopotential"].values)) and fc.attrs["autoencoder_sha256"] != "none (pixel space)"
