@@ -37,13 +37,18 @@ def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
     folder = camus2023 / "database_nifti" / pid
     files = [folder / f"{pid}_{v}_{p}.nii.gz" for v in ("2CH", "4CH") for p in ("ED", "ES")]
     files += [folder / f"{pid}_2CH_half_sequence.nii.gz", next((echonet_root / "Videos").glob("*.avi"))]
+    from PIL import Image
+
+    Image.fromarray(camus.read_image(files[0])[0]).save(tmp_path / "frame.png")
+    files.append(tmp_path / "frame.png")
     out = tmp_path / "seg"
     rc = segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "2", "--members", "2",
                       "--weights", "0.5", "1", "1"])
     assert rc == 0 and "0.5 1 1" in (out / "report.html").read_text()
     assert (out / "report.html").exists() and (out / "cases.csv").exists()
     rows = list(csv.DictReader(open(out / "cases.csv")))
-    assert len(rows) == 4 + 2 + 2 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
+    assert len(rows) == 4 + 2 + 2 + 1 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
+    assert rows[-1]["area_px"] and not rows[-1]["area_mm2"]  # a PNG has no spacing: pixels, flagged
     data = json.load(open(out / "cases.json"))
     assert data["biplane"] and data["biplane"][0]["patient"] == pid and len(data["biplane"][0]["ef_members"]) <= 2
     seq = [c for c in data["cases"] if c["name"].endswith("half_sequence")][0]
