@@ -37,3 +37,13 @@ def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
               "latency_ms_per_chunk", "scaling_curve"):
         assert k in res
     assert [p["n_vision_steps"] for p in res["scaling_curve"]] == [4, 8]
+
+
+@pytest.mark.slow
+def test_toy_ablation_quick(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import robotics_toy_ablation
+
+    res = robotics_toy_ablation.main(["--quick", "--out", str(tmp_path / "t.json")])
+    assert set(res["variants"]) == {"dust", "action_only", "joint_noise"}
+    assert all(0.0 <= v["mean_max_coverage"] <= 1.0 for v in res["variants"].values())
