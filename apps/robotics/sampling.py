@@ -41,13 +41,7 @@ def joint_schedule(n_action_steps: int, n_vision_steps: int, phase: str = "end")
     if n_action_steps < 1 or n_vision_steps < n_action_steps or n_vision_steps % n_action_steps:
         raise ValueError(f"n_vision_steps ({n_vision_steps}) must be a positive multiple of "
                          f"n_action_steps ({n_action_steps})")
-    q = n_vision_steps // n_action_steps
-    if phase == "end":
-        return asynchronous(n_action_steps, q)
-    k = torch.arange(n_vision_steps + 1, dtype=torch.float64)
-    t_b = 1 - k / n_vision_steps
-    t_a = 1 - torch.ceil(k / q) / n_action_steps
-    return JointSchedule(torch.stack([t_a, t_b], 1))
+    return asynchronous(n_action_steps, n_vision_steps // n_action_steps, phase)
 
 
 def _fixed(n: int, t_a: float | None, t_b: float | None) -> JointSchedule:

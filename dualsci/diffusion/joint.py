@@ -65,16 +65,20 @@ class JointSchedule:
         return cls(torch.stack([t, t], 1))
 
     @classmethod
-    def asynchronous(cls, n_a: int, q: int) -> JointSchedule:
-        """DUST: K = q·n_a calls; b steps at every k, a steps at every q-th k (the last of each group).
+    def asynchronous(cls, n_a: int, q: int, phase: Literal["end", "start"] = "end") -> JointSchedule:
+        """DUST: K = q·n_a calls; b steps at every k, a steps once in every group of q calls.
 
-        ``t_b^k = 1 − k/K``, ``t_a^k = 1 − ⌊k/q⌋/n_a``, so N_b = q·N_a and a's update uses the prediction
-        made when b is most refined within the group.
+        ``t_b^k = 1 − k/K``. With ``phase="end"`` a moves at the last call of each group,
+        ``t_a^k = 1 − ⌊k/q⌋/n_a``, so its update uses the prediction made when b is most refined within
+        the group; with ``phase="start"`` it moves at the first, ``t_a^k = 1 − ⌈k/q⌉/n_a``. Either way
+        N_b = q·N_a.
         """
         if q < 1:
             raise ValueError(f"q={q} must be >= 1")
+        check_option("phase", phase, ("end", "start"))
         t_b = _uniform(n_a * q)
-        t_a = 1 - torch.div(torch.arange(n_a * q + 1), q, rounding_mode="floor").double() / n_a
+        groups = torch.arange(n_a * q + 1, dtype=torch.float64) / q
+        t_a = 1 - (groups.floor() if phase == "end" else groups.ceil()) / n_a
         return cls(torch.stack([t_a, t_b], 1))
 
     @classmethod

@@ -51,6 +51,16 @@ def test_builders_and_step_counts():
     assert JointSchedule.asynchronous(2, 2).times.tolist() == asynchronous(2, 2).times.tolist()
 
 
+def test_asynchronous_start_phase_moves_a_first_in_each_group():
+    s = asynchronous(4, 3, phase="start")
+    assert s.stream_steps() == (4, 12)
+    moves_a = (s.times[1:, 0] != s.times[:-1, 0]).nonzero().flatten().tolist()
+    assert moves_a == [0, 3, 6, 9]
+    assert s.times[-1].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="phase"):
+        asynchronous(4, 3, phase="middle")
+
+
 def test_schedule_validation():
     with pytest.raises(ValueError, match="non-increasing"):
         JointSchedule(torch.tensor([[0.5, 1.0], [1.0, 0.0]]))
