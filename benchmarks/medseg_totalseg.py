@@ -104,11 +104,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fit-steps", type=int, default=None, help="override the preset's generator steps")
+    ap.add_argument("--eval-steps", type=int, default=None, help="override the preset's UNet training steps")
     ap.add_argument("--work", default=None, help="folder for the generated dataset (default: a temp folder)")
     a = ap.parse_args(argv)
     cfg = dict(PRESETS["quick" if a.quick else "full"])
     if a.fit_steps:
         cfg["fit_steps"] = a.fit_steps
+    if a.eval_steps:
+        cfg["eval_steps"] = a.eval_steps
     t_all = time.time()
     timings: dict[str, float] = {}
     src = _source_labels(Path(a.labels_json), a.labels_key)
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     gen = generate(ckpt, prompts, work / "generated", n=n_per_prompt, steps=20, cfg=(2.0, 2.0), batch=8,
                    spacing=(pixel_mm, pixel_mm, vol.spacing[2]), progress=False)
     timings["generate"] = time.time() - t
-    synth, labels, _ = load_slices(work / "generated", ORGANS, S)
+    synth, labels, _ = load_slices(work / "generated", ORGANS, S, min_foreground=0)
     t = time.time()
     res = run_evaluation(to_segdata(train_ds), to_segdata(test_ds), synth, labels.names,
                          seeds=list(range(cfg["seeds"])), ratios=cfg["ratios"], few=cfg["few"],

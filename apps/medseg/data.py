@@ -166,7 +166,8 @@ class SliceDataset(Dataset):
         size: output side in pixels (square).
         context: neighbour slices on each side stacked as channels (0 = plain 2-D).
         z_range: optional ``(lo, hi)`` fraction of each volume's z extent to keep (train/held-out split).
-        min_foreground: minimum labelled pixels for a slice to be kept.
+        min_foreground: minimum labelled pixels for a slice to be kept (0 keeps empty slices too, e.g.
+            generated pairs whose mask came out empty: they still count in an evaluation).
         pathology: pathology field of every slice's prompt (``"lesion"`` when a label named
             ``*lesion*``/``*tumor*`` is present).
 
@@ -195,7 +196,7 @@ class SliceDataset(Dataset):
                 img = fit_square(img, self.size, "bilinear").clamp(-1, 1)
                 msk = fit_square(torch.from_numpy(lab[None].astype(np.int64)), self.size, "nearest")[0].long()
                 present = [names[i] for i in torch.unique(msk).tolist() if i > 0] if names else []
-                if not present:
+                if not present and self.min_foreground > 0:
                     continue
                 patho = "lesion" if any(("lesion" in n or "tumor" in n) for n in present) else "none"
                 labels_in_vocab = [n for n in present if n in self.vocab.labels]

@@ -70,7 +70,7 @@ def run(out: Path, fit_steps: int = 400, size: int = 32, n_per_prompt: int = 8, 
     names = LABELS[:5]  # the lesion is too rare in 6 phantoms for a per-class downstream score
     real_train, labels, _ = load_slices(train_dir, names, size)
     real_test, _, _ = load_slices(test_dir, names, size)
-    synth, _, _ = load_slices(out / "generated", names, size)
+    synth, _, _ = load_slices(out / "generated", names, size, min_foreground=0)
     res = run_evaluation(real_train, real_test, synth, labels.names, seeds=list(range(seeds)), ratios=[1.0, 2.0],
                          few=6, steps=eval_steps, spacing=5.0 * 64 / size, log=log)
     timings["evaluate"] = time.time() - t

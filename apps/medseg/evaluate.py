@@ -45,10 +45,15 @@ def find_dataset_root(path: str | Path) -> Path:
     raise LayoutError(f"{path}: no dataset.json here nor under msd/*/ or nnunet/*/")
 
 
-def load_slices(root: str | Path, names: Sequence[str], size: int, z_range=(0.0, 1.0)) -> tuple[SegData, LabelDict, list]:
-    """All labelled axial slices of a dataset, labels selected by ``names`` (ids 1..len(names))."""
+def load_slices(root: str | Path, names: Sequence[str], size: int, z_range=(0.0, 1.0),
+                min_foreground: int = 1) -> tuple[SegData, LabelDict, list]:
+    """Axial slices of a dataset, labels selected by ``names`` (ids 1..len(names)).
+
+    ``min_foreground=0`` keeps slices with an empty mask (use it for generated datasets).
+    """
     vols = _volumes(root, names)
-    ds = SliceDataset(vols, PromptVocab(labels=tuple(names)), size=size, z_range=z_range)
+    ds = SliceDataset(vols, PromptVocab(labels=tuple(names)), size=size, z_range=z_range,
+                      min_foreground=min_foreground)
     return to_segdata(ds), vols[0].labels, vols
 
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     syn_root = find_dataset_root(a.synthetic)
     syn_labels = read_dataset(syn_root).labels.as_dict()
     names = a.labels.split(",") if a.labels else list(syn_labels.foreground)
-    synth, labels, _ = load_slices(syn_root, names, a.size)
+    synth, labels, _ = load_slices(syn_root, names, a.size, min_foreground=0)
     vols = _volumes(a.real, names)
     vocab = PromptVocab(labels=tuple(names))
     if a.real_test:

@@ -119,3 +119,17 @@ def test_writer_both_layouts_readable(tmp_path):
         w.add_case("c1", img, seg + 7, np.eye(4))
     with pytest.raises(LayoutError, match="allowed"):
         DatasetWriter(tmp_path / "x", lab, "CT", layouts=("coco",))
+
+
+def test_empty_slices_kept_only_when_asked():
+    from apps.medseg.data import Volume
+
+    lab = np.zeros((8, 8, 2), np.int64)
+    lab[2:5, 2:5, 0] = 1
+    vol = Volume(np.zeros((8, 8, 2), np.float32), lab, np.eye(4), "CT", "c", labels=LabelDict(("background", "liver")))
+    vocab = PromptVocab(labels=("liver",))
+    assert len(SliceDataset([vol], vocab, size=8)) == 1
+    both = SliceDataset([vol], vocab, size=8, min_foreground=0)
+    assert len(both) == 2 and both.items[1].prompt.labels == ()
+    with pytest.raises(DataError, match="no slice with labelled foreground"):
+        SliceDataset([Volume(vol.image, lab * 0, vol.affine, "CT", "c", labels=vol.labels)], vocab, size=8)

@@ -32,9 +32,9 @@ def test_onehot_blend_of_two_classes_never_gives_a_third():
         assert set(decode_mask(w * a + (1 - w) * b, 7, "onehot").unique().tolist()) <= {3, 5}
 
 
-def _perturbed(attn_mode):
+def _perturbed(attn_mode, cross_order="parallel"):
     torch.manual_seed(0)
-    net = MedSegNet(**{**TINY_NET, "attn_mode": attn_mode})
+    net = MedSegNet(**{**TINY_NET, "attn_mode": attn_mode, "cross_order": cross_order})
     with torch.no_grad():
         for p in net.parameters():
             if p.abs().sum() == 0:
@@ -51,9 +51,10 @@ def test_untrained_model_outputs_zero_and_shapes():
     assert a.abs().max() == 0 and b.abs().max() == 0
 
 
-@pytest.mark.parametrize("mode,coupled", [("cross", True), ("joint", True), ("self", False)])
-def test_streams_interact_only_through_attention(mode, coupled):
-    net = _perturbed(mode)
+@pytest.mark.parametrize("mode,order,coupled", [("cross", "parallel", True), ("cross", "sequential", True),
+                                                ("joint", "parallel", True), ("self", "parallel", False)])
+def test_streams_interact_only_through_attention(mode, order, coupled):
+    net = _perturbed(mode, order)
     img, msk = torch.randn(1, 1, 16, 16), torch.randn(1, net.mask_channels, 16, 16)
     t = torch.full((1,), 0.5)
     p = net.vocab.encode_batch([net.vocab.parse("CT liver")])
@@ -77,6 +78,26 @@ def test_prompt_dropout_slots():
     u = torch.tensor([0.05, 0.15, 0.25, 0.5])  # image only, mask only, both, none
     pa, pm = obj.drop_prompts(prompt, null, u)
     assert pa[:, 2].tolist() == [1, 0, 1, 0] and pm[:, 2].tolist() == [0, 1, 1, 0]
+
+
+def test_independent_time_ablation_draws_different_times():
+    torch.manual_seed(0)
+    net = MedSegNet(**TINY_NET)
+    seen = {}
+
+    def spy(img, msk, t_img, t_msk, pa, pm):
+        seen["t"] = (t_img.clone(), t_msk.clone())
+        return torch.zeros_like(img), torch.zeros_like(msk)
+
+    spy.encode_mask, spy.vocab = net.encode_mask, net.vocab
+    batch = {"image": torch.zeros(8, 1, 16, 16), "mask": torch.zeros(8, 16, 16, dtype=torch.long),
+             "prompt": net.vocab.encode_batch([net.vocab.parse("CT liver")] * 8)}
+    PairObjective(time_sampling="shared", p_mask_given=0, p_image_given=0).loss(spy, batch)
+    assert torch.equal(*seen["t"])
+    PairObjective(time_sampling="independent", p_mask_given=0, p_image_given=0).loss(spy, batch)
+    assert not torch.equal(*seen["t"])
+    PairObjective(p_mask_given=1.0, p_image_given=0).loss(spy, batch)
+    assert seen["t"][1].abs().max() == 0  # mask given clean
 
 
 def test_training_reduces_the_loss_on_a_fixed_batch():
