@@ -7,7 +7,7 @@ Convention everywhere: t = 0 data, t = 1 noise; Gaussian paths ``x_t = α_t·x0 
 from __future__ import annotations
 
 from dualsci.diffusion.bernoulli import BernoulliProcess, CategoricalProcess
-from dualsci.diffusion.guidance import CFGDenoiser, cfg
+from dualsci.diffusion.guidance import CFGDenoiser, StreamDropGuidance, cfg
 from dualsci.diffusion.joint import (
     JointSchedule,
     asynchronous,
@@ -57,6 +57,7 @@ __all__ = [
     "ModeTime",
     "RectifiedFlowPath",
     "SAMPLERS",
+    "StreamDropGuidance",
     "UniformTime",
     "VParam",
     "VPPath",

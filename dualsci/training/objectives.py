@@ -20,6 +20,23 @@ from dualsci.diffusion import GaussianObjective, JointSchedule, sample_joint
 _NET_KEYS = ("cond", "pos_a", "pos_b", "mask_a", "mask_b")
 
 
+def _kept_mean(
+    stream: GaussianObjective, keep: Tensor, F: Tensor, x0: Tensor, x_t: Tensor, noise: Tensor, t: Tensor,
+    mask: Tensor | None,
+) -> Tensor:
+    """Batch mean of one stream's per-sample loss over the samples where ``keep: (B,)`` is True.
+
+    A dropped stream (pure noise at t = 1) carries no information about its target, so it is left
+    out; its rows are removed *before* the loss because some parameterisations divide by α_t = 0
+    there, and 0·inf would still poison the gradient. Dropped rows count as 0 in the mean over B.
+    """
+    if bool(keep.all()):
+        return stream.loss(F, x0, x_t, noise, t, mask=mask).mean()
+    rows = lambda v: None if v is None else v[keep]  # noqa: E731
+    per_sample = stream.loss(F[keep], x0[keep], x_t[keep], noise[keep], t[keep], mask=rows(mask))
+    return per_sample.sum() / keep.numel()
+
+
 class JointGaussianObjective:
     """Loss and joint sampling for a batch ``{"a": (B, L_a, C_a), "b": (B, L_b, C_b), ...}``.
 
@@ -33,6 +50,11 @@ class JointGaussianObjective:
             independently (DUST), which is what asynchronous and conditional sampling need.
         weight_b: weight of stream b's loss in ``loss = loss_a + weight_b·loss_b``.
         sample_steps: steps of the default synchronous schedule used by ``sample``.
+        stream_drop_prob: per sample, the probability that one stream (a or b, evenly) is dropped:
+            set to pure noise at t = 1 and left out of the loss, so the model also learns each stream's
+            marginal; what ``dualsci.diffusion.StreamDropGuidance`` guides against.
+        cond_drop_prob: per sample, the probability that ``batch["cond"]`` is replaced by the null
+            condition (zeros), for classifier-free guidance with ``CFGDenoiser(null_cond=zeros)``.
     """
 
     def __init__(
@@ -42,7 +64,12 @@ class JointGaussianObjective:
         shared_time: bool = False,
         weight_b: float = 1.0,
         sample_steps: int = 20,
+        stream_drop_prob: float = 0.0,
+        cond_drop_prob: float = 0.0,
     ) -> None:
+        for name, p in (("stream_drop_prob", stream_drop_prob), ("cond_drop_prob", cond_drop_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"JointGaussianObjective: {name} must lie in [0, 1], got {p}")
         if weight_b < 0:
             raise ValueError(f"JointGaussianObjective: weight_b must be >= 0, got {weight_b}")
         if sample_steps < 1:
@@ -51,6 +78,7 @@ class JointGaussianObjective:
         self.shared_time = bool(shared_time)
         self.weight_b = float(weight_b)
         self.sample_steps = int(sample_steps)
+        self.stream_drop_prob, self.cond_drop_prob = float(stream_drop_prob), float(cond_drop_prob)
 
     def loss(self, net: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``{"loss", "loss_a", "loss_b"}``, each the batch mean of the per-sample stream losses."""
@@ -58,11 +86,22 @@ class JointGaussianObjective:
         B = x_a.shape[0]
         t_a = self.stream_a.sample_time(B, device=x_a.device).to(x_a.dtype)
         t_b = t_a if self.shared_time else self.stream_b.sample_time(B, device=x_b.device).to(x_b.dtype)
+        keep_a = keep_b = torch.ones(B, dtype=torch.bool, device=x_a.device)
+        if self.stream_drop_prob > 0:
+            drop = torch.rand(B, device=x_a.device) < self.stream_drop_prob
+            drop_a = drop & (torch.rand(B, device=x_a.device) < 0.5)
+            keep_a, keep_b = ~drop_a, ~(drop & ~drop_a)
+            t_a = torch.where(keep_a, t_a, torch.ones_like(t_a))
+            t_b = torch.where(keep_b, t_b, torch.ones_like(t_b))
+        if self.cond_drop_prob > 0 and batch.get("cond") is not None:
+            cond = batch["cond"]
+            null = (torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob).reshape(-1, *[1] * (cond.ndim - 1))
+            batch = {**batch, "cond": torch.where(null, torch.zeros_like(cond), cond)}
         xt_a, noise_a = self.stream_a.corrupt(x_a, t_a)
         xt_b, noise_b = self.stream_b.corrupt(x_b, t_b)
         F_a, F_b = self._call(net, batch, xt_a, t_a, xt_b, t_b)
-        loss_a = self.stream_a.loss(F_a, x_a, xt_a, noise_a, t_a, mask=batch.get("mask_a")).mean()
-        loss_b = self.stream_b.loss(F_b, x_b, xt_b, noise_b, t_b, mask=batch.get("mask_b")).mean()
+        loss_a = _kept_mean(self.stream_a, keep_a, F_a, x_a, xt_a, noise_a, t_a, batch.get("mask_a"))
+        loss_b = _kept_mean(self.stream_b, keep_b, F_b, x_b, xt_b, noise_b, t_b, batch.get("mask_b"))
         return {"loss": loss_a + self.weight_b * loss_b, "loss_a": loss_a, "loss_b": loss_b}
 
     @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dualsci.diffusion import CFGDenoiser, cfg
+from dualsci.diffusion import CFGDenoiser, StreamDropGuidance, cfg
 
 
 def _fn(calls):
@@ -53,3 +53,41 @@ def test_per_stream_scales_and_interval():
     calls = []
     CFGDenoiser(_fn(calls), 5.0, null_cond=null, interval=(2.0, 3.0))(x_a, torch.rand(2), cond=cond)
     assert calls == [2]  # nobody inside the interval: no unconditional branch
+
+
+def _joint_fn(calls):
+    """x0_a depends on x_b and t_b, x0_b on x_a and t_a, so dropping a stream changes the other."""
+
+    def joint_fn(x_a, t_a, x_b, t_b):
+        calls.append(x_a.shape[0])
+        x0_a = 0.5 * x_a + x_b.mean(dim=(1, 2), keepdim=True) * (1 - t_b)[:, None, None]
+        x0_b = 0.25 * x_b - x_a.mean(dim=(1, 2), keepdim=True) * (1 - t_a)[:, None, None]
+        return x0_a, x0_b
+
+    return joint_fn
+
+
+def test_stream_drop_guidance_scale_one_is_the_plain_call():
+    calls = []
+    x_a, x_b, t = torch.randn(3, 4, 2), torch.randn(3, 5, 1), torch.full((3,), 0.4)
+    plain = _joint_fn([])(x_a, t, x_b, t)
+    out = StreamDropGuidance(_joint_fn(calls))(x_a, t, x_b, t)
+    assert calls == [3]
+    assert all(torch.equal(o, p) for o, p in zip(out, plain))
+
+
+def test_stream_drop_guidance_against_the_dropped_stream():
+    calls = []
+    x_a, x_b, t = torch.randn(3, 4, 2), torch.randn(3, 5, 1), torch.full((3,), 0.4)
+    fn = _joint_fn([])
+    guided = StreamDropGuidance(_joint_fn(calls), scale_a=3.0, scale_b=2.0, generator=torch.Generator().manual_seed(0))
+    out_a, out_b = guided(x_a, t, x_b, t)
+    assert calls == [9]  # one call on 3·B rows: conditional, b dropped, a dropped
+    cond_a, cond_b = fn(x_a, t, x_b, t)
+    # Dropped streams sit at t = 1, where this joint_fn ignores them: the unconditional branches are exact.
+    one = torch.ones(3)
+    uncond_a, _ = fn(x_a, t, torch.zeros_like(x_b), one)
+    _, uncond_b = fn(torch.zeros_like(x_a), one, x_b, t)
+    torch.testing.assert_close(out_a, cfg(cond_a, uncond_a, 3.0))
+    torch.testing.assert_close(out_b, cfg(cond_b, uncond_b, 2.0))
+    assert not torch.allclose(out_a, cond_a)

@@ -82,3 +82,47 @@ def test_dualsci_command_prints_its_toy_config(monkeypatch):
     assert config["model"]["class_path"] == "dualsci.training.DiffusionModule"
     assert config["model"]["init_args"]["net"]["class_path"] == "dualsci.nn.DualStreamTransformer"
     assert config["trainer"]["max_steps"] == 7
+
+
+class _Spy(torch.nn.Module):
+    """Records the times and condition the network sees; predicts zeros through one parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_a, x_b, t_a, t_b, cond=None, **_):
+        self.seen = (t_a.clone(), t_b.clone(), None if cond is None else cond.clone())
+        return self.w * x_a, self.w * x_b
+
+
+def test_stream_drop_puts_one_stream_at_pure_noise_and_out_of_the_loss():
+    from dualsci.diffusion import EpsParam, UniformTime
+
+    torch.manual_seed(0)
+    # eps-parameterised rectified flow divides by α_t = 0 at t = 1 (its loss there is inf):
+    # the dropped rows must not poison the loss or its gradient.
+    stream = GaussianObjective(RectifiedFlowPath(), EpsParam(), UniformTime(), loss_weight="unit")
+    objective = JointGaussianObjective(stream, stream, stream_drop_prob=1.0)
+    spy = _Spy()
+    batch = {"a": torch.randn(64, 4, 2), "b": torch.randn(64, 6, 1)}
+    out = objective.loss(spy, batch)
+    t_a, t_b, _ = spy.seen
+    dropped_a, dropped_b = t_a == 1, t_b == 1
+    assert torch.all(dropped_a ^ dropped_b)  # exactly one stream dropped per sample
+    assert 10 < int(dropped_a.sum()) < 54  # a and b chosen evenly
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert torch.isfinite(spy.w.grad)
+
+
+def test_cond_drop_replaces_the_condition_by_the_null():
+    torch.manual_seed(0)
+    spy = _Spy()
+    batch = {"a": torch.randn(8, 4, 2), "b": torch.randn(8, 6, 1), "cond": torch.ones(8, 3)}
+    JointGaussianObjective(_stream(), _stream(), cond_drop_prob=1.0).loss(spy, batch)
+    assert torch.equal(spy.seen[2], torch.zeros(8, 3))
+    JointGaussianObjective(_stream(), _stream()).loss(spy, batch)
+    assert torch.equal(spy.seen[2], torch.ones(8, 3))
+    with pytest.raises(ValueError, match="stream_drop_prob"):
+        JointGaussianObjective(_stream(), _stream(), stream_drop_prob=1.5)
