@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dualsci.diffusion.paths import check_option, expand_time
+from dualsci.diffusion.seeding import GeneratorArg, bernoulli, rand_like
 
 DiscreteSchedule = Literal["linear", "cosine"]
 _COSINE_S = 0.008
@@ -67,7 +68,7 @@ class _DiscreteProcess:
         model_fn: Callable[[Tensor, Tensor], Tensor],
         shape: tuple[int, ...],
         steps: int,
-        generator: torch.Generator | None = None,
+        generator: GeneratorArg = None,
         device=None,
         return_prob: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -110,9 +111,9 @@ class BernoulliProcess(_DiscreteProcess):
         ab = expand_time(self.alpha_bar(_time(t, x0)), x0).to(x0.dtype)
         return ab * x0 + (1 - ab) / 2
 
-    def q_sample(self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
+    def q_sample(self, x0: Tensor, t: Tensor | float, generator: GeneratorArg = None) -> Tensor:
         """Draw ``x_t ~ B(marginal_prob(x0, t))`` (values 0./1., dtype of x0)."""
-        return torch.bernoulli(self.marginal_prob(x0, t), generator=generator)
+        return bernoulli(self.marginal_prob(x0, t), generator)
 
     def posterior_prob(self, x_t: Tensor, x0_prob: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         """``P(x_s = 1 | x_t, x0)`` for a jump t → s < t; ``x0_prob`` binary x0 or predicted P(x0 = 1)."""
@@ -139,12 +140,12 @@ class BernoulliProcess(_DiscreteProcess):
         return bce + self.kl_weight * self.kl(true_post, model_post).mean(dim=dims)
 
     def step(self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: GeneratorArg = None) -> Tensor:
         """One reverse jump t → s: draw ``x_s`` from the model posterior."""
-        return torch.bernoulli(self.posterior_prob(x_t, torch.sigmoid(logits), t, s), generator=generator)
+        return bernoulli(self.posterior_prob(x_t, torch.sigmoid(logits), t, s), generator)
 
-    def _prior(self, shape: tuple[int, ...], device, generator: torch.Generator | None) -> Tensor:
-        return torch.bernoulli(torch.full(shape, 0.5, device=device), generator=generator)
+    def _prior(self, shape: tuple[int, ...], device, generator: GeneratorArg) -> Tensor:
+        return bernoulli(torch.full(shape, 0.5, device=device), generator)
 
     def _to_prob(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -179,13 +180,13 @@ class CategoricalProcess(_DiscreteProcess):
         ab = self.alpha_bar(self._coef(t, p0)).to(p0.dtype)
         return ab * p0 + (1 - ab) / self.K
 
-    def _draw(self, probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _draw(self, probs: Tensor, generator: GeneratorArg) -> Tensor:
         # Inverse-CDF draw: one uniform per element, honours a generator (multinomial needs 2-D input).
-        u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device)
+        u = rand_like(probs[..., 0], generator)
         cdf = probs.cumsum(-1)
         return (u.unsqueeze(-1) > cdf / cdf[..., -1:]).sum(-1).clamp(max=self.K - 1)
 
-    def q_sample(self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
+    def q_sample(self, x0: Tensor, t: Tensor | float, generator: GeneratorArg = None) -> Tensor:
         """Class indices ``(B, ...)`` drawn from the marginal."""
         return self._draw(self.marginal_prob(x0, t), generator)
 
@@ -211,11 +212,11 @@ class CategoricalProcess(_DiscreteProcess):
         return ce + self.kl_weight * kl.mean(dim=dims)
 
     def step(self, x_t: Tensor, logits: Tensor, t: Tensor | float, s: Tensor | float,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: GeneratorArg = None) -> Tensor:
         """One reverse jump t → s: class indices drawn from the model posterior."""
         return self._draw(self.posterior_prob(x_t, logits.softmax(-1), t, s), generator)
 
-    def _prior(self, shape: tuple[int, ...], device, generator: torch.Generator | None) -> Tensor:
+    def _prior(self, shape: tuple[int, ...], device, generator: GeneratorArg) -> Tensor:
         return self._draw(torch.full((*shape, self.K), 1.0 / self.K, device=device), generator)
 
     def _to_prob(self, logits: Tensor) -> Tensor:

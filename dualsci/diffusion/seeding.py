@@ -38,6 +38,23 @@ def randn_like(x: Tensor, generator: GeneratorArg = None) -> Tensor:
     return torch.stack(rows).to(device=x.device, dtype=x.dtype)
 
 
+def rand_like(x: Tensor, generator: GeneratorArg = None) -> Tensor:
+    """Uniform [0, 1) draws with the shape, dtype and device of ``x``; ``generator`` as in ``randn_like``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    rows = [torch.rand(x.shape[1:], generator=g, device=g.device) for g in generator]
+    return torch.stack(rows).to(device=x.device, dtype=x.dtype)
+
+
+def bernoulli(probs: Tensor, generator: GeneratorArg = None) -> Tensor:
+    """``torch.bernoulli(probs)``, or with one generator per sample (row i uses ``generator[i]`` only)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.bernoulli(probs, generator=generator)
+    return (rand_like(probs, generator) < probs).to(probs.dtype)
+
+
 def per_sample_noise(
     shape: Sequence[int],
     seeds: Sequence[int],

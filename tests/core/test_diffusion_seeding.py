@@ -35,3 +35,22 @@ def test_stochastic_sampler_noise_is_per_sample(sampler, churn):
     assert torch.equal(run([SEEDS[1]])[0], full[1])
     perm = [3, 1, 0, 2]
     assert torch.equal(run([SEEDS[p] for p in perm]), full[perm])
+
+
+@pytest.mark.parametrize("process", ["bernoulli", "categorical"])
+def test_discrete_samplers_are_per_sample_with_generator_lists(process):
+    from dualsci.diffusion import BernoulliProcess, CategoricalProcess
+
+    proc = BernoulliProcess() if process == "bernoulli" else CategoricalProcess(3)
+
+    def model_fn(x, t):  # depends on each row only
+        x = x.float()
+        return x.unsqueeze(-1).expand(*x.shape, 3) - 1.0 if process == "categorical" else 2 * x - 1
+
+    seeds = [11, 12, 13, 14]
+    full = proc.sample(model_fn, (4, 6, 5), steps=5, generator=sample_generators(seeds))
+    alone = proc.sample(model_fn, (1, 6, 5), steps=5, generator=sample_generators([13]))
+    swapped = proc.sample(model_fn, (2, 6, 5), steps=5, generator=sample_generators([14, 11]))
+    assert torch.equal(full[2:3], alone)
+    assert torch.equal(full[[3, 0]], swapped)
+    assert not torch.equal(full[0], full[1])
