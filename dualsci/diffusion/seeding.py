@@ -29,22 +29,21 @@ def randn_like(x: Tensor, generator: GeneratorArg = None) -> Tensor:
         generator: ``None`` (global RNG), one generator for the whole batch, or a sequence of B
             generators (sample i drawn from ``generator[i]`` only).
     """
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if len(generator) != x.shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    # Draw on each generator's own device in float32, so the values do not depend on x's dtype/device.
-    rows = [torch.randn(x.shape[1:], generator=g, device=g.device) for g in generator]
-    return torch.stack(rows).to(device=x.device, dtype=x.dtype)
+    return _draw(torch.randn, x, generator)
 
 
 def rand_like(x: Tensor, generator: GeneratorArg = None) -> Tensor:
     """Uniform [0, 1) draws with the shape, dtype and device of ``x``; ``generator`` as in ``randn_like``."""
+    return _draw(torch.rand, x, generator)
+
+
+def _draw(fn, x: Tensor, generator: GeneratorArg) -> Tensor:
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return fn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    rows = [torch.rand(x.shape[1:], generator=g, device=g.device) for g in generator]
+    # Draw on each generator's own device in float32, so the values do not depend on x's dtype/device.
+    rows = [fn(x.shape[1:], generator=g, device=g.device) for g in generator]
     return torch.stack(rows).to(device=x.device, dtype=x.dtype)
 
 
