@@ -201,19 +201,40 @@ class DualStreamTransformer(nn.Module):
         if not (t.ndim == 1 and t.shape[0] == batch) and not (t.ndim == 2 and tuple(t.shape) == (batch, length)):
             raise ValueError(f"{name} must be ({batch},) or ({batch}, {length}), got shape {tuple(t.shape)}")
 
+    def _cond_vector(self, name: str, cond: Tensor | None, batch: int) -> Tensor | None:
+        """``cond_mlp(cond): (B, D)``, or None when no condition is given; validates the shape."""
+        if cond is None:
+            return None
+        if self.cond_mlp is None:
+            raise ValueError(f"{name} was given but config.cond_dim = 0 (got shape {tuple(cond.shape)})")
+        if cond.ndim != 2 or tuple(cond.shape) != (batch, self.config.cond_dim):
+            raise ValueError(f"{name} must be ({batch}, {self.config.cond_dim}) (config.cond_dim), got {tuple(cond.shape)}")
+        return self.cond_mlp(cond)
+
     def _conditions(
-        self, t_a: Tensor, t_b: Tensor | None, cond: Tensor | None, batch: int, len_a: int, len_b: int
+        self,
+        t_a: Tensor,
+        t_b: Tensor | None,
+        cond: Tensor | None,
+        batch: int,
+        len_a: int,
+        len_b: int,
+        cond_a: Tensor | None = None,
+        cond_b: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        cfg = self.config
         self._check_time("t_a", t_a, batch, len_a)
-        extra = None
-        if self.cond_mlp is not None:
-            if cond is None or cond.ndim != 2 or tuple(cond.shape) != (batch, cfg.cond_dim):
-                got = None if cond is None else tuple(cond.shape)
-                raise ValueError(f"cond must be ({batch}, {cfg.cond_dim}) (config.cond_dim), got {got}")
-            extra = self.cond_mlp(cond)
-        elif cond is not None:
-            raise ValueError(f"cond was given but config.cond_dim = 0 (got shape {tuple(cond.shape)})")
+        if self.time_b is None and (cond_a is not None or cond_b is not None):
+            raise ValueError("cond_a/cond_b need shared_condition=False (one vector is shared by both streams)")
+        # Stream s is conditioned on its own cond_s when given, else on the shared cond.
+        extra_a = self._cond_vector("cond_a", cond_a, batch)
+        extra_b = self._cond_vector("cond_b", cond_b, batch)
+        shared = self._cond_vector("cond", cond, batch)
+        extra_a = shared if extra_a is None else extra_a
+        extra_b = shared if extra_b is None else extra_b
+        if self.cond_mlp is not None and (extra_a is None or extra_b is None):
+            raise ValueError(
+                f"cond must be ({batch}, {self.config.cond_dim}) (config.cond_dim), or both cond_a and cond_b; got None"
+            )
         c_a = self.time_a(t_a)
         if self.time_b is None:
             if t_a.ndim != 1:
@@ -229,9 +250,9 @@ class DualStreamTransformer(nn.Module):
                 )
             self._check_time("t_b", t_b, batch, len_b)
             c_b = self.time_b(t_b)
-        if extra is not None:
-            c_a = c_a + (extra if c_a.ndim == 2 else extra[:, None])
-            c_b = c_a if self.time_b is None else c_b + (extra if c_b.ndim == 2 else extra[:, None])
+        if extra_a is not None:
+            c_a = c_a + (extra_a if c_a.ndim == 2 else extra_a[:, None])
+            c_b = c_a if self.time_b is None else c_b + (extra_b if c_b.ndim == 2 else extra_b[:, None])
         return c_a, c_b
 
     def _rope(self, name: str, pos: Tensor | None, length: int) -> RotaryTable | None:
@@ -256,6 +277,8 @@ class DualStreamTransformer(nn.Module):
         pos_b: Tensor | None = None,
         mask_a: Tensor | None = None,
         mask_b: Tensor | None = None,
+        cond_a: Tensor | None = None,
+        cond_b: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Denoise both streams.
 
@@ -267,6 +290,9 @@ class DualStreamTransformer(nn.Module):
             pos_a: ``(B, L_a, n_axes)`` or ``(L_a, n_axes)`` RoPE coordinates (``None`` = all 0).
             pos_b: same for stream b.
             mask_a: ``(B, L_a)`` bool, True = real token; mask_b: ``(B, L_b)``.
+            cond_a, cond_b: optional per-stream conditions ``(B, cond_dim)`` (e.g. an image prompt for
+                the image stream and a mask prompt for the mask stream); each replaces ``cond`` for its
+                stream, through the same embedding. Not with ``shared_condition``.
 
         Returns:
             ``(y_a, y_b)``: ``(B, L_s, out_dim_s)``, ``None`` for a stream with ``out_dim == 0``;
@@ -278,7 +304,7 @@ class DualStreamTransformer(nn.Module):
         check_tokens("x_b", x_b, cfg.in_dim_b, batch)
         check_mask("mask_a", mask_a, batch, len_a)
         check_mask("mask_b", mask_b, batch, len_b)
-        c_a, c_b = self._conditions(t_a, t_b, cond, batch, len_a, len_b)
+        c_a, c_b = self._conditions(t_a, t_b, cond, batch, len_a, len_b, cond_a, cond_b)
         rope_a, rope_b = self._rope("pos_a", pos_a, len_a), self._rope("pos_b", pos_b, len_b)
         h_a, h_b = self.embed_a(x_a), self.embed_b(x_b)
         for block in self.dual_blocks:

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 from dualsci.diffusion import GaussianObjective, JointSchedule, sample_joint
 
 # Optional batch entries forwarded to the network, by name (see DualStreamTransformer.forward).
-_NET_KEYS = ("cond", "pos_a", "pos_b", "mask_a", "mask_b")
+_NET_KEYS = ("cond", "cond_a", "cond_b", "pos_a", "pos_b", "mask_a", "mask_b")
+# Condition entries dropped independently by cond_drop_prob (per-stream prompts: MedSegFactory style).
+_COND_KEYS = ("cond", "cond_a", "cond_b")
 
 
 def _kept_mean(
@@ -40,7 +42,7 @@ def _kept_mean(
 class JointGaussianObjective:
     """Loss and joint sampling for a batch ``{"a": (B, L_a, C_a), "b": (B, L_b, C_b), ...}``.
 
-    Optional batch entries ``cond``, ``pos_a``, ``pos_b``, ``mask_a``, ``mask_b`` go to the network
+    Optional batch entries ``cond``, ``cond_a``, ``cond_b``, ``pos_a``, ``pos_b``, ``mask_a``, ``mask_b`` go to the network
     as keyword arguments of the same name (masks also mask the losses).
 
     Args:
@@ -53,8 +55,9 @@ class JointGaussianObjective:
         stream_drop_prob: per sample, the probability that one stream (a or b, evenly) is dropped:
             set to pure noise at t = 1 and left out of the loss, so the model also learns each stream's
             marginal; what ``dualsci.diffusion.StreamDropGuidance`` guides against.
-        cond_drop_prob: per sample, the probability that ``batch["cond"]`` is replaced by the null
-            condition (zeros), for classifier-free guidance with ``CFGDenoiser(null_cond=zeros)``.
+        cond_drop_prob: per sample, the probability that ``batch["cond"]`` (and, independently,
+            ``cond_a`` and ``cond_b``) is replaced by the null condition (zeros), for classifier-free
+            guidance with ``CFGDenoiser(null_cond=zeros)``.
     """
 
     def __init__(
@@ -93,16 +96,19 @@ class JointGaussianObjective:
             keep_a, keep_b = ~drop_a, ~(drop & ~drop_a)
             t_a = torch.where(keep_a, t_a, torch.ones_like(t_a))
             t_b = torch.where(keep_b, t_b, torch.ones_like(t_b))
-        if self.cond_drop_prob > 0 and batch.get("cond") is not None:
-            cond = batch["cond"]
-            null = (torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob).reshape(-1, *[1] * (cond.ndim - 1))
-            batch = {**batch, "cond": torch.where(null, torch.zeros_like(cond), cond)}
+        if self.cond_drop_prob > 0:
+            batch = {**batch, **{key: self._drop_cond(batch[key]) for key in _COND_KEYS if batch.get(key) is not None}}
         xt_a, noise_a = self.stream_a.corrupt(x_a, t_a)
         xt_b, noise_b = self.stream_b.corrupt(x_b, t_b)
         F_a, F_b = self._call(net, batch, xt_a, t_a, xt_b, t_b)
         loss_a = _kept_mean(self.stream_a, keep_a, F_a, x_a, xt_a, noise_a, t_a, batch.get("mask_a"))
         loss_b = _kept_mean(self.stream_b, keep_b, F_b, x_b, xt_b, noise_b, t_b, batch.get("mask_b"))
         return {"loss": loss_a + self.weight_b * loss_b, "loss_a": loss_a, "loss_b": loss_b}
+
+    def _drop_cond(self, cond: Tensor) -> Tensor:
+        """Replace each sample's condition by the null (zeros) with probability ``cond_drop_prob``."""
+        null = torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob
+        return torch.where(null.reshape(-1, *[1] * (cond.ndim - 1)), torch.zeros_like(cond), cond)
 
     @torch.no_grad()
     def sample(

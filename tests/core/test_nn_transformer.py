@@ -200,3 +200,27 @@ def test_flops_formula_matches_the_counter_on_linears(kw, attn_per_sample):
     with FlopCounterMode(display=False) as counter:
         model(**_inputs(4, 4))
     assert counter.get_total_flops() in (linear_only, full)
+
+
+def test_per_stream_conditions_route_to_their_own_stream():
+    torch.manual_seed(0)
+    # "self" attention: no mixing, so each stream's output depends on its own condition only.
+    model = _randomize(DualStreamTransformer(_cfg(attn_mode="self"))).eval()
+    inputs = _inputs()
+    cond_a, cond_b = torch.randn(B, 3), torch.randn(B, 3)
+    with torch.no_grad():
+        y_a, y_b = model(**{**inputs, "cond": None, "cond_a": cond_a, "cond_b": cond_b})
+        ref_a, _ = model(**{**inputs, "cond": cond_a})
+        _, ref_b = model(**{**inputs, "cond": cond_b})
+        only_a, same_b = model(**{**inputs, "cond_a": cond_a})  # b falls back to the shared cond
+        _, shared_b = model(**inputs)
+    torch.testing.assert_close(y_a, ref_a)
+    torch.testing.assert_close(y_b, ref_b)
+    torch.testing.assert_close(only_a, ref_a)
+    torch.testing.assert_close(same_b, shared_b)
+    assert not torch.allclose(y_a, model(**inputs)[0])
+    with pytest.raises(ValueError, match="or both cond_a and cond_b"):
+        model(**{**inputs, "cond": None, "cond_a": cond_a})
+    shared = DualStreamTransformer(_cfg(shared_condition=True))
+    with pytest.raises(ValueError, match="shared_condition"):
+        shared(**{**inputs, "cond_a": cond_a})
