@@ -79,3 +79,19 @@ def test_index_html_links_reports(tmp_path):
     )
     page = path.read_text()
     assert 'href="core/report.html"' in page and "failed" in page and "&lt;boom&gt;" in page
+
+
+def test_atomic_outputs_get_the_mode_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f.txt", "w") as handle:
+            handle.write("x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
