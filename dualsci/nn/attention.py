@@ -73,8 +73,9 @@ class QKNorm(nn.Module):
 
 def split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     """Views ``q, k, v: (B, H, L, d_h)`` of a fused projection ``qkv: (B, L, 3·D)`` (no copy)."""
-    b, length, _ = qkv.shape
-    return qkv.view(b, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    b, length, width = qkv.shape
+    # Explicit head size (not -1): a stream with L = 0 tokens has 0 elements and -1 would be ambiguous.
+    return qkv.view(b, length, 3, num_heads, width // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
 
 
 def merge_heads(o: Tensor) -> Tensor:
@@ -110,6 +111,13 @@ def key_padding_sdpa(
         ``o: (B, H, L_q, d_h)`` and ``has_key: (B,)`` bool (``None`` without a mask). Rows of samples
         with ``has_key == False`` are garbage-free but meaningless; callers zero them.
     """
+    if k.shape[2] == 0:
+        # No keys at all (the other stream of a cross block is empty): like a sample whose every key
+        # is padded, the rows are meaningless; callers zero them through has_key = False.
+        o = q.new_zeros(*q.shape[:3], v.shape[-1])
+        return o, torch.zeros(q.shape[0], dtype=torch.bool, device=q.device)
+    if q.shape[2] == 0:
+        return q.new_zeros(*q.shape[:3], v.shape[-1]), None
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v), None
     has_key = key_mask.any(dim=-1)
@@ -261,7 +269,7 @@ class DualAttention(nn.Module):
         dim = self.a.dim
         # Stream a only contributes keys/values in step 1; its query weights serve step 2.
         w_a, bias_a = self.a.qkv.weight, self.a.qkv.bias
-        kv_a = F.linear(h_a, w_a[dim:], bias_a[dim:]).unflatten(-1, (2, self.num_heads, -1))
+        kv_a = F.linear(h_a, w_a[dim:], bias_a[dim:]).unflatten(-1, (2, self.num_heads, self.a.head_dim))
         k_a, v_a = kv_a.permute(2, 0, 3, 1, 4).unbind(0)
         k_a = norm_rope(k_a, self.a.k_norm, rope_a, v_a.dtype)
         q_b, k_b, v_b = self.b.heads(h_b, rope_b)
@@ -269,7 +277,7 @@ class DualAttention(nn.Module):
         o_a, has_key_a = key_padding_sdpa(q_b, k_a, v_a, mask_a)
         o_a = zero_rows(merge_heads(o_a), row_keep(mask_b, has_key_a))
         # Step 2: queries from the already-updated a output read b's content -> b's update.
-        q_t = F.linear(o_a, w_a[:dim], bias_a[:dim]).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        q_t = F.linear(o_a, w_a[:dim], bias_a[:dim]).unflatten(-1, (self.num_heads, self.a.head_dim)).transpose(1, 2)
         q_t = norm_rope(q_t, self.a.q_norm, rope_b, v_b.dtype)
         o_b, has_key_b = key_padding_sdpa(q_t, k_b, v_b, mask_b)
         out_a = zero_rows(self.a.proj(o_a), row_keep(mask_a, mask_b, has_key_a))
