@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ckpts = sorted(train_dir.glob("lightning_logs/version_*/checkpoints/*.ckpt"), key=lambda q: q.stat().st_mtime)
     if not ckpts:
         raise SystemExit(f"{train_dir}: training wrote no checkpoint")
-    ckpt = ckpts[-1]
+    ckpt = next((c for c in reversed(ckpts) if c.name == "last.ckpt"), ckpts[-1])  # end-of-fit state
     curve = _training_curve(ckpt.parent.parent / "metrics.csv", out / "training_curve.png")
 
     split = camus.official_split(data)
