@@ -27,10 +27,25 @@ from scipy import ndimage
 from torch import Tensor
 
 from dualsci.diffusion import BernoulliProcess, GaussianDenoiser, sample_euler, sample_euler_ancestral, time_grid
+from dualsci.diffusion.seeding import GeneratorArg, randn_like, sample_generators
 
 FUSIONS = ("mean", "staple")
 GAUSSIAN_SAMPLERS = ("ddim", "ancestral")
 CHAINS = ("gaussian", "bernoulli", "cal")
+
+
+def member_seed(seed: int, member: int, chain: str) -> int:
+    """The seed of one member's chain: a function of (run seed, member index, chain) only, so member k's
+    draws never depend on K, on the other images of the batch, or on whether the other chain runs."""
+    if chain not in CHAINS[:2]:
+        raise ValueError(f"chain must be one of {CHAINS[:2]}, got {chain!r}")
+    ss = np.random.SeedSequence([int(seed), int(member), CHAINS.index(chain)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)  # 63 bits: a valid manual_seed
+
+
+def member_generators(seed: int, member_ids: Sequence[int], batch: int, chain: str) -> list[torch.Generator]:
+    """``batch·len(member_ids)`` generators in ``repeat_interleave`` order (image-major, member-minor)."""
+    return sample_generators([member_seed(seed, k, chain) for _ in range(batch) for k in member_ids])
 
 
 def _default_objective():
@@ -41,8 +56,10 @@ def _default_objective():
 
 @torch.no_grad()
 def gaussian_chain(net, image: Tensor, feats: list[Tensor], steps: int, sampler: str = "ddim",
-                   generator: torch.Generator | None = None, objective=None) -> Tensor:
-    """P_G ``(N, 1, S, S)`` in [0, 1] from ``steps`` network calls; image/feats already repeated per member."""
+                   generator: GeneratorArg = None, objective=None) -> Tensor:
+    """P_G ``(N, 1, S, S)`` in [0, 1] from ``steps`` network calls; image/feats already repeated per member.
+
+    ``generator``: one generator, or N (one per row: row i's noise depends on ``generator[i]`` only)."""
     if sampler not in GAUSSIAN_SAMPLERS:
         raise ValueError(f"sampler must be one of {GAUSSIAN_SAMPLERS}, got {sampler!r}")
     obj = (objective or _default_objective()).gaussian
@@ -52,7 +69,7 @@ def gaussian_chain(net, image: Tensor, feats: list[Tensor], steps: int, sampler:
         return den(x, sigma).clamp(-1.0, 1.0)
 
     sigmas = time_grid(steps, obj.path)
-    x = torch.randn(image.shape, generator=generator) * float(sigmas[0])
+    x = randn_like(image, generator) * float(sigmas[0])
     fn = sample_euler if sampler == "ddim" else sample_euler_ancestral
     x0 = fn(denoise, x, sigmas, generator=generator)
     return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
@@ -60,8 +77,9 @@ def gaussian_chain(net, image: Tensor, feats: list[Tensor], steps: int, sampler:
 
 @torch.no_grad()
 def bernoulli_chain(net, image: Tensor, feats: list[Tensor], steps: int, process: BernoulliProcess | None = None,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """P_B ``(N, 1, S, S)``: the last predicted p̂0 of an ancestral Bernoulli chain of ``steps`` calls."""
+                    generator: GeneratorArg = None) -> Tensor:
+    """P_B ``(N, 1, S, S)``: the last predicted p̂0 of an ancestral Bernoulli chain of ``steps`` calls
+    (``generator``: one, or one per row)."""
     process = process or _default_objective().bernoulli
     _, prob = process.sample(lambda x, t: net.bernoulli(image, x, t, feats).float(), tuple(image.shape), steps,
                              generator=generator, return_prob=True)
@@ -126,11 +144,18 @@ def postprocess(mask: np.ndarray, radius: int | None = None) -> np.ndarray:
 @torch.no_grad()
 def segment_batch(net, image: Tensor, steps: int = 20, members: int = 5, fusion: str = "mean",
                   weights: Sequence[float] = (1.0, 1.0, 1.0), gaussian_sampler: str = "ddim", seed: int = 0,
-                  bernoulli_steps: int | None = None, post: bool = True, objective=None) -> dict[str, np.ndarray]:
+                  bernoulli_steps: int | None = None, post: bool = True, objective=None,
+                  member_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Segment ``image: (B, 1, S, S)`` with a K-member ensemble of both chains.
+
+    Every member has its own generator per chain (:func:`member_seed`), so member k of an image is the
+    same whether it is sampled alone, in a batch of K, or next to other images (up to float summation
+    order in batched convolutions).
 
     Args:
         steps: network calls per chain per member (Gaussian); ``bernoulli_steps`` defaults to the same.
+        members: K; the members are ``0 .. K−1`` unless ``member_ids`` lists them (e.g. ``[3]`` re-runs
+            member 3 alone; ``members`` is then ignored).
         weights: (w_G, w_B, w_cal) of the mean fusion; a zero weight drops that source (ablations).
         fusion: ``"mean"`` or ``"staple"``.
         objective: the trained ``EchoDNDObjective`` (its path and Bernoulli schedule); default settings if None.
@@ -141,23 +166,24 @@ def segment_batch(net, image: Tensor, steps: int = 20, members: int = 5, fusion:
     """
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if members < 1 or steps < 1:
-        raise ValueError(f"members and steps must be ≥ 1, got {members}, {steps}")
+    ids = list(range(members)) if member_ids is None else [int(k) for k in member_ids]
+    if not ids or min(ids) < 0 or steps < 1:
+        raise ValueError(f"members (or member_ids) and steps must be ≥ 1 / non-negative, got {members}, {member_ids}, {steps}")
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (3,) or (w < 0).any() or w.sum() == 0:
         raise ValueError(f"weights must be 3 non-negative numbers (gaussian, bernoulli, cal), not all 0; got {weights}")
     objective = objective or _default_objective()
     net.eval()
-    B, K = image.shape[0], members
+    B, K = image.shape[0], len(ids)
     image = image.float()
     feats, cal_logits = net.encode(image)  # once per image, shared by every member and step
     rep = lambda x: x.repeat_interleave(K, dim=0)  # noqa: E731
     img_k, feats_k = rep(image), [rep(f) for f in feats]
-    gen = torch.Generator().manual_seed(int(seed))
     shape = (B, K, *image.shape[-2:])
-    p_g = gaussian_chain(net, img_k, feats_k, steps, gaussian_sampler, gen, objective).reshape(shape).numpy() if w[0] > 0 else None
-    p_b = (bernoulli_chain(net, img_k, feats_k, bernoulli_steps or steps, objective.bernoulli, gen).reshape(shape).numpy()
-           if w[1] > 0 else None)
+    p_g = (gaussian_chain(net, img_k, feats_k, steps, gaussian_sampler, member_generators(seed, ids, B, "gaussian"),
+                          objective).reshape(shape).numpy() if w[0] > 0 else None)
+    p_b = (bernoulli_chain(net, img_k, feats_k, bernoulli_steps or steps, objective.bernoulli,
+                           member_generators(seed, ids, B, "bernoulli")).reshape(shape).numpy() if w[1] > 0 else None)
     cal = torch.sigmoid(cal_logits.float())[:, 0].numpy()
     zeros = np.zeros(shape)
     member = (w[0] * (p_g if p_g is not None else zeros) + w[1] * (p_b if p_b is not None else zeros)
