@@ -107,4 +107,19 @@ class MedSegDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The validation slices' prompts, each with ``seed`` = its index (pair i depends only on seed i)."""
+        return DataLoader(_Seeded(self.val_set), batch_size=self.hparams.batch_size,
+                          num_workers=self.hparams.num_workers)
+
+
+class _Seeded(torch.utils.data.Dataset):
+    """Adds ``seed`` = item index to every item of a dataset of dicts."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.base[i], "seed": torch.tensor(i)}

@@ -25,21 +25,14 @@ import numpy as np
 import torch
 import yaml
 
-from apps.medseg.data import WINDOWS, denormalise
-from apps.medseg.layouts import DatasetWriter
 from apps.medseg.model import MedSegNet
 from apps.medseg.objective import PairObjective
 from apps.medseg.prompts import Prompt
 from apps.medseg.sampling import MODES, sample_pairs
-from dualsci.io import JsonlManifest, sha256_file, write_json_atomic
+from apps.medseg.writer import VERSION, GenerateError, PairWriter
+from dualsci.io import sha256_file
 from dualsci.io.atomic import atomic_write
-
-VERSION = "0.1.0"
 _ALLOWED = {"net": "apps.medseg.model.MedSegNet", "objective": "apps.medseg.objective.PairObjective"}
-
-
-class GenerateError(RuntimeError):
-    """Refused generation request (bad folder, mismatched resume, bad checkpoint)."""
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -73,8 +66,16 @@ def load_generator(path: str | Path) -> tuple[MedSegNet, PairObjective]:
         state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     else:
         raise GenerateError(f"{path}: neither a medseg generator file nor a dualsci checkpoint")
+    if "prompt_embed.weight" in state:
+        raise GenerateError(
+            f"{path}: checkpoint uses the old prompt conditioning (image and mask prompts concatenated into one "
+            "global condition); this version routes prompts per stream (cond_a / cond_b). Retrain it with "
+            "`dualsci-medseg fit` (the weights cannot be converted)")
     net = MedSegNet(**net_args)
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise GenerateError(f"{path}: weights do not fit the model described in the checkpoint ({err})") from err
     return net.eval(), PairObjective(**obj_args)
 
 
@@ -132,21 +133,6 @@ def _settings(args: argparse.Namespace, ckpt_hash: str, prompts: Sequence[Prompt
             "masks": args.masks, "mask_sha256": args.mask_sha256}
 
 
-def _prepare_out(out: Path, settings: dict) -> None:
-    cfg_path = out / "generate_config.json"
-    if out.exists() and any(out.iterdir()):
-        if not cfg_path.exists():
-            raise GenerateError(f"{out}: folder holds other data (no generate_config.json); refusing to write into it")
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if old != settings:
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise GenerateError(f"{out}: holds a generation with other settings ({diff}); "
-                                "resume needs the same command, or choose a new folder")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg_path, settings)
-
-
 def generate(
     checkpoint: str | Path,
     prompts: Sequence[str],
@@ -197,90 +183,40 @@ def generate(
     modality = parsed[0].modality
     if any(p.modality != modality for p in parsed):
         raise GenerateError("all prompts of one dataset must share one modality (nnU-Net channel_names)")
-    _prepare_out(out, settings)
-    writer = DatasetWriter(out, net.label_dict, modality, name=name, dataset_id=dataset_id, layouts=layouts,
-                           description=f"synthetic image-mask pairs from dualsci medseg, checkpoint {ckpt_hash[:12]}")
-    manifest = JsonlManifest(out / "manifest.jsonl", key="id")
-    done = manifest.done_keys()
+    writer = PairWriter(out, net.label_dict, modality, settings, spacing=args.spacing, layouts=layouts,
+                        name=name, dataset_id=dataset_id)
+    done = writer.done_keys()
     todo = [(i, j, seed + i * n + j) for i in range(len(parsed)) for j in range(n)]
     todo = [(i, j, s) for i, j, s in todo if f"p{i:02d}_s{s:06d}" not in done]
     if max_pairs is not None:
         todo = todo[:max_pairs]
-    affine = np.diag([*args.spacing, 1.0])
-    window = WINDOWS.get(modality)
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="generate", unit="pair", disable=not progress, file=sys.stderr)
+    mode = "mask2image" if given else "joint"
+    sampler = {"solver": solver, "steps": steps, "cfg_image": args.cfg[0], "cfg_mask": args.cfg[1],
+               "mode": mode, "path": "rectified_flow", "bf16": bf16}
     t_start = time.time()
     for k in range(0, len(todo), batch):
         chunk = todo[k:k + batch]
         t0 = time.time()
         prompt_vecs = net.vocab.encode_batch([parsed[i] for i, _, _ in chunk])
-        mode = "mask2image" if given else "joint"
         mask_in = torch.stack([given[i][1] for i, _, _ in chunk]) if given else None
         images, masks = sample_pairs(net, objective, prompt_vecs, [s for _, _, s in chunk], steps=steps,
                                      cfg_scale=args.cfg, solver=solver, bf16=bf16, mode=mode, mask=mask_in)
         per_pair = (time.time() - t0) / len(chunk)
         for (i, j, s), img, msk in zip(chunk, images, masks):
-            case = f"p{i:02d}_s{s:06d}"
-            img_np = denormalise(img[img.shape[0] // 2].numpy(), window)[:, :, None]
-            msk_np = msk.numpy().astype(np.uint8)[:, :, None]
-            rel = writer.add_case(case, img_np, msk_np, affine)
-            realised = net.label_dict.present(msk_np)
-            requested = list(parsed[i].labels)
-            manifest.append({
-                "id": case, "prompt_index": i, "pair_index": j, "seed": s, "prompt": parsed[i].to_json(),
-                "prompt_text": prompts[i], "requested_labels": requested, "realised_labels": realised,
-                "missing_labels": [x for x in requested if x not in realised],
-                "extra_labels": [x for x in realised if x not in requested],
-                "qc": {"empty_mask": not realised},
-                "checkpoint_sha256": ckpt_hash,
-                "sampler": {"solver": solver, "steps": steps, "cfg_image": args.cfg[0], "cfg_mask": args.cfg[1],
-                            "mode": mode, "path": "rectified_flow", "bf16": bf16},
-                "mask_source": given[i][0] if given else None,
-                "shape": list(img_np.shape), "spacing": list(args.spacing), "files": rel,
-                "sha256": {lay: {kind: sha256_file(out / p) for kind, p in f.items()} for lay, f in rel.items()},
-                "seconds": per_pair, "version": VERSION,
-            })
-        writer.finalize([r["id"] for r in manifest.records()])
+            writer.add(f"p{i:02d}_s{s:06d}", img, msk, parsed[i], {
+                "prompt_index": i, "pair_index": j, "seed": s, "prompt_text": prompts[i],
+                "checkpoint_sha256": ckpt_hash, "sampler": sampler,
+                "mask_source": given[i][0] if given else None, "seconds": per_pair})
+        writer.writer.finalize([r["id"] for r in writer.manifest.records()])
         bar.update(len(chunk))
     bar.close()
-    records = list(manifest.records())
-    writer.finalize([r["id"] for r in records])
-    write_card(out, net, settings, records)
+    records = writer.finalize()
     elapsed = time.time() - t_start
     return {"out": str(out), "pairs": len(records), "new_pairs": len(todo), "seconds": elapsed,
             "pairs_per_second": len(todo) / elapsed if todo and elapsed > 0 else float("nan")}
-
-
-def write_card(out: Path, net: MedSegNet, settings: dict, records: list[dict]) -> Path:
-    """``DATASET_CARD.md`` next to the data: what, how, labels, realised statistics, caveats."""
-    counts: dict[str, int] = {}
-    for r in records:
-        for name in r["realised_labels"]:
-            counts[name] = counts.get(name, 0) + 1
-    empty = sum(r["qc"]["empty_mask"] for r in records)
-    missing = sum(bool(r["missing_labels"]) for r in records)
-    lines = [
-        "# Synthetic dataset card (dualsci medseg)", "",
-        "**Synthetic data.** Every image and mask here was generated by a diffusion model; none is a patient scan.", "",
-        f"- generator: dualsci medseg {VERSION}, checkpoint sha256 `{settings['checkpoint_sha256']}`",
-        f"- pairs: {len(records)} ({settings['n']} per prompt, seeds from {settings['seed']}), "
-        f"sampler rectified-flow Euler, {settings['steps']} steps, CFG image {settings['cfg_image']} / mask {settings['cfg_mask']}",
-        f"- layouts: {', '.join(settings['layouts'])} (NIfTI, spacing {settings['spacing']} mm, RAS affine; labels uint8)",
-        f"- label dictionary: `{json.dumps(net.label_dict.to_msd())}`",
-        f"- pairs containing each label: `{json.dumps(counts)}`",
-        f"- QC: {empty} pairs with an empty mask, {missing} pairs missing at least one requested label "
-        "(per-pair details in manifest.jsonl)",
-        "- prompts: " + "; ".join(json.dumps(p) for p in settings["prompts"]), "",
-        "Licence of the synthetic data follows the generator's training data; see the training data's own card "
-        "(TotalSegmentator sample files: Apache-2.0; phantoms: generated). Per-file SHA-256 hashes are in "
-        "manifest.jsonl. Check `dualsci-medseg evaluate` results before training on this data.", "",
-    ]
-    path = out / "DATASET_CARD.md"
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
-    return path
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:

@@ -8,8 +8,13 @@ interaction, ablation) are options.
 
 Masks are discrete-safe: a label map becomes K one-hot channels or ⌈log₂K⌉ analog bits in {-1, 1}
 (Chen et al. 2022), diffused as a Gaussian stream in pixel space and decoded by argmax / sign —
-never as grey levels. The prompt conditions through a learned embedding of its multi-hot token
-vector; image and mask prompts are separate slots so each can be dropped for guidance.
+never as grey levels.
+
+Prompts are routed per stream (MedSegFactory gives the image branch an image prompt and the mask
+branch a label prompt): the image stream is conditioned on the full prompt (modality, region,
+pathology, labels) through the core's ``cond_a``, the mask stream only on its label fields (labels,
+pathology: a label map does not depend on the modality) through ``cond_b``. Each slot has its own
+learned embedding table and its own null token, so each can be dropped for guidance.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dualsci.nn import DualStreamConfig, DualStreamTransformer, grid_coords_2d, 
 MaskEncoding = Literal["onehot", "bits"]
 AttnMode = Literal["cross", "joint", "self"]
 CrossOrder = Literal["parallel", "sequential"]
+#: Prompt fields the mask stream is conditioned on (the image stream sees all fields).
+MASK_PROMPT_FIELDS = ("pathology", "labels")
 
 
 def _check(name: str, value: str, allowed_type) -> str:
@@ -82,8 +89,12 @@ class MedSegNet(nn.Module):
         dim, depth, num_heads, mlp_ratio: transformer size (``depth`` dual blocks).
         attn_mode: ``"cross"`` (Joint Cross-Attention), ``"joint"`` or ``"self"``.
         cross_order: ``"parallel"`` (as drawn in the paper) or ``"sequential"`` (as coded).
-        prompt_dim: width of each prompt slot's learned embedding.
+        prompt_dim: width of each prompt slot's learned embedding (= the core's ``cond_dim``).
     """
+
+    #: Version of the conditioning layout; checkpoints of an older layout are refused by the loader.
+    #: 1 = both prompts concatenated into one global ``cond``; 2 = per-stream ``cond_a`` / ``cond_b``.
+    COND_LAYOUT = 2
 
     def __init__(
         self,
@@ -114,14 +125,17 @@ class MedSegNet(nn.Module):
         self.num_classes = self.label_dict.num_classes
         self.image_size, self.image_channels, self.patch = image_size, image_channels, patch
         self.mask_channels = mask_channels(self.num_classes, mask_encoding)
-        self.prompt_embed = nn.Linear(self.vocab.size, prompt_dim, bias=False)
+        # Two tables on the same multi-hot vocabulary: image slot (all fields), mask slot (label fields).
+        self.prompt_embed_image = nn.Linear(self.vocab.size, prompt_dim, bias=False)
+        self.prompt_embed_mask = nn.Linear(self.vocab.size, prompt_dim, bias=False)
+        self.register_buffer("mask_fields", self.vocab.field_mask(MASK_PROMPT_FIELDS), persistent=False)
         head_dim = dim // num_heads
         rope_axes = (head_dim // 2, head_dim - head_dim // 2) if head_dim % 4 == 0 else None
         self.config = DualStreamConfig(
             in_dim_a=image_channels * patch * patch,
             in_dim_b=self.mask_channels * patch * patch,
             dim=dim, num_heads=num_heads, depth_dual=depth, mlp_ratio=mlp_ratio,
-            attn_mode=attn_mode, cross_order=cross_order, cond_dim=2 * prompt_dim,
+            attn_mode=attn_mode, cross_order=cross_order, cond_dim=prompt_dim,
             rope_axes_dim=rope_axes,
         )
         self.transformer = DualStreamTransformer(self.config)
@@ -135,16 +149,21 @@ class MedSegNet(nn.Module):
         Args:
             image: (B, C, S, S) noisy image; mask: (B, M, S, S) noisy mask code.
             t_image, t_mask: (B,) noise coordinates of each stream.
-            prompt_image, prompt_mask: (B, V + 1) multi-hot prompt vectors (null token for dropped).
+            prompt_image, prompt_mask: (B, V + 1) multi-hot prompt vectors (null token for dropped);
+                the image slot reads every field, the mask slot only ``MASK_PROMPT_FIELDS`` (+ null).
 
         Returns:
             (B, C, S, S) and (B, M, S, S) network outputs (in the objective's parameterisation).
         """
         S, p = image.shape[-1], self.patch
-        cond = torch.cat([self.prompt_embed(prompt_image), self.prompt_embed(prompt_mask)], dim=-1)
+        cond_a, cond_b = self.prompt_conditions(prompt_image, prompt_mask)
         xa, xb = patchify_2d(image, p), patchify_2d(mask, p)
-        ya, yb = self.transformer(xa, xb, t_image, t_mask, cond=cond, pos_a=self.pos, pos_b=self.pos)
+        ya, yb = self.transformer(xa, xb, t_image, t_mask, pos_a=self.pos, pos_b=self.pos, cond_a=cond_a, cond_b=cond_b)
         return unpatchify_2d(ya, p, (S, S)), unpatchify_2d(yb, p, (S, S))
+
+    def prompt_conditions(self, prompt_image: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, V + 1) x 2 -> ``cond_a``, ``cond_b``: (B, prompt_dim) each (image slot, mask slot)."""
+        return self.prompt_embed_image(prompt_image), self.prompt_embed_mask(prompt_mask * self.mask_fields)
 
     def encode_mask(self, mask: Tensor) -> Tensor:
         """(B, S, S) long -> (B, M, S, S) in {-1, 1}."""

@@ -39,6 +39,7 @@ class PairObjective:
         p_mask_given, p_image_given: probabilities of the conditional tasks.
         p_drop_image, p_drop_mask, p_drop_both: prompt dropout per slot.
         mask_weight: weight of the mask-stream loss.
+        sample_steps, sample_cfg_image, sample_cfg_mask: sampler settings of ``sample`` (``predict``).
     """
 
     def __init__(
@@ -52,6 +53,9 @@ class PairObjective:
         p_drop_mask: float = 0.05,
         p_drop_both: float = 0.05,
         mask_weight: float = 1.0,
+        sample_steps: int = 20,
+        sample_cfg_image: float = 2.0,
+        sample_cfg_mask: float = 2.0,
     ) -> None:
         for name, value, allowed in (("prediction", prediction, ("velocity", "x0")),
                                      ("time_dist", time_dist, ("logit_normal", "uniform")),
@@ -67,6 +71,10 @@ class PairObjective:
         self.p_mask_given, self.p_image_given = float(p_mask_given), float(p_image_given)
         self.p_drop = (float(p_drop_image), float(p_drop_mask), float(p_drop_both))
         self.mask_weight = float(mask_weight)
+        if sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {sample_steps}")
+        self.sample_steps = int(sample_steps)
+        self.sample_cfg = (float(sample_cfg_image), float(sample_cfg_mask))
 
     @property
     def path(self) -> RectifiedFlowPath:
@@ -111,5 +119,6 @@ class PairObjective:
         from apps.medseg.sampling import sample_pairs
 
         seeds = batch.get("seed", torch.arange(batch["prompt"].shape[0])).tolist()
+        kw = {"steps": self.sample_steps, "cfg_scale": self.sample_cfg, **kw}
         images, masks = sample_pairs(net, self, batch["prompt"], seeds, **kw)
         return {"image": images, "mask": masks}

@@ -172,6 +172,29 @@ class PromptVocab:
             vec[off + self.labels.index(name)] = 1.0
         return vec
 
+    def field_mask(self, fields: Sequence[str]) -> Tensor:
+        """``(V + 1,)`` 0/1 vector selecting the tokens of ``fields`` (and the null token, always kept)."""
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown:
+            raise PromptError(f"prompt fields {unknown} unknown; allowed: {list(FIELDS)}")
+        sizes = {"modality": len(self.modalities), "region": len(self.regions),
+                 "pathology": len(self.pathologies), "labels": len(self.labels)}
+        parts = [torch.full((sizes[name],), float(name in fields)) for name in FIELDS]
+        return torch.cat([*parts, torch.ones(1)])
+
+    def decode(self, vec: Tensor) -> Prompt | None:
+        """Inverse of :meth:`encode` for a ``(V + 1,)`` multi-hot vector; None for the null prompt."""
+        on = (vec > 0.5).tolist()
+        if on[-1]:
+            return None
+        toks = [t for t, flag in zip(self.tokens(), on) if flag]
+        def pick(kind: str) -> list[str]:
+            return [t.split(":", 1)[1] for t in toks if t.startswith(kind + ":")]
+        mods = pick("modality")
+        if len(mods) != 1:
+            raise PromptError(f"prompt vector: expected one modality token, got {mods}")
+        return self.make(mods[0], (pick("region") or ["abdomen"])[0], (pick("pathology") or ["none"])[0], pick("label"))
+
     def null(self) -> Tensor:
         """The null prompt ``(V + 1,)`` (only the null token set)."""
         vec = torch.zeros(self.size)

@@ -122,3 +122,42 @@ def test_training_reduces_the_loss_on_a_fixed_batch():
         loss.backward()
         opt.step()
     assert avg_loss() < 0.7 * before
+
+
+def test_prompts_are_routed_per_stream():
+    """Image slot -> cond_a (image stream), mask slot -> cond_b (mask stream); the mask slot ignores modality."""
+    net = _perturbed("self")  # no attention between the streams: each output sees only its own condition
+    img, msk = torch.randn(1, 1, 16, 16), torch.randn(1, net.mask_channels, 16, 16)
+    t = torch.full((1,), 0.5)
+    v = net.vocab
+    liver, spleen = v.encode_batch([v.parse("CT liver")]), v.encode_batch([v.parse("CT spleen")])
+    a0, b0 = net(img, msk, t, t, liver, liver)
+    a1, b1 = net(img, msk, t, t, spleen, liver)  # only the image prompt changes
+    assert not torch.allclose(a0, a1) and torch.equal(b0, b1)
+    a2, b2 = net(img, msk, t, t, liver, spleen)  # only the mask prompt changes
+    assert torch.equal(a0, a2) and not torch.allclose(b0, b2)
+    mr = v.encode_batch([v.parse("MR liver")])
+    a3, b3 = net(img, msk, t, t, liver, mr)  # modality is not a mask-slot field
+    assert torch.equal(b0, b3)
+    a4, b4 = net(img, msk, t, t, mr, liver)
+    assert not torch.allclose(a0, a4)
+
+
+def test_prompt_vector_decodes_back():
+    v = MedSegNet(**TINY_NET).vocab
+    p = v.parse("modality=CT; pathology=lesion; labels=spleen,liver")
+    assert v.decode(v.encode(p)) == p and v.decode(v.null()) is None
+
+
+def test_old_global_condition_checkpoint_is_refused(tmp_path):
+    from apps.medseg.generate import GenerateError, load_generator, save_generator
+
+    net = MedSegNet(**TINY_NET)
+    path = save_generator(tmp_path / "old.pt", net, TINY_NET, {})
+    blob = torch.load(path, weights_only=True)
+    sd = blob["state_dict"]
+    sd["prompt_embed.weight"] = sd.pop("prompt_embed_image.weight")
+    del sd["prompt_embed_mask.weight"]
+    torch.save(blob, path)
+    with pytest.raises(GenerateError, match="old prompt conditioning.*per stream"):
+        load_generator(path)
