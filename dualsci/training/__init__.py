@@ -1,6 +1,7 @@
 """Lightning wiring: the thin module, the objective protocol, EMA, throughput/MFU, the CLI factory."""
 
 from dualsci.training.callbacks import EMA, ThroughputMFU, make_ema
+from dualsci.training.checkpoint import FinalCheckpoint
 from dualsci.training.cli import build_cli
 from dualsci.training.hardware import bf16_supported, measure_gemm_peak
 from dualsci.training.module import DiffusionModule, Objective
@@ -9,6 +10,7 @@ __all__ = [
     "DiffusionModule",
     "Objective",
     "EMA",
+    "FinalCheckpoint",
     "ThroughputMFU",
     "bf16_supported",
     "build_cli",

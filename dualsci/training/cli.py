@@ -16,7 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import lightning.pytorch as pl
 from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from dualsci.training.checkpoint import FinalCheckpoint
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -31,6 +34,32 @@ class EmbedConfigCallback(SaveConfigCallback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint["dualsci_config"] = self.parser.dump(self.config, skip_none=False)
+
+
+def add_final_checkpoint(trainer: pl.Trainer) -> None:
+    """Give ``trainer`` a :class:`FinalCheckpoint` unless it has one, placed before any EMA callback.
+
+    Before EMA because Lightning calls ``on_train_end`` in list order and EMA's copies the average
+    into the model: saving first keeps the raw weights in ``current_model_state``.
+    """
+    if any(isinstance(cb, FinalCheckpoint) for cb in trainer.callbacks):
+        return
+    at = next((i for i, cb in enumerate(trainer.callbacks) if isinstance(cb, WeightAveraging)), len(trainer.callbacks))
+    trainer.callbacks.insert(at, FinalCheckpoint())
+
+
+class _DualsciCLI(LightningCLI):
+    """LightningCLI whose trainers always leave a ``last.ckpt`` when fit ends (:class:`FinalCheckpoint`)."""
+
+    def __init__(self, *args: Any, final_checkpoint: bool = True, **kwargs: Any) -> None:
+        self._final_checkpoint = final_checkpoint
+        super().__init__(*args, **kwargs)
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if self._final_checkpoint:
+            add_final_checkpoint(trainer)
+        return trainer
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -51,6 +80,7 @@ def build_cli(
     default_config_files: Sequence[str | Path] | None = None,
     prog: str | None = None,
     run: bool = True,
+    final_checkpoint: bool = True,
     **cli_kwargs: Any,
 ) -> Any:
     """Run (or build) an app's command line.
@@ -72,6 +102,10 @@ def build_cli(
         prog: program name in help and for environment variables (``default_env``).
         run: False to build the CLI (parse, instantiate) without running the subcommand; then
             ``args`` must not name a subcommand (LightningCLI's ``run=False`` mode).
+        final_checkpoint: add a :class:`~dualsci.training.checkpoint.FinalCheckpoint` to the trainer
+            (unless its callbacks already hold one), so every fit leaves ``last.ckpt`` in the
+            ``ModelCheckpoint`` folder (``<default_root_dir>/lightning_logs/version_N/checkpoints`` with the
+            default logger), even when ``max_time``/``max_steps`` stop it before any validation.
         cli_kwargs: more LightningCLI arguments (e.g. ``trainer_defaults``), passed through.
 
     Returns:
@@ -115,7 +149,7 @@ def build_cli(
         "run": run,
     }
     options.update(cli_kwargs)
-    return LightningCLI(model_class, datamodule_class, **options)
+    return _DualsciCLI(model_class, datamodule_class, final_checkpoint=final_checkpoint, **options)
 
 
 def main(args: Sequence[str] | None = None) -> None:

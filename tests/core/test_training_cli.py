@@ -91,7 +91,9 @@ def test_fit_writes_a_checkpoint_that_rebuilds_itself(tmp_path):
     assert cli.trainer.global_step == 2
     # A second run in the same log folder overwrites config.yaml instead of failing.
     build_cli(DiffusionModule, TinyData, args=args)
-    (path,) = (tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")
+    ckpt_dir = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    (path,) = ckpt_dir.glob("epoch=*.ckpt")  # Lightning's default ModelCheckpoint
+    assert (ckpt_dir / "last.ckpt").is_file()  # build_cli's FinalCheckpoint
     ckpt = torch.load(path, weights_only=True)
     embedded = yaml.safe_load(ckpt["dualsci_config"])
     assert embedded["model"]["init_args"]["net"]["init_args"]["hidden"] == 8
