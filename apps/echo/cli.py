@@ -29,14 +29,16 @@ def segment_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=FUSIONS, default="mean")
     p.add_argument("--weights", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("W_GAUSS", "W_BERN", "W_CAL"),
                    help="mean-fusion weights of the Gaussian chain, Bernoulli chain and calibration head (default 1 1 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="ensemble seed (member k uses (seed, k)) and bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=10_000, help="patient resamples for the 5-95%% intervals")
     p.add_argument("--overwrite", action="store_true")
     return p
 
 
 def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, overwrite=False,
-                weights=(1.0, 1.0, 1.0)) -> dict:
-    """Segment ``files`` into ``out`` (atomic); returns ``{"records", "patients", "summary"}``.
+                weights=(1.0, 1.0, 1.0), n_boot: int = 10_000) -> dict:
+    """Segment ``files`` into ``out`` (atomic); returns ``{"records", "patients", "summary", "clinical"}``
+    (``clinical``: :func:`apps.echo.stats.clinical_summary`, bootstrap with ``n_boot`` patient resamples).
 
     Raises ``InputError`` before writing anything when an input or the checkpoint is bad.
     """
@@ -66,19 +68,20 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
                "fusion weights (G, B, cal)": " ".join(f"{w:g}" for w in weights),
                "image_size": size, "seconds_total": time.perf_counter() - t0,
                "mean_dice": sum(dices) / len(dices) if dices else None}
-    paired = [(p["ef"], p["ef_reference"]) for p in patients if p.get("ef") is not None and p.get("ef_reference") is not None]
-    if paired:
-        from apps.echo.metrics import agreement
+    from apps.echo.stats import clinical_summary
 
-        a = agreement([x for x, _ in paired], [y for _, y in paired])
+    clinical = clinical_summary(records, patients, n_boot=n_boot, seed=seed)
+    a = clinical["agreement_ef"]
+    if a.get("n"):
         summary.update({"EF MAE vs cfg EF (biplane)": a["mae"], "EF bias": a["bias"],
-                        "EF Bland-Altman limits": f"{a['loa_low']:.1f} .. {a['loa_high']:.1f}", "EF pairs": a["n"]})
+                        "EF Bland-Altman limits": f"{a['loa_low']:.1f} .. {a['loa_high']:.1f}",
+                        "EF ICC(2,1)": a["icc_2_1"], "EF pairs": a["n"]})
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for r in results:
             write_case(tmp, r)
-        write_tables(tmp, records, patients)
-        write_report(tmp, records, patients, summary, title="dualsci echo: LV segmentation")
-    return {"records": records, "patients": patients, "summary": summary, "results": results}
+        write_tables(tmp, records, patients, clinical)
+        write_report(tmp, records, patients, summary, title="dualsci echo: LV segmentation", clinical=clinical)
+    return {"records": records, "patients": patients, "summary": summary, "results": results, "clinical": clinical}
 
 
 def segment_main(argv: Sequence[str]) -> int:
@@ -87,8 +90,10 @@ def segment_main(argv: Sequence[str]) -> int:
 
     args = segment_parser().parse_args(list(argv))
     try:
+        if args.bootstrap < 1:
+            raise ValueError(f"--bootstrap must be >= 1, got {args.bootstrap}")
         run_segment(args.files, args.ckpt, args.out, args.steps, args.members, args.fusion, args.seed, args.overwrite,
-                    tuple(args.weights))
+                    tuple(args.weights), n_boot=args.bootstrap)
     except (InputError, FileExistsError, ValueError) as err:
         print(f"dualsci-echo segment: error: {err}", file=sys.stderr)
         return 2

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
              "(Gaussian ε + Bernoulli x0 + VLB + calibration), CPU, time-capped.</p>"
              "<img src='training_curve.png'>")
     write_report(out, res["records"], res["patients"], summary, title="dualsci echo demo (synthetic data)",
-                 prefix="segment/", extra_html=extra)
+                 prefix="segment/", extra_html=extra, clinical=res["clinical"])
     for k, v in summary.items():
         print(f"{k}: {v}")
     print(f"wrote {out / 'report.html'}")

@@ -28,6 +28,7 @@ from apps.echo.sampling import segment_batch
 from apps.echo.transforms import model_spacing, to_model, to_native
 
 CAMUS_NAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)$")
+CAMUS_VIEW = re.compile(r"(patient\d+)_(2CH|4CH)")  # also half sequences / 2019 sequences
 
 
 class InputError(ValueError):
@@ -132,7 +133,33 @@ def read_input(path: str | os.PathLike) -> EchoInput:
         lo, hi = float(arr.min()), float(arr.max())
         arr = np.round((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
     m = CAMUS_NAME.search(stem)
-    return EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None)
+    item = EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None)
+    _add_camus_info(item)
+    return item
+
+
+def _add_camus_info(item: EchoInput) -> None:
+    """Patient, view, ImageQuality, FrameRate and reference volumes from ``Info_<view>.cfg`` next to a
+    CAMUS-named file (into ``item.extra``); a malformed cfg is an input error (read before any output)."""
+    v = CAMUS_VIEW.search(item.name)
+    if not v:
+        return
+    item.extra.update(patient=v.group(1), view=v.group(2))
+    cfg = item.path.parent / f"Info_{v.group(2)}.cfg"
+    if not cfg.exists():
+        return
+    from apps.echo.camus import read_info
+
+    try:
+        info = read_info(cfg)
+    except CamusError as err:
+        raise InputError(str(err)) from err
+    item.extra["image_quality"] = info.get("ImageQuality")
+    for key in ("EF", "LVedv", "LVesv"):
+        if isinstance(info.get(key), (int, float)):
+            item.extra[key] = float(info[key])
+    if isinstance(info.get("FrameRate"), (int, float)) and info["FrameRate"] > 0:
+        item.fps = float(info["FrameRate"])
 
 
 # ------------------------------------------------------------------------------------------ segmentation
@@ -158,7 +185,9 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
     leading frame axis) and the per-case record (metrics, areas, volumes, EF).
     """
     n = len(item.frames)
-    record: dict = {"name": item.name, "file": str(item.path), "frames": n, "spacing_mm": list(item.spacing),
+    record: dict = {"name": item.name, "file": str(item.path), "patient": item.extra.get("patient", item.name),
+                    "view": item.extra.get("view"), "image_quality": item.extra.get("image_quality"),
+                    "frames": n, "spacing_mm": list(item.spacing),
                     "has_spacing": item.has_spacing, "steps": steps, "members": members, "fusion": fusion,
               "weights": list(weights)}
     if n == 1:
@@ -188,7 +217,11 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
                "mean_entropy": float(native["entropy"][j].mean()),
                "boundary_entropy": _boundary_entropy(native["mask"][j], native["entropy"][j])}
         if item.gt is not None:
-            row.update(metrics.segmentation_metrics(native["mask"][j], item.gt[k] == 1, item.spacing))
+            ref = item.gt[k] == 1
+            row.update(metrics.segmentation_metrics(native["mask"][j], ref, item.spacing))
+            # counts for the pooled (EchoNet) Dice 2ΣI/Σ(|P|+|G|) over a dataset, native pixels
+            row.update(inter_px=int((native["mask"][j] & ref).sum()), pred_px=int(native["mask"][j].sum()),
+                       gt_px=int(ref.sum()))
         per.append(row)
     record["per_frame"] = per
     if n > 1:
@@ -261,11 +294,23 @@ def biplane_from_cases(results: list[dict]) -> list[dict]:
         gts = [views[k]["item"].gt for k in need]
         if all(g is not None for g in gts):
             g = {k: views[k]["item"].gt[0] == 1 for k in need}
-            row["ef_from_gt_masks"] = metrics.biplane_simpson(g["2CH", "ED"], g["2CH", "ES"], g["4CH", "ED"], g["4CH", "ES"], sp2, sp4)["ef"]
-        info = views["4CH", "ED"]["item"].path.parent / "Info_4CH.cfg"
-        if info.exists():
-            from apps.echo.camus import read_info
+            try:
+                ref = metrics.biplane_simpson(g["2CH", "ED"], g["2CH", "ES"], g["4CH", "ED"], g["4CH", "ES"], sp2, sp4)
+                row.update(ef_from_gt_masks=ref["ef"], edv_from_gt_masks=ref["edv"], esv_from_gt_masks=ref["esv"])
+            except ValueError:
+                pass
+        extra4 = views["4CH", "ED"]["item"].extra
+        if "EF" in extra4:
+            row["ef_reference"] = extra4["EF"]
+        from apps.echo.stats import pct_error, worse_quality
 
-            row["ef_reference"] = float(read_info(info).get("EF", math.nan))
+        row["image_quality"] = worse_quality([views["2CH", "ED"]["item"].extra.get("image_quality"),
+                                              extra4.get("image_quality")])
+        for key, cfg_key in (("edv", "LVedv"), ("esv", "LVesv")):
+            # reference volume: the cfg's (CAMUS 2019) if given, else the reference masks through the same code
+            ref_v, src = (extra4[cfg_key], "cfg") if cfg_key in extra4 else (row.get(f"{key}_from_gt_masks"), "reference masks")
+            if ref_v is not None and row.get(key) is not None:
+                row[f"{key}_reference"], row[f"{key}_reference_source"] = ref_v, src
+                row[f"{key}_pct_error"] = pct_error(row[key], ref_v)
         rows.append(row)
     return rows

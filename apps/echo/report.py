@@ -116,25 +116,68 @@ def _clean(obj):
     return obj
 
 
-CSV_FIELDS = ["name", "role", "frame", "dice", "iou", "hd95_mm", "assd_mm", "area_mm2", "area_px", "mean_entropy",
-              "boundary_entropy", "ef_single_plane", "ef_low", "ef_high"]
+CSV_FIELDS = ["name", "patient", "view", "image_quality", "role", "frame", "dice", "iou", "hd95_mm", "assd_mm",
+              "inter_px", "pred_px", "gt_px", "area_mm2", "area_px", "mean_entropy", "boundary_entropy",
+              "ef_single_plane", "ef_low", "ef_high"]
+PATIENT_FIELDS = ["patient", "image_quality", "ef", "ef_low", "ef_high", "ef_reference", "ef_from_gt_masks", "edv", "esv",
+                  "edv_reference", "esv_reference", "edv_reference_source", "edv_pct_error", "esv_pct_error"]
+AGG_FIELDS = ["section", "name", "n", "value", "p5", "p95", "extra"]
 
 
-def write_tables(out: Path, records: list[dict], patients: list[dict]) -> None:
-    """``cases.csv`` (one row per segmented frame) and ``cases.json`` (records + biplane patients)."""
+def _aggregate_rows(clinical: dict) -> list[dict]:
+    """Flat rows of the clinical summary for ``aggregate.csv``."""
+    rows = []
+    a = clinical.get("agreement_ef", {})
+    for key in ("mae", "bias", "sd_diff", "loa_low", "loa_high", "pearson_r", "icc_2_1", "icc_3_1"):
+        if key in a:
+            rows.append({"section": "ef_agreement", "name": key, "n": a["n"], "value": a[key]})
+    for key, b in clinical.get("bootstrap", {}).items():
+        rows.append({"section": "bootstrap", "name": key, "n": b["n_patients"], "value": b["value"], "p5": b["low"],
+                     "p95": b["high"], "extra": f"{b['resamples']} patient resamples"})
+    for st in clinical.get("strata", []):
+        for key in ("dice_mean", "dice_pooled", "ef_mae"):
+            if key in st:
+                rows.append({"section": f"stratum {st['stratum']}", "name": key,
+                             "n": st["n_images"] if key != "ef_mae" else st.get("n_ef"), "value": st[key],
+                             "p5": st.get(f"{key}_p5"), "p95": st.get(f"{key}_p95")})
+    for key, v in clinical.get("volumes", {}).items():
+        rows.append({"section": "volumes", "name": f"{key}_pct_error", "n": v["n"], "value": v["mean_pct_error"],
+                     "extra": f"mean |error| {v['mean_abs_pct_error']:.2f} %"})
+    return rows
+
+
+def write_tables(out: Path, records: list[dict], patients: list[dict], clinical: dict | None = None) -> None:
+    """``cases.csv`` (one row per segmented frame), ``patients.csv`` (biplane EF and volume errors),
+    ``cases.json`` (records + biplane patients), and with ``clinical`` (``apps.echo.stats.clinical_summary``)
+    ``aggregate.json`` / ``aggregate.csv`` (agreement incl. ICC, patient bootstrap, strata, volume errors)."""
     with open(out / "cases.csv", "w", newline="") as handle:
         w = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in records:
             for row in r["per_frame"]:
                 lo, hi = r.get("ef_interval", [None, None])
-                w.writerow(_clean({"name": r["name"], **row, "ef_single_plane": r.get("ef_single_plane"), "ef_low": lo, "ef_high": hi}))
+                w.writerow(_clean({"name": r["name"], "patient": r.get("patient"), "view": r.get("view"),
+                                   "image_quality": r.get("image_quality"), **row,
+                                   "ef_single_plane": r.get("ef_single_plane"), "ef_low": lo, "ef_high": hi}))
+    with open(out / "patients.csv", "w", newline="") as handle:
+        w = csv.DictWriter(handle, fieldnames=PATIENT_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for p in patients:
+            lo, hi = p.get("ef_interval", [None, None])
+            w.writerow(_clean({**p, "ef_low": lo, "ef_high": hi}))
     with open(out / "cases.json", "w") as handle:
         json.dump(_clean({"cases": records, "biplane": patients,
                           "definitions": {"hd95": "MONAI max of directed 95th percentiles, mm",
                                           "assd": "MONAI symmetric mean of pooled surface distances, mm",
                                           "ef_interval": "min-max over ensemble members",
                                           "fusion": "see apps/echo/sampling.py"}}), handle, indent=2)
+    if clinical is not None:
+        with open(out / "aggregate.json", "w") as handle:
+            json.dump(_clean(clinical), handle, indent=2)
+        with open(out / "aggregate.csv", "w", newline="") as handle:
+            w = csv.DictWriter(handle, fieldnames=AGG_FIELDS)
+            w.writeheader()
+            w.writerows(_clean(_aggregate_rows(clinical)))
 
 
 def _fmt(v, digits=3):
@@ -143,8 +186,43 @@ def _fmt(v, digits=3):
     return f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
 
 
+def _clinical_html(clinical: dict) -> str:
+    """The report's clinical-statistics section (agreement, bootstrap, strata, volume errors)."""
+    parts = ["<h2>Clinical statistics</h2>"]
+    a = clinical.get("agreement_ef", {})
+    if a.get("n"):
+        parts.append(f"<p>EF (biplane, fused) vs reference EF, n = {a['n']} patients: MAE {_fmt(a['mae'], 2)}, bias "
+                     f"{_fmt(a['bias'], 2)}, Bland–Altman limits {_fmt(a['loa_low'], 2)} … {_fmt(a['loa_high'], 2)}, "
+                     f"Pearson r {_fmt(a['pearson_r'])}, ICC(2,1) {_fmt(a['icc_2_1'])} (absolute agreement), "
+                     f"ICC(3,1) {_fmt(a['icc_3_1'])} (consistency; Shrout &amp; Fleiss).</p>")
+    boot = clinical.get("bootstrap", {})
+    if boot:
+        parts.append("<table><tr><th>statistic</th><th>value</th><th>5 %</th><th>95 %</th><th>patients</th></tr>")
+        parts += [f"<tr><td>{k}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['low'])}</td><td>{_fmt(b['high'])}</td>"
+                  f"<td>{b['n_patients']}</td></tr>" for k, b in boot.items()]
+        parts.append("</table>")
+    st = clinical.get("strata", [])
+    if st:
+        parts.append("<h3>Strata (patient-bootstrap 5–95 %)</h3><table><tr><th>stratum</th><th>images</th><th>Dice mean ± SD</th>"
+                     "<th>Dice 5–95 %</th><th>pooled Dice</th><th>HD95 mm</th><th>EF MAE (patients)</th></tr>")
+        for r in st:
+            ef = f"{_fmt(r.get('ef_mae'), 2)} ({r.get('n_ef')})" if "ef_mae" in r else "–"
+            parts.append(f"<tr><td>{html.escape(r['stratum'])}</td><td>{r['n_images']}</td><td>{_fmt(r['dice_mean'])} ± "
+                         f"{_fmt(r['dice_sd'])}</td><td>{_fmt(r.get('dice_mean_p5'))} – {_fmt(r.get('dice_mean_p95'))}</td>"
+                         f"<td>{_fmt(r.get('dice_pooled'))}</td><td>{_fmt(r['hd95_mean_mm'], 2)}</td><td>{ef}</td></tr>")
+        parts.append("</table>")
+    for key, v in clinical.get("volumes", {}).items():
+        parts.append(f"<p>{key.upper()} error: mean {_fmt(v['mean_pct_error'], 1)} %, mean |error| "
+                     f"{_fmt(v['mean_abs_pct_error'], 1)} % (n = {v['n']}).</p>")
+    defs = clinical.get("definitions", {})
+    if defs:
+        parts.append("<p style='font-size:smaller'>" + "<br>".join(f"{html.escape(k)}: {html.escape(str(v))}"
+                                                                  for k, v in defs.items()) + "</p>")
+    return "".join(parts)
+
+
 def write_report(out: Path, records: list[dict], patients: list[dict], summary: dict, title: str = "dualsci echo",
-                 prefix: str = "", extra_html: str = "") -> Path:
+                 prefix: str = "", extra_html: str = "", clinical: dict | None = None) -> Path:
     """``out/report.html``: summary, biplane EF table, per-case rows with overlays and GIFs.
 
     ``prefix`` is prepended to every image link (the case folders may sit in a subfolder of ``out``);
@@ -155,6 +233,8 @@ def write_report(out: Path, records: list[dict], patients: list[dict], summary: 
              "text-align:left}img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     parts.append("<h2>Summary</h2><table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>"
                                                       for k, v in summary.items()) + "</table>" + extra_html)
+    if clinical:
+        parts.append(_clinical_html(clinical))
     if patients:
         parts.append("<h2>Ejection fraction (biplane Simpson, 20 disks)</h2><table><tr><th>patient</th><th>EF</th>"
                      "<th>ensemble interval (min–max)</th><th>EF from reference masks</th><th>reference EF (cfg)</th>"

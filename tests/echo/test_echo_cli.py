@@ -43,7 +43,7 @@ def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
     files.append(tmp_path / "frame.png")
     out = tmp_path / "seg"
     rc = segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "2", "--members", "2",
-                      "--weights", "0.5", "1", "1"])
+                      "--weights", "0.5", "1", "1", "--bootstrap", "200"])
     assert rc == 0 and "0.5 1 1" in (out / "report.html").read_text()
     assert (out / "report.html").exists() and (out / "cases.csv").exists()
     rows = list(csv.DictReader(open(out / "cases.csv")))
@@ -60,6 +60,18 @@ def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
     prob, _ = camus.read_image(out / f"{pid}_2CH_ED" / "prob.nii.gz")
     assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
     assert (out / next((echonet_root / "Videos").glob("*.avi")).stem / "sequence.gif").exists()
+    # clinical statistics: agreement with ICC, patient bootstrap, strata, volume errors; in JSON, CSV and the page
+    agg = json.load(open(out / "aggregate.json"))
+    assert agg["agreement_ef"]["n"] == 1 and "icc_2_1" in agg["agreement_ef"]
+    assert {"dice_mean", "dice_pooled", "ef_mae"} <= set(agg["bootstrap"])
+    strata = {r["stratum"]: r for r in agg["strata"]}
+    assert strata["phase=ED"]["n_images"] == 3 and strata["phase=ES"]["n_images"] == 3  # 2 views + the half sequence
+    quality = camus.read_info(folder / "Info_2CH.cfg")["ImageQuality"]
+    assert strata[f"quality={quality}"]["n_images"] >= 2
+    assert rows[0]["image_quality"] == quality and rows[0]["patient"] == pid
+    assert "edv" in agg["volumes"] and data["biplane"][0]["edv_reference_source"] == "reference masks"
+    assert any(r["section"] == "bootstrap" for r in csv.DictReader(open(out / "aggregate.csv")))
+    assert "ICC(2,1)" in (out / "report.html").read_text() and (out / "patients.csv").exists()
 
 
 def test_segment_bad_input_writes_nothing(ckpt, camus2019, tmp_path, capsys):
