@@ -62,9 +62,14 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--regions", default="global", help="comma-separated WB2 region names")
     p.add_argument("--climatology-period", default=None, help="START:END of truth for the climatology")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--track-start", default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
     a = p.parse_args(argv)
     period = tuple(a.climatology_period.split(":", 1)) if a.climatology_period else None
-    res = evaluate(a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report)
+    start = tuple(float(v) for v in a.track_start.split(",")) if a.track_start else None
+    res = evaluate(
+        a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
+        track_start=start,
+    )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res
 
@@ -96,12 +101,15 @@ def track_main(argv: list[str]) -> dict:
     p.add_argument("--init-index", type=int, default=0)
     p.add_argument("--truth", default=None)
     p.add_argument("--radius-km", type=float, default=300.0)
-    p.add_argument("--out", required=True, help="output .json")
+    p.add_argument("--out", required=True, help="output .json (the map goes next to it as .png)")
     a = p.parse_args(argv)
     lat, lon = (float(v) for v in a.start.split(","))
     res = track_forecast(a.forecast, (lat, lon), a.init_index, a.truth, a.radius_km)
     write_json_atomic(a.out, res)
-    print(f"wrote {a.out}")
+    from apps.weather.track_plot import draw_tracks
+
+    png = draw_tracks(res, Path(a.out).with_suffix(".png"))
+    print(f"wrote {a.out} and {png}")
     return res
 
 

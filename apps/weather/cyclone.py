@@ -3,7 +3,8 @@
 Tracker (after LaDCast's ``evaluate/track.py``, written afresh): from the previous centre, search a box
 for local MSLP minima (a point qualifies when it is the minimum of its inner neighbourhood and not on the
 box edge); keep the qualifying minimum closest to the previous centre. Applied per member and to the
-ensemble-mean field. Errors are great-circle distances in km.
+ensemble-mean field. Errors are great-circle distances in km, and their along-track / cross-track parts
+relative to the observed track's direction of motion (:func:`along_cross_track_km`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,66 @@ def track_error_km(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return great_circle_km(pred[:, 0], pred[:, 1], truth[:, 0], truth[:, 1])
 
 
+def initial_bearing(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Initial great-circle bearing (radians, clockwise from north) from point 1 towards point 2."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dl = np.radians(np.asarray(lon2) - np.asarray(lon1))
+    return np.arctan2(np.sin(dl) * np.cos(p2), np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl))
+
+
+def motion_bearing(truth: np.ndarray) -> np.ndarray:
+    """Direction of motion of a (T, 2) track at each of its points (radians from north).
+
+    Interior points: the circular mean of the final bearing of the arriving segment and the initial
+    bearing of the leaving one (a centred difference that stays on the sphere); the ends use their one
+    segment. NaN where the neighbours are lost, or the centre did not move.
+    """
+    n = len(truth)
+    lat, lon = truth[:, 0], truth[:, 1]
+    out = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        # leaving bearing at i (i -> i+1); arriving bearing at i = reversed initial bearing of i -> i-1
+        leave = np.full(n, np.nan)
+        arrive = np.full(n, np.nan)
+        moved = great_circle_km(lat[:-1], lon[:-1], lat[1:], lon[1:]) > 1e-6
+        leave[:-1] = np.where(moved, initial_bearing(lat[:-1], lon[:-1], lat[1:], lon[1:]), np.nan)
+        arrive[1:] = np.where(moved, initial_bearing(lat[1:], lon[1:], lat[:-1], lon[:-1]) + np.pi, np.nan)
+        for i in range(n):
+            b = [v for v in (arrive[i], leave[i]) if np.isfinite(v)]
+            if b:
+                out[i] = np.arctan2(np.mean(np.sin(b)), np.mean(np.cos(b)))
+    return out
+
+
+def along_cross_track_km(pred: np.ndarray, truth: np.ndarray, radius_km: float = 6371.0) -> tuple[np.ndarray, np.ndarray]:
+    """Signed along-track and cross-track errors of a forecast track against the observed one.
+
+    At each time, take the great circle through the observed centre in its direction of motion
+    (:func:`motion_bearing`). The cross-track error is the forecast centre's signed distance from that
+    circle, positive to the RIGHT of the motion; the along-track error is the distance along it to the
+    foot of the perpendicular, positive AHEAD of the observed centre (forecast too fast). Both are
+    great-circle distances (spherical cross-track / along-track formulas), so
+    ``along² + cross² ≈ total²`` for errors that are small against the Earth's radius.
+
+    Args:
+        pred, truth: (T, 2) tracks (lat, lon) in degrees; NaN rows are lost centres.
+
+    Returns:
+        (along_km (T,), cross_km (T,)); NaN where either centre is lost or the motion is undefined.
+    """
+    pred, truth = np.asarray(pred, float), np.asarray(truth, float)
+    theta_motion = motion_bearing(truth)
+    d13 = great_circle_km(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1]) / radius_km  # angular distance
+    theta13 = initial_bearing(truth[:, 0], truth[:, 1], pred[:, 0], pred[:, 1])
+    with np.errstate(invalid="ignore"):
+        dxt = np.arcsin(np.clip(np.sin(d13) * np.sin(theta13 - theta_motion), -1.0, 1.0))
+        dat = np.arccos(np.clip(np.cos(d13) / np.cos(dxt), -1.0, 1.0)) * np.sign(np.cos(theta13 - theta_motion))
+    # a forecast exactly on the observed centre has no bearing: both errors are 0
+    same = d13 == 0
+    dat, dxt = np.where(same & np.isfinite(theta_motion), 0.0, dat), np.where(same & np.isfinite(theta_motion), 0.0, dxt)
+    return dat * radius_km, dxt * radius_km
+
+
 def strike_probability(tracks: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float = 300.0) -> np.ndarray:
     """Fraction of members whose track passes within ``radius_km`` of each grid point.
 
@@ -137,8 +198,10 @@ def track_forecast(
     """Track a cyclone in one init of a forecast store (members and ensemble mean), optionally against truth.
 
     Returns:
-        JSON-able dict: valid times, member tracks, mean-field track, truth track and great-circle
-        errors (km) when ``truth_path`` is given, and the strike-probability map.
+        JSON-able dict: valid times, member tracks, mean-field track, the strike-probability map and
+        its grid (``lat``, ``lon``); with ``truth_path`` also the truth track, great-circle errors and
+        signed along-/cross-track errors (km, :func:`along_cross_track_km`) per member and for the
+        mean-field track.
     """
     import xarray as xr
 
@@ -167,4 +230,10 @@ def track_forecast(
         out["truth_track"] = ttrack.tolist()
         out["mean_field_error_km"] = track_error_km(mean_track, ttrack).tolist()
         out["member_error_km"] = [track_error_km(m, ttrack).tolist() for m in members]
+        at, xt = along_cross_track_km(mean_track, ttrack)
+        out["mean_field_along_km"], out["mean_field_cross_km"] = at.tolist(), xt.tolist()
+        per = [along_cross_track_km(m, ttrack) for m in members]
+        out["member_along_km"] = [p[0].tolist() for p in per]
+        out["member_cross_km"] = [p[1].tolist() for p in per]
+    out["lat"], out["lon"] = np.asarray(lat, float).tolist(), np.asarray(lon, float).tolist()
     return out

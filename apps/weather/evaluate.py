@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from apps.weather.data import channel_names, load_block, match_grid, open_weather
+from apps.weather.data import WeatherDataError, channel_names, load_block, match_grid, open_weather
 from apps.weather.dataset import time_blocks
 from apps.weather.metrics import ScoreAccumulator
 from dualsci.io import write_json_atomic
@@ -103,6 +103,7 @@ def evaluate(
     channels: Sequence[str] | None = None,
     report: bool = True,
     seed: int = 0,
+    track_start: tuple[float, float] | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -110,6 +111,9 @@ def evaluate(
         climatology_period: (start, end) of truth used for the climatology; default every truth time
             before the first init (or all truth if none).
         channels: subset of channels (default every forecast channel).
+        track_start: (lat, lon) of a cyclone near the first lead: track it in the first init
+            (``cyclone.track_forecast``, needs ``mean_sea_level_pressure``); the result goes under
+            ``"cyclone"`` and the report draws the tracks over the strike-probability map.
 
     Returns:
         The JSON-able result dict.
@@ -162,6 +166,12 @@ def evaluate(
         "skipped_pairs": skipped,
         "scores": rows,
     }
+    if track_start is not None:
+        from apps.weather.cyclone import track_forecast
+
+        if "mean_sea_level_pressure" not in fc.data_vars:
+            raise WeatherDataError(str(forecast_path), "cyclone tracking needs MSLP", "mean_sea_level_pressure")
+        result["cyclone"] = track_forecast(str(forecast_path), tuple(track_start), 0, str(truth_path))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "scores.json", result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,32 @@ def _save(fig, path: Path) -> str:
 def _field(ds: xr.Dataset, ch: str) -> xr.DataArray:
     v, _, lv = ch.partition("/")
     return ds[v].sel(level=float(lv)) if lv else ds[v]
+
+
+def _cyclone_section(cy: dict, figs: Path) -> str:
+    """Track map (observed vs members vs ensemble-mean field over strike probability) and error table."""
+    from apps.weather.track_plot import draw_tracks
+
+    name = draw_tracks(cy, figs / "tracks.png").name
+    rows = ""
+    if "mean_field_error_km" in cy:
+        along = np.asarray(cy["member_along_km"], float)
+        cross = np.asarray(cy["member_cross_km"], float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns where every member lost the track
+            m_tot = np.nanmean(np.asarray(cy["member_error_km"], float), axis=0)
+            m_at, m_xt = np.nanmean(along, axis=0), np.nanmean(cross, axis=0)
+        for t, v in enumerate(cy["valid_time"]):
+            rows += (
+                f"<tr><td>{html.escape(v)}</td><td>{cy['mean_field_error_km'][t]:.0f}</td><td>{cy['mean_field_along_km'][t]:+.0f}</td>"
+                f"<td>{cy['mean_field_cross_km'][t]:+.0f}</td><td>{m_tot[t]:.0f}</td><td>{m_at[t]:+.0f}</td><td>{m_xt[t]:+.0f}</td></tr>"
+            )
+        rows = (
+            "<table><tr><th>valid</th><th>mean-field error km</th><th>along</th><th>cross</th><th>member-mean error</th>"
+            "<th>along</th><th>cross</th></tr>" + rows + "</table><p>along &gt; 0: ahead of the observed centre; "
+            "cross &gt; 0: right of its motion (great-circle km).</p>"
+        )
+    return f"<h2>Cyclone tracks (first init)</h2><img src='figs/{name}'>{rows}"
 
 
 def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset, channels: Sequence[str]) -> Path:
@@ -101,6 +128,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
             ax.contour(lon, lat, z[m], levels=[level], colors=[plt.cm.tab10(m % 10)], linewidths=0.8)
         ax.set_title(f"spaghetti: {zch} = {level:.0f} per member")
         parts.append(f"<h2>Spaghetti plot</h2><img src='figs/{_save(fig, figs / 'spaghetti.png')}'>")
+    if result.get("cyclone"):
+        parts.append(_cyclone_section(result["cyclone"], figs))
     table = "".join(
         f"<tr><td>{html.escape(r['variable'])}</td><td>{r['lead_hours']}</td><td>{r['rmse']:.4g}</td><td>{r['persistence_rmse']:.4g}</td>"
         f"<td>{r['climatology_rmse']:.4g}</td><td>{r['crps']:.4g}</td><td>{r['ssr']:.3g}</td><td>{r['acc']:.3g}</td></tr>"
