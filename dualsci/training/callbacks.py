@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import torch
@@ -29,35 +29,87 @@ class _EMAUpdate:
         return self.decay * ema_param + (1.0 - self.decay) * current_param
 
 
-class EMA(EMAWeightAveraging):
-    """Lightning's ``EMAWeightAveraging``, picklable (works with ``strategy="ddp_spawn"``).
+BufferMode = Literal["copy", "average"]
+BUFFER_MODES: tuple[str, ...] = get_args(BufferMode)
 
-    Same arguments, behaviour and checkpoint layout as the parent; see :func:`make_ema`.
+
+class EMA(EMAWeightAveraging):
+    """Lightning's ``EMAWeightAveraging``, picklable (works with ``strategy="ddp_spawn"``), buffers copied.
+
+    Parameters are averaged as in the parent. Buffers (running statistics, normalisation constants
+    such as an app's data min/max set at the start of fit) are by default **copied** from the live
+    model after every training batch instead of averaged: an EMA of running statistics mixes stale
+    statistics into the average (and a normalisation buffer filled after the EMA copy was made would
+    be averaged with its placeholder), and Lightning's own ``use_buffers=False`` would instead freeze
+    the buffers at their values when fit started. Checkpoint layout as the parent; see :func:`make_ema`.
+
+    Args:
+        device, decay, update_every_n_steps, update_starting_at_step, update_starting_at_epoch: as
+            ``EMAWeightAveraging``.
+        use_buffers: kept for compatibility: ``True`` = ``buffers="average"``, ``False`` = ``"copy"``;
+            ``None`` (default) = follow ``buffers``.
+        buffers: ``"copy"`` (default) or ``"average"`` (the parent's ``use_buffers=True``).
     """
 
     def __init__(
         self,
         device: str | None = None,
-        use_buffers: bool = True,
+        use_buffers: bool | None = None,
         decay: float = 0.999,
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
         update_starting_at_epoch: int | None = None,
+        buffers: BufferMode = "copy",
     ) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
         if update_every_n_steps < 1:
             raise ValueError(f"EMA: update_every_n_steps must be >= 1, got {update_every_n_steps}")
+        if buffers not in BUFFER_MODES:
+            raise ValueError(f"EMA: buffers must be one of {BUFFER_MODES}, got {buffers!r}")
+        if use_buffers is not None and use_buffers != (buffers == "average"):
+            if buffers != "copy":  # an explicit buffers="average" contradicted by use_buffers=False
+                raise ValueError(f"EMA: use_buffers={use_buffers} contradicts buffers={buffers!r}")
+            buffers = "average" if use_buffers else "copy"
         super().__init__(
             device=device,
-            use_buffers=use_buffers,
+            use_buffers=buffers == "average",
             decay=decay,
             update_every_n_steps=update_every_n_steps,
             update_starting_at_step=update_starting_at_step,
             update_starting_at_epoch=update_starting_at_epoch,
         )
         self.decay = decay
+        self.buffers = buffers
         self._kwargs["avg_fn"] = _EMAUpdate(decay)
+
+    @torch.no_grad()
+    def _copy_buffers(self, pl_module: pl.LightningModule) -> None:
+        """Average model's buffers ← the live model's (same module tree, so the same order)."""
+        if self.buffers != "copy" or self._average_model is None:
+            return
+        for mine, live in zip(self._average_model.module.buffers(), pl_module.buffers()):
+            mine.copy_(live)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._copy_buffers(pl_module)
+
+    # Before every point where the parent moves the average into the model or into a checkpoint,
+    # so the buffers there are the live ones even if something changed them since the last batch.
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._copy_buffers(pl_module)
+        super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._copy_buffers(pl_module)
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._copy_buffers(pl_module)
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
 
 def make_ema(
@@ -66,11 +118,13 @@ def make_ema(
     update_every_n_steps: int = 1,
     update_starting_at_step: int | None = None,
     device: str | None = None,
-    use_buffers: bool = True,
+    use_buffers: bool | None = None,
+    buffers: BufferMode = "copy",
 ) -> EMA:
     """An EMA callback: Lightning's ``EMAWeightAveraging`` (as the picklable subclass :class:`EMA`).
 
-    After each optimizer step ``ema ← decay·ema + (1 − decay)·θ`` (the first update copies θ).
+    After each optimizer step ``ema ← decay·ema + (1 − decay)·θ`` for every parameter (the first
+    update copies θ); buffers are copied from the live model (``buffers="copy"``, default).
     The EMA weights are swapped in for validation, copied into the model when training ends, and
     saved as the checkpoint's ``state_dict`` (raw weights under ``current_model_state``), so
     ``load_from_checkpoint`` yields the EMA model. In YAML::
@@ -85,7 +139,9 @@ def make_ema(
         update_every_n_steps: update every n optimizer steps.
         update_starting_at_step: first step to update at (None: from the first step).
         device: where to keep the EMA copy (None: the model's device).
-        use_buffers: average buffers too (they are constants or running stats in dualsci nets).
+        use_buffers: compatibility alias: True = ``buffers="average"``, False = ``"copy"``.
+        buffers: ``"copy"`` (buffers follow the live model: running statistics, normalisation
+            constants) or ``"average"`` (EMA of buffers too, Lightning's ``use_buffers=True``).
     """
     return EMA(
         device=device,
@@ -93,6 +149,7 @@ def make_ema(
         decay=decay,
         update_every_n_steps=update_every_n_steps,
         update_starting_at_step=update_starting_at_step,
+        buffers=buffers,
     )
 
 

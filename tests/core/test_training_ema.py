@@ -70,3 +70,67 @@ def test_ema_arithmetic_and_checkpoint_layout(tmp_path):
     )
     for key, value in loaded.state_dict().items():
         torch.testing.assert_close(value, expected[key])
+
+
+class _NormNet(TinyDualNet):
+    """TinyDualNet with a BatchNorm (running statistics) and a normalisation buffer filled at fit start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(self.dim, momentum=0.5)
+        self.register_buffer("scale", torch.ones(1))
+
+    def forward(self, x_a, x_b, t_a, t_b):
+        x_a = self.bn(x_a.flatten(0, 1)).view_as(x_a) * self.scale
+        return super().forward(x_a, x_b, t_a, t_b)
+
+
+class _FillStats(pl.Callback):
+    """Sets the normalisation buffer after EMA made its copy (setup), as an app filling data stats would."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.net.scale.fill_(3.0)
+
+
+def _fit_norm_net(tmp_path, **ema_kwargs):
+    record = _RecordWeights()
+    trainer = tiny_trainer(
+        max_epochs=1, limit_val_batches=0, enable_checkpointing=True, default_root_dir=tmp_path,
+        callbacks=[make_ema(0.6, **ema_kwargs), _FillStats(), record, ModelCheckpoint(dirpath=tmp_path, filename="last")],
+    )
+    torch.manual_seed(0)
+    module = DiffusionModule(_NormNet(), TinyFlowObjective(), optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    trainer.fit(module, datamodule=TinyData())
+    return record.steps, torch.load(tmp_path / "last.ckpt", weights_only=True), module
+
+
+def test_ema_copies_buffers_by_default(tmp_path):
+    steps, ckpt, module = _fit_norm_net(tmp_path)
+    raw = steps[-1]
+    expected = _analytic_ema(steps, 0.6)
+    buffers = {name for name, _ in module.named_buffers()}
+    assert {"net.bn.running_mean", "net.bn.running_var", "net.scale"} <= buffers
+    for key, value in ckpt["state_dict"].items():
+        if key in buffers:  # copied from the live model
+            torch.testing.assert_close(value, raw[key])
+            torch.testing.assert_close(module.state_dict()[key], raw[key])
+        else:  # averaged
+            torch.testing.assert_close(value, expected[key])
+    assert ckpt["state_dict"]["net.scale"].item() == 3.0
+    # The running mean moved during the 4 steps, so averaging would have given something else.
+    assert not torch.allclose(expected["net.bn.running_mean"], raw["net.bn.running_mean"])
+
+
+def test_ema_buffers_average_keeps_lightnings_behaviour(tmp_path):
+    steps, ckpt, _ = _fit_norm_net(tmp_path, buffers="average")
+    expected = _analytic_ema(steps, 0.6)
+    torch.testing.assert_close(ckpt["state_dict"]["net.bn.running_mean"], expected["net.bn.running_mean"])
+
+
+def test_ema_buffer_options_are_validated():
+    with pytest.raises(ValueError, match="buffers must be one of"):
+        make_ema(0.9, buffers="mean")
+    with pytest.raises(ValueError, match="contradicts"):
+        make_ema(0.9, use_buffers=False, buffers="average")
+    assert make_ema(0.9).buffers == "copy"
+    assert make_ema(0.9, use_buffers=True).buffers == "average"
