@@ -32,13 +32,14 @@ import torch  # noqa: E402
 STATE_KEYS = {"state": ["state[0:4]", "state[4:5]@sincos"], "image": ["state[0:2]"]}
 
 
-def net_kwargs(obs: str, variant: str, quick: bool) -> dict:
+def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn") -> dict:
     common = dict(action_dim=2, horizon=16, n_obs=2, num_heads=4, variant=variant,
                   dim=64 if quick else 128, depth_dual=2 if quick else 4, depth_tail=1)
     if obs == "state":
         return dict(common, state_dim=6, image_size=0, crop_size=0, future_target="state")
+    vit = dict(encoder="vit", vit_patch=12, vit_dim=32 if quick else 64, vit_depth=1 if quick else 2, vit_heads=4)
     return dict(common, state_dim=2, image_size=96, crop_size=84, enc_channels=16 if quick else 32,
-                future_target="ema", ema_decay=0.995)
+                future_target="ema", ema_decay=0.995, **(vit if encoder == "vit" else {}))
 
 
 def main(argv=None) -> dict:
@@ -46,6 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--data", required=True, help="PushT replay zarr")
     ap.add_argument("--variant", default="dust", choices=["dust", "action_only", "joint_noise"])
     ap.add_argument("--obs", default="state", choices=["state", "image"])
+    ap.add_argument("--encoder", default="cnn", choices=["cnn", "vit"], help="image encoder (--obs image)")
     ap.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget")
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--episodes", type=int, default=50)
@@ -80,7 +82,7 @@ def main(argv=None) -> dict:
     data_kw = dict(path=args.data, fmt=None, state_keys=STATE_KEYS[args.obs], use_image=args.obs == "image",
                    batch_size=args.batch_size, val_episodes=6, max_episodes=20 if args.quick else None, seed=args.seed)
     data = RoboticsDataModule(**data_kw)
-    nk = net_kwargs(args.obs, args.variant, args.quick)
+    nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder)
     ok = dict(variant=args.variant, time_dist=args.time_dist, lambda_wm=args.lambda_wm)
     module = build_module(nk, ok, lr=args.lr, warmup_steps=0)
     t0 = time.perf_counter()

@@ -12,7 +12,8 @@ Both streams also receive the pooled observation as the global condition ``cond`
 F on a square grid.
 
 Vision targets (``future_target``), all without pretrained weights:
-  ``ema``          an EMA copy of the policy's own CNN (FLARE-style self-target), 4x4 pooled map;
+  ``ema``          an EMA copy of the policy's own image encoder (CNN or ViT; FLARE-style self-target),
+                   4x4 pooled map;
   ``random_conv``  a frozen, seeded random CNN of the same shape, 4x4 pooled map;
   ``patches``      the normalised image average-pooled to 16x16, cut into 4x4 patches (48-d);
   ``state``        the normalised future state vector as one token (state-only policies).
@@ -33,8 +34,10 @@ from dualsci.nn import DualStreamConfig, DualStreamTransformer
 
 FutureTarget = Literal["ema", "random_conv", "patches", "state"]
 Variant = Literal["dust", "action_only", "joint_noise"]
+Encoder = Literal["cnn", "vit"]
 FUTURE_TARGETS: tuple[str, ...] = get_args(FutureTarget)
 VARIANTS: tuple[str, ...] = get_args(Variant)
+ENCODERS: tuple[str, ...] = get_args(Encoder)
 
 
 def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -71,7 +74,10 @@ class DustPolicyNet(nn.Module):
         image_size: input image side (0 = state-only policy). crop_size: random crop in training,
             centre crop at inference (0 = none).
         dim, num_heads, depth_dual, depth_tail, mlp_ratio: transformer size.
+        encoder: image encoder, ``cnn`` (`ConvEncoder`) or ``vit`` (`apps.robotics.vit.ViTEncoder`, patches of
+            the (cropped) image); both trained jointly from scratch and give a ``(B, C, grid, grid)`` map.
         enc_channels: CNN width. grid: side of the pooled feature map (grid² future tokens).
+        vit_patch, vit_dim, vit_depth, vit_heads: ViT patch side, width (= C), blocks and heads.
         future_target: one of ``ema | random_conv | patches | state`` (module docstring).
         ema_decay: decay of the EMA target encoder.
         variant: ``dust`` / ``joint_noise`` (same network) or ``action_only`` (register token, no
@@ -84,8 +90,10 @@ class DustPolicyNet(nn.Module):
                  future_offset: int | None = None, image_size: int = 96, crop_size: int = 84,
                  dim: int = 128, num_heads: int = 4, depth_dual: int = 4, depth_tail: int = 1,
                  mlp_ratio: float = 4.0, enc_channels: int = 32, grid: int = 4,
-                 future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust", n_tasks: int = 0):
+                 future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust", n_tasks: int = 0,
+                 encoder: str = "cnn", vit_patch: int = 12, vit_dim: int = 64, vit_depth: int = 2, vit_heads: int = 4):
         super().__init__()
+        self.encoder_kind = check_option("encoder", encoder, ENCODERS)
         self.future_target = check_option("future_target", future_target, FUTURE_TARGETS)
         self.variant = check_option("variant", variant, VARIANTS)
         if image_size <= 0 and future_target != "state":
@@ -108,7 +116,13 @@ class DustPolicyNet(nn.Module):
         # Observation encoder.
         self.state_proj = nn.Sequential(nn.Linear(state_dim, d), nn.SiLU(), nn.Linear(d, d))
         if self.use_image:
-            self.encoder = ConvEncoder(enc_channels, grid)
+            if encoder == "vit":
+                from apps.robotics.vit import ViTEncoder
+
+                enc_in = crop_size if 0 < crop_size < image_size else image_size
+                self.encoder = ViTEncoder(enc_in, vit_patch, vit_dim, vit_depth, vit_heads, grid)
+            else:
+                self.encoder = ConvEncoder(enc_channels, grid)
             self.image_proj = nn.Linear(self.encoder.out_channels * grid * grid, d)
         self.obs_pos = nn.Parameter(torch.zeros(n_obs, d))
         self.n_tasks = int(n_tasks)
@@ -128,7 +142,7 @@ class DustPolicyNet(nn.Module):
             for p in self.target_encoder.parameters():
                 p.requires_grad_(False)
         if future_target in ("ema", "random_conv"):
-            self.target_dim, self.n_future = self.encoder.out_channels, grid * grid
+            self.target_dim, self.n_future = self.target_encoder.out_channels, grid * grid
         elif future_target == "patches":
             self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
         else:
