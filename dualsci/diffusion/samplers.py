@@ -6,7 +6,8 @@ descending grid ending at 0 (``karras_sigmas`` or ``time_grid``). Any path works
 ``GaussianDenoiser``. Grids and update coefficients are float64 (Python floats); the denoiser receives
 σ̃ in ``x``'s dtype, so the network never sees float64.
 
-Network calls (NFE) for N steps: Euler N, Heun 2N − 1 (the step to σ = 0 is Euler), DPM-Solver++(2M) N,
+Network calls (NFE) for N steps: Euler N, Heun 2N − 1 (the step to σ = 0 is Euler, and so is a step from
+a capped level σ̃ ≥ 1e3, e.g. rf's t = 1), DPM-Solver++(2M) N,
 Euler ancestral N. ``churn`` (EDM S_churn, with S_tmin = 0, S_tmax = ∞, S_noise = 1) first raises σ_i to
 ``σ̂ = σ_i·(1 + γ)``, ``γ = min(churn/N, √2 − 1)``, adding fresh noise, then steps from σ̂.
 ``generator`` may be one generator or one per sample (``seeding.sample_generators``).
@@ -117,13 +118,34 @@ def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Gener
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
+# Above this σ̃ a level stands for "pure noise" (time_grid's rf cap for σ̃ = ∞ is 1e4; EDM's σ_max is 80,
+# VP-linear's σ̃(1) ≈ 157), and Heun takes no corrector from it (see sample_heun).
+HEUN_CORRECTOR_SIGMA_MAX = 1e3
+
+
 def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                churn: float = 0.0, callback: Callback | None = None) -> Tensor:
-    """Heun (EDM Alg. 2): Euler predictor, trapezoidal corrector except on the step to σ = 0; 2N − 1 calls."""
+                churn: float = 0.0, callback: Callback | None = None,
+                corrector_sigma_max: float = HEUN_CORRECTOR_SIGMA_MAX) -> Tensor:
+    """Heun (EDM Alg. 2): Euler predictor, trapezoidal corrector in σ̃.
+
+    The corrector is skipped (the step is the DDIM-form Euler step) on the step to σ = 0, as in EDM,
+    and on a step that starts at ``σ̂_i ≥ corrector_sigma_max``: the trapezoid in σ̃ adds
+    ``(σ_{i+1} − σ̂_i)/(2σ_{i+1})·(D_i − D_{i+1})`` to the Euler step, so from a capped level
+    (rf: σ̃ = 1e4 standing for ∞, next level ≈ N) the small change of the denoiser is amplified
+    ~σ̂_i/σ_{i+1} ≈ 10³ times (measured on the Gaussian toy, rf grid, 10 steps: RMS error 27 with the
+    corrector vs 0.029 without, Euler 0.16). From σ̃ → ∞ the Euler step in DDIM form is the exact
+    limit of the first move (``x̃/σ̃ → ε``). Calls: 2N − 1 minus one per step starting above the bound
+    (EDM/Karras grids from σ_max = 80 never do).
+
+    Args:
+        corrector_sigma_max: no corrector on steps starting at ``σ̂ ≥`` this (``math.inf``: always one).
+    """
+    if not corrector_sigma_max > 0:
+        raise ValueError(f"corrector_sigma_max must be > 0, got {corrector_sigma_max}")
 
     def update(x, d0, s, s_next, state):
         x_pred = _lerp_to(x, d0, s, s_next)
-        if s_next == 0:
+        if s_next == 0 or s >= corrector_sigma_max:
             return x_pred
         slope = (x - d0) / s + (x_pred - _call(denoiser, x_pred, s_next)) / s_next
         return x + (s_next - s) * 0.5 * slope

@@ -35,12 +35,16 @@ def gaussian_toy_error(
     seed: int = 0,
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
+    sigmas: Tensor | None = None,
 ) -> float:
     """Sampler error on the 4-D Gaussian toy with a Karras grid of ``steps`` steps (float64 throughout).
 
     Args:
         sampler_name: a key of ``samplers.SAMPLERS`` (``euler``, ``heun``, ``dpmpp_2m``, ``euler_ancestral``).
         steps: number of sampler steps N (Heun uses 2N − 1 denoiser calls).
+        sigma_min, sigma_max: the Karras grid's ends.
+        sigmas: another grid instead (e.g. ``time_grid(N, RectifiedFlowPath())``, capped at 1e4),
+            ``(steps + 1,)`` descending to 0; the start is ``sigmas[0]·ε``.
 
     Returns:
         Deterministic samplers: RMS distance to the exact ODE solution. ``euler_ancestral``: RMS over
@@ -50,9 +54,14 @@ def gaussian_toy_error(
         raise ValueError(f"sampler_name={sampler_name!r} is not one of {sorted(SAMPLERS)}")
     mu = torch.tensor(TOY_MU, dtype=torch.float64)
     std = torch.tensor(TOY_STD, dtype=torch.float64)
+    if sigmas is None:
+        sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+    elif sigmas.shape != (steps + 1,):
+        raise ValueError(f"sigmas must be ({steps + 1},) for steps={steps}, got {tuple(sigmas.shape)}")
+    sigmas = sigmas.to(torch.float64)
+    sigma_max = float(sigmas[0])
     gen = torch.Generator().manual_seed(seed)
     x_start = sigma_max * torch.randn(batch, len(TOY_MU), generator=gen, dtype=torch.float64)
-    sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     out = SAMPLERS[sampler_name](gaussian_denoiser(mu, std), x_start.clone(), sigmas, generator=gen)
     if sampler_name == "euler_ancestral":
         err = torch.cat([out.mean(0) - mu, out.std(0) - std])

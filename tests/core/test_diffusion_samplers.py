@@ -75,6 +75,46 @@ def test_dpmpp_2m_10_steps_no_worse_than_euler_100():
     assert gaussian_toy_error("dpmpp_2m", 10) <= gaussian_toy_error("euler", 100)
 
 
+@pytest.mark.parametrize("steps", [3, 5, 10, 20])
+def test_heun_no_worse_than_euler_on_the_capped_rf_grid(steps):
+    """rf grid capped at σ̃ = 1e4: no corrector from the cap, so Heun beats Euler at equal steps."""
+    sigmas = time_grid(steps, RectifiedFlowPath())
+    assert float(sigmas[0]) == 1e4
+    heun = gaussian_toy_error("heun", steps, batch=1024, sigmas=sigmas)
+    euler = gaussian_toy_error("euler", steps, batch=1024, sigmas=sigmas)
+    print(f"rf grid, {steps} steps: heun {heun:.3e}  euler {euler:.3e}")
+    assert heun <= euler
+
+
+def test_heun_corrector_from_the_cap_is_what_went_wrong():
+    """With the corrector forced on the first step (the old behaviour) the error explodes."""
+    sigmas = time_grid(10, RectifiedFlowPath())
+    mu, std = torch.tensor([0.5, -1.0]), torch.tensor([0.5, 2.0])
+
+    def denoiser(x, sigma):
+        return mu + std**2 / (std**2 + sigma[:, None] ** 2) * (x - mu)
+
+    x = sigmas[0].float() * torch.randn(256, 2)
+    exact = mu + std / torch.sqrt(std**2 + sigmas[0].float() ** 2) * (x - mu)
+    err_new = (sample_heun(denoiser, x.clone(), sigmas) - exact).pow(2).mean().sqrt()
+    err_old = (sample_heun(denoiser, x.clone(), sigmas, corrector_sigma_max=float("inf")) - exact).pow(2).mean().sqrt()
+    assert err_old > 10 * err_new
+
+
+@pytest.mark.parametrize("cap,nfe", [(1e3, 2 * 6 - 2), (float("inf"), 2 * 6 - 1)])
+def test_heun_calls_on_the_rf_grid(cap, nfe):
+    calls = []
+
+    def denoiser(x, sigma):
+        calls.append(float(sigma[0]))
+        return 0.5 * x / (1 + sigma[:, None] ** 2)
+
+    sample_heun(denoiser, torch.randn(2, 3), time_grid(6, RectifiedFlowPath()), corrector_sigma_max=cap)
+    assert len(calls) == nfe
+    with pytest.raises(ValueError, match="corrector_sigma_max"):
+        sample_heun(denoiser, torch.randn(2, 3), time_grid(6, RectifiedFlowPath()), corrector_sigma_max=0.0)
+
+
 @pytest.mark.parametrize("name,nfe", [("euler", 7), ("heun", 13), ("dpmpp_2m", 7), ("euler_ancestral", 7)])
 def test_network_calls_and_dtypes(name, nfe):
     calls = []
