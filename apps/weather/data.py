@@ -103,12 +103,15 @@ def _open_raw(path: str) -> xr.Dataset:
         raise WeatherDataError(path, "no such file or folder")
     try:
         if engine == "zarr":
-            # Remote stores (WB2 on GCS) carry consolidated metadata; local v3 stores usually do not.
-            if "://" in path or (Path(path) / ".zmetadata").exists():
+            if "://" in path:
+                return _open_zarr_url(path)
+            if (Path(path) / ".zmetadata").exists():
                 return xr.open_zarr(path, chunks={}, consolidated=True)
             return xr.open_zarr(path, chunks={}, consolidated=False)
         if engine == "cfgrib":
             return _open_grib(path)
+        if "://" in path:
+            return _open_netcdf_url(path)
         try:
             return xr.open_dataset(path, chunks={}, engine="netcdf4")
         except (OSError, ValueError):
@@ -117,6 +120,30 @@ def _open_raw(path: str) -> xr.Dataset:
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
         raise WeatherDataError(path, f"cannot be opened as {engine}: {exc}") from exc
+
+
+def _open_zarr_url(url: str) -> xr.Dataset:
+    """A zarr store behind an fsspec URL (``gs://``, ``s3://``, ``https://``, ``memory://``, ``file://``).
+
+    xarray hands the URL to fsspec, which picks the filesystem from the protocol (``gs://`` needs the
+    ``gcsfs`` package: ``pip install dualsci[weather]``). WB2's public stores carry consolidated
+    metadata (one read instead of one per array); stores without it are opened array by array.
+    """
+    import fsspec
+
+    fsspec.get_filesystem_class(url.split("://", 1)[0])  # a missing protocol package fails here, named
+    try:
+        return xr.open_zarr(url, chunks={}, consolidated=True)
+    except (KeyError, FileNotFoundError, ValueError):
+        # no consolidated metadata: open array by array (fails clearly if this is not a store at all)
+        return xr.open_zarr(url, chunks={}, consolidated=False)
+
+
+def _open_netcdf_url(url: str) -> xr.Dataset:
+    """A NetCDF-4/HDF5 file behind an fsspec URL, read lazily through a file object (h5netcdf)."""
+    import fsspec
+
+    return xr.open_dataset(fsspec.open(url, "rb").open(), chunks={}, engine="h5netcdf")
 
 
 def _open_grib(path: str) -> xr.Dataset:

@@ -123,3 +123,34 @@ def test_corrupt_zarr_chunk_is_named(tmp_path):
     d = open_weather(path)
     with pytest.raises(WeatherDataError, match=r"c\.zarr.*\[mean_sea_level_pressure\].*cannot read"):
         load_block(d, ["mean_sea_level_pressure"], slice(0, 6))
+
+
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_fsspec_url_zarr_takes_the_remote_code_path(tmp_path, consolidated):
+    """A zarr store behind an fsspec ``memory://`` URL opens through the same code as ``gs://``."""
+    import fsspec
+
+    src = _tiny(tmp_path)
+    url = f"memory://wx_{consolidated}/wb2.zarr"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(url):
+        fs.rm(url, recursive=True)
+    src.to_zarr(url, consolidated=consolidated, zarr_format=2 if consolidated else 3)
+    local = tmp_path / "local.zarr"
+    src.to_zarr(local, consolidated=False, zarr_format=3)
+    got = open_weather(url, variables=["temperature"], levels=[850])
+    want = open_weather(str(local), variables=["temperature"], levels=[850])
+    assert list(got.latitude.values) == [-30.0, 0.0, 30.0] and list(got.longitude.values) == [0.0, 120.0, 240.0]
+    np.testing.assert_array_equal(got["temperature"].values, want["temperature"].values)
+    with pytest.raises(WeatherDataError, match="memory://nowhere/none.zarr"):
+        open_weather("memory://nowhere/none.zarr")
+    fs.rm(url, recursive=True)
+
+
+def test_fsspec_url_netcdf_and_unknown_protocol(tmp_path):
+    src = _tiny(tmp_path)
+    src.to_netcdf(tmp_path / "t.nc", engine="h5netcdf")
+    got = open_weather((tmp_path / "t.nc").resolve().as_uri(), variables=["mean_sea_level_pressure"])
+    assert got["mean_sea_level_pressure"].shape == (6, 3, 3)
+    with pytest.raises(WeatherDataError, match="nosuchproto://bucket/x.zarr"):
+        open_weather("nosuchproto://bucket/x.zarr")
