@@ -2,8 +2,10 @@
 
 Inputs (``read_input``): CAMUS ``.mhd``/``.nii[.gz]`` images or sequences (spacing from the header),
 videos ``.avi``/``.mp4`` (no spacing: pixels, flagged), and ``.png``/``.jpg`` images. A sequence is
-first screened with the one-shot calibration head (cheap) to find ED (largest LV area) and ES
-(smallest); the diffusion ensemble then segments those two frames. Volumes and EF come per ensemble
+first screened with the one-shot calibration head (cheap): its per-frame LV area gives the beats (ES at
+EchoNet's ``find_peaks`` minima, ED the largest area before each; ``apps/echo/beats.py``) and a
+temporal-consistency score; the diffusion ensemble then segments every beat's ED and ES frames and EF is
+computed per beat (mean over beats for the sequence). Volumes and EF come per ensemble
 member (single-plane method of disks per view; biplane Simpson when the 2CH and 4CH ED/ES images of one
 CAMUS patient are all given), so EF gets an interval from the ensemble (min–max over members).
 """
@@ -98,7 +100,7 @@ def read_input(path: str | os.PathLike) -> EchoInput:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     low, stem = path.name.lower(), _stem(path)
-    gt = None
+    gt, fps = None, None
     try:
         if low.endswith((".mhd", ".nii", ".nii.gz")):
             arr, spacing = read_image(path)
@@ -112,6 +114,7 @@ def read_input(path: str | os.PathLike) -> EchoInput:
                 gt = check_labels(gt_arr, gt_path)
         elif low.endswith((".avi", ".mp4")):
             arr, spacing, has_spacing = read_video(path), (1.0, 1.0), False
+            fps = _video_fps(path)
         elif low.endswith((".png", ".jpg", ".jpeg")):
             from PIL import Image
 
@@ -133,9 +136,21 @@ def read_input(path: str | os.PathLike) -> EchoInput:
         lo, hi = float(arr.min()), float(arr.max())
         arr = np.round((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
     m = CAMUS_NAME.search(stem)
-    item = EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None)
+    item = EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None, fps=fps)
     _add_camus_info(item)
     return item
+
+
+def _video_fps(path: Path) -> float | None:
+    """Frame rate from the container (None if it does not say); sets the beat detector's distance."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
+        return float(rate) if rate else None
+    except Exception:  # the frames decoded already; a missing rate only falls back to 20 frames
+        return None
 
 
 def _add_camus_info(item: EchoInput) -> None:
@@ -195,10 +210,17 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
         if item.camus:
             roles = [item.camus[2]]
     else:
+        from apps.echo.beats import detect_beats, peak_distance, temporal_consistency
+
         screen, areas = screen_sequence(net, item.frames, size)
-        chosen, roles = [int(np.argmax(areas)), int(np.argmin(areas))], ["ED", "ES"]
+        beats, method = detect_beats(areas, item.fps)
+        chosen, roles = [f for b in beats for f in (b.ed, b.es)], ["ED", "ES"] * len(beats)
         record["screen_areas"] = areas.tolist()
-        record["ed_frame"], record["es_frame"] = chosen
+        record["ed_frame"], record["es_frame"] = beats[0].ed, beats[0].es
+        record["beat_detection"] = {"method": method, "fps": item.fps, "distance_frames": peak_distance(item.fps),
+                                    "prominence": "0.5·(p95 − p5) of the screened area"}
+        record["temporal_consistency"] = {"source": "calibration-head screen of every frame",
+                                          **temporal_consistency(screen, areas)}
     images = torch.stack([to_model(item.frames[k], size) for k in chosen])
     out = segment_batch(net, images, steps=steps, members=members, fusion=fusion, seed=seed, objective=objective,
                         weights=weights)
@@ -225,9 +247,31 @@ def segment_input(net, objective, item: EchoInput, size: int, steps: int = 20, m
         per.append(row)
     record["per_frame"] = per
     if n > 1:
-        record.update(_single_plane_ef(native["member_masks"][0], native["member_masks"][1], item.spacing,
-                                       native["mask"][0], native["mask"][1]))
+        record.update(_beat_by_beat_ef(native, item.spacing, beats))
+        for j, row in enumerate(per):
+            row["beat"] = j // 2
     return {"native": native, "record": record}
+
+
+def _beat_by_beat_ef(native: dict, spacing, beats) -> dict:
+    """One single-plane EF per beat (frames 2i, 2i+1 of the segmented stack are beat i's ED, ES), with
+    the member interval; the sequence EF is the mean over beats (as EchoNet averages beats), its interval
+    the min–max over members of each member's beat-mean EF."""
+    rows, member_efs = [], []
+    for i, beat in enumerate(beats):
+        ef = _single_plane_ef(native["member_masks"][2 * i], native["member_masks"][2 * i + 1], spacing,
+                              native["mask"][2 * i], native["mask"][2 * i + 1])
+        rows.append({"beat": i, "ed_frame": beat.ed, "es_frame": beat.es, "ef": ef["ef_single_plane"],
+                     "edv": ef["edv_single_plane"], "esv": ef["esv_single_plane"], "ef_interval": ef["ef_interval"],
+                     "ef_members": ef["ef_members_all"]})
+        member_efs.append(ef["ef_members_all"])
+    efs = np.array([r["ef"] for r in rows], float)
+    per_member = np.nanmean(np.array(member_efs, float), axis=0) if member_efs else np.zeros(0)
+    per_member = per_member[np.isfinite(per_member)]
+    return {"beats": rows, "ef_single_plane": float(np.nanmean(efs)) if np.isfinite(efs).any() else math.nan,
+            "edv_single_plane": rows[0]["edv"], "esv_single_plane": rows[0]["esv"],
+            "ef_members": per_member.tolist(),
+            "ef_interval": [float(per_member.min()), float(per_member.max())] if len(per_member) else [math.nan, math.nan]}
 
 
 def _post(fused: np.ndarray) -> np.ndarray:
@@ -256,10 +300,10 @@ def _volume_or_nan(mask, spacing) -> float:
 def _single_plane_ef(ed_members, es_members, spacing, ed_mask, es_mask) -> dict:
     """EF by single-plane disks for the fused masks and each member (interval = min–max over members)."""
     edv, esv = _volume_or_nan(ed_mask, spacing), _volume_or_nan(es_mask, spacing)
-    efs = [metrics.ejection_fraction(_volume_or_nan(a, spacing), _volume_or_nan(b, spacing)) for a, b in zip(ed_members, es_members)]
-    efs = [e for e in efs if np.isfinite(e)]
+    all_efs = [metrics.ejection_fraction(_volume_or_nan(a, spacing), _volume_or_nan(b, spacing)) for a, b in zip(ed_members, es_members)]
+    efs = [e for e in all_efs if np.isfinite(e)]
     return {"ef_single_plane": metrics.ejection_fraction(edv, esv), "edv_single_plane": edv, "esv_single_plane": esv,
-            "ef_members": efs, "ef_interval": [min(efs), max(efs)] if efs else [math.nan, math.nan]}
+            "ef_members": efs, "ef_members_all": all_efs, "ef_interval": [min(efs), max(efs)] if efs else [math.nan, math.nan]}
 
 
 def biplane_from_cases(results: list[dict]) -> list[dict]:

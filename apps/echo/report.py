@@ -1,4 +1,4 @@
-"""Writers of the segmentation outputs: NIfTI maps with spacing, PNG/GIF overlays, per-case CSV/JSON, report page.
+"""Writers of the segmentation outputs: NIfTI maps with spacing, PNG/GIF/MP4 overlays, per-case CSV/JSON, report page.
 
 NIfTI files use the CAMUS 2023 convention (array ``(W, H[, N])``, zooms ``(dx, dy[, 1])`` mm), so
 :func:`apps.echo.camus.read_image` reads them back apex-up; videos without spacing get 1 px zooms and
@@ -64,8 +64,8 @@ def save_overlay_png(path: Path, image: np.ndarray, mask: np.ndarray, prob: np.n
     canvas.save(path)
 
 
-def save_gif(path: Path, frames: np.ndarray, masks: np.ndarray, marks: dict[int, str], fps: float = 10.0) -> None:
-    """Sequence overlay GIF: every frame with its (screening) LV contour; ED/ES frames get a label bar."""
+def _overlay_frames(frames: np.ndarray, masks: np.ndarray, marks: dict[int, str]) -> list:
+    """PIL images: every frame with its (screening) LV contour; ED/ES frames labelled."""
     from PIL import Image, ImageDraw
 
     pics = []
@@ -74,7 +74,44 @@ def save_gif(path: Path, frames: np.ndarray, masks: np.ndarray, marks: dict[int,
         if k in marks:
             ImageDraw.Draw(img).text((3, 3), marks[k], fill=(255, 255, 0))
         pics.append(img)
+    return pics
+
+
+def save_gif(path: Path, frames: np.ndarray, masks: np.ndarray, marks: dict[int, str], fps: float = 10.0) -> None:
+    """Sequence overlay GIF: every frame with its (screening) LV contour; ED/ES frames get a label."""
+    pics = _overlay_frames(frames, masks, marks)
     pics[0].save(path, save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
+
+
+def ffmpeg_available() -> bool:
+    """True when ``imageio-ffmpeg`` (which ships its own ffmpeg binary) is importable and finds it."""
+    try:
+        import imageio_ffmpeg
+
+        return bool(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        return False
+
+
+def save_mp4(path: Path, frames: np.ndarray, masks: np.ndarray, marks: dict[int, str], fps: float = 25.0) -> tuple[int, int]:
+    """Sequence overlay as H.264 MP4 (imageio + imageio-ffmpeg), same pictures as the GIF.
+
+    H.264 in yuv420p needs even sides, so frames are padded (black, bottom/right) to even height and
+    width rather than rescaled. Returns the written ``(height, width)``. Raises ``RuntimeError`` when
+    ffmpeg is missing (callers fall back to the GIF).
+    """
+    if not ffmpeg_available():
+        raise RuntimeError("imageio-ffmpeg is not installed (pip install imageio-ffmpeg)")
+    import imageio.v2 as imageio
+
+    pics = [np.asarray(p) for p in _overlay_frames(frames, masks, marks)]
+    h, w = pics[0].shape[:2]
+    hh, ww = h + h % 2, w + w % 2
+    with imageio.get_writer(str(path), format="FFMPEG", mode="I", fps=float(fps), codec="libx264",
+                            pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error") as writer:
+        for pic in pics:
+            writer.append_data(np.pad(pic, ((0, hh - h), (0, ww - w), (0, 0))))
+    return hh, ww
 
 
 def write_case(out: Path, result: dict) -> None:
@@ -91,15 +128,24 @@ def write_case(out: Path, result: dict) -> None:
     pngs = []
     for j, (k, role) in enumerate(zip(frames, record["roles"])):
         gt = None if item.gt is None else item.gt[k] == 1
-        name = f"overlay_{role}.png"
+        # several beats: ED/ES occur more than once, so the frame index keeps the names apart
+        name = f"overlay_{role}.png" if record["roles"].count(role) == 1 else f"overlay_{role}_f{k}.png"
         dice = record["per_frame"][j].get("dice")
         title = f"{item.name} {role}" + (f"  Dice {dice:.3f}" if dice is not None else "")
         save_overlay_png(d / name, item.frames[k], native["mask"][j], native["fused"][j], native["entropy"][j], gt, title)
         pngs.append(f"{item.name}/{name}")
     record["overlays"] = pngs
     if "screen" in native:
-        save_gif(d / "sequence.gif", item.frames, native["screen"], {frames[0]: "ED", frames[1]: "ES"})
+        marks = {k: f"{role}{j // 2 + 1}" for j, (k, role) in enumerate(zip(frames, record["roles"]))}
+        save_gif(d / "sequence.gif", item.frames, native["screen"], marks)
         record["gif"] = f"{item.name}/sequence.gif"
+        try:
+            size = save_mp4(d / "sequence.mp4", item.frames, native["screen"], marks, fps=item.fps or 25.0)
+            record["mp4"] = f"{item.name}/sequence.mp4"
+            record["mp4_size"] = list(size)
+        except RuntimeError as err:
+            print(f"{item.name}: no MP4 overlay ({err}); the GIF overlay is written instead")
+            record["mp4"] = None
     with open(d / "result.json", "w") as handle:
         json.dump(_clean(record), handle, indent=2)
 
@@ -118,7 +164,7 @@ def _clean(obj):
 
 CSV_FIELDS = ["name", "patient", "view", "image_quality", "role", "frame", "dice", "iou", "hd95_mm", "assd_mm",
               "inter_px", "pred_px", "gt_px", "area_mm2", "area_px", "mean_entropy", "boundary_entropy",
-              "ef_single_plane", "ef_low", "ef_high"]
+              "beat", "ef_single_plane", "ef_low", "ef_high"]
 PATIENT_FIELDS = ["patient", "image_quality", "ef", "ef_low", "ef_high", "ef_reference", "ef_from_gt_masks", "edv", "esv",
                   "edv_reference", "esv_reference", "edv_reference_source", "edv_pct_error", "esv_pct_error"]
 AGG_FIELDS = ["section", "name", "n", "value", "p5", "p95", "extra"]
@@ -261,6 +307,18 @@ def write_report(out: Path, records: list[dict], patients: list[dict], summary: 
             parts.append(f"<p>single-plane EF {_fmt(r['ef_single_plane'], 1)} (ensemble {_fmt(lo, 1)} – {_fmt(hi, 1)}); "
                          f"ED frame {r.get('ed_frame')}, ES frame {r.get('es_frame')}</p>")
         parts += [f"<img src='{html.escape(prefix + p)}'>" for p in r.get("overlays", [])]
+        if r.get("beats"):
+            parts.append("<table><tr><th>beat</th><th>ED frame</th><th>ES frame</th><th>EF (single plane)</th>"
+                         "<th>ensemble interval</th></tr>" + "".join(
+                             f"<tr><td>{b['beat'] + 1}</td><td>{b['ed_frame']}</td><td>{b['es_frame']}</td>"
+                             f"<td>{_fmt(b['ef'], 1)}</td><td>{_fmt(b['ef_interval'][0], 1)} – {_fmt(b['ef_interval'][1], 1)}</td></tr>"
+                             for b in r["beats"]) + "</table>")
+            bd, tc = r.get("beat_detection", {}), r.get("temporal_consistency", {})
+            parts.append(f"<p>beats by {html.escape(str(bd.get('method')))} (distance {bd.get('distance_frames')} frames); "
+                         f"temporal consistency of the screen: frame-to-frame Dice {_fmt(tc.get('frame_dice_mean'))} "
+                         f"(min {_fmt(tc.get('frame_dice_min'))}), area roughness {_fmt(tc.get('area_roughness'), 2)}</p>")
+        if r.get("mp4"):
+            parts.append(f"<video controls loop src='{html.escape(prefix + r['mp4'])}'></video>")
         if r.get("gif"):
             parts.append(f"<img src='{html.escape(prefix + r['gif'])}'>")
     parts.append("</body></html>\n")

@@ -47,12 +47,20 @@ def test_segment_end_to_end(ckpt, camus2023, echonet_root, tmp_path):
     assert rc == 0 and "0.5 1 1" in (out / "report.html").read_text()
     assert (out / "report.html").exists() and (out / "cases.csv").exists()
     rows = list(csv.DictReader(open(out / "cases.csv")))
-    assert len(rows) == 4 + 2 + 2 + 1 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
-    assert rows[-1]["area_px"] and not rows[-1]["area_mm2"]  # a PNG has no spacing: pixels, flagged
     data = json.load(open(out / "cases.json"))
+    video = [c for c in data["cases"] if c["file"].endswith(".avi")][0]
+    # the video: beats from the screened area curve, one EF per beat, ED/ES of every beat segmented
+    assert video["beats"] and video["beat_detection"]["distance_frames"] == 20  # the phantom videos are 50 fps
+    assert len(video["frame_indices"]) == 2 * len(video["beats"]) and len(video["ef_members"]) <= 2
+    assert 0 <= video["temporal_consistency"]["frame_dice_mean"] <= 1
+    name = next((echonet_root / "Videos").glob("*.avi")).stem
+    assert video["mp4"] == f"{name}/sequence.mp4" and (out / name / "sequence.mp4").exists()
+    assert len(rows) == 4 + 2 + len(video["frame_indices"]) + 1 and all(r["dice"] for r in rows[:6]) and not rows[-1]["dice"]
+    assert rows[-1]["area_px"] and not rows[-1]["area_mm2"]  # a PNG has no spacing: pixels, flagged
     assert data["biplane"] and data["biplane"][0]["patient"] == pid and len(data["biplane"][0]["ef_members"]) <= 2
     seq = [c for c in data["cases"] if c["name"].endswith("half_sequence")][0]
     assert seq["roles"] == ["ED", "ES"] and len(seq["screen_areas"]) == seq["frames"]
+    assert seq["beat_detection"]["method"] in ("find_peaks", "global extremes")  # untrained model: either
     # NIfTI outputs keep the native grid and spacing
     mask, spacing = camus.read_image(out / f"{pid}_2CH_ED" / "mask.nii.gz")
     image, spacing_in = camus.read_image(files[0])
