@@ -9,6 +9,7 @@ zero-initialised adaLN head. An untrained model therefore returns exactly 0.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -266,6 +267,23 @@ class DualStreamTransformer(nn.Module):
         return self.rope(pos)
 
     # ----------------------------------------------------------------------------------- forward
+    def flops_of_call(self, *args: object, **kwargs: object) -> int:
+        """:meth:`flops_per_forward` for the arguments of one ``forward`` call (as a forward hook sees them).
+
+        Reads ``B``, ``L_a``, ``L_b`` from ``x_a``, ``x_b``, per-token times from the ``ndim`` of
+        ``t_a``/``t_b`` and the number of condition tensors given.
+        """
+        bound = inspect.signature(self.forward).bind(*args, **kwargs).arguments
+        x_a, x_b, t_a, t_b = bound["x_a"], bound["x_b"], bound["t_a"], bound.get("t_b")
+        shared = self.time_b is None
+        n_cond = sum(bound.get(k) is not None for k in ("cond", "cond_a", "cond_b"))
+        return self.flops_per_forward(
+            int(x_a.shape[0]), int(x_a.shape[1]), int(x_b.shape[1]),
+            per_token_a=t_a.ndim == 2,
+            per_token_b=not shared and t_b is not None and t_b.ndim == 2,
+            cond_calls=n_cond if self.cond_mlp is not None else 0,
+        )
+
     def forward(
         self,
         x_a: Tensor,
@@ -376,26 +394,59 @@ class DualStreamTransformer(nn.Module):
         """Number of parameters (all, or only those with ``requires_grad``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def flops_per_forward(self, batch: int, L_a: int, L_b: int, include_attention: bool = True) -> int:
-        """Analytic forward FLOPs (2 per multiply-add) for per-sample times ``t_s: (B,)``.
+    def flops_per_forward(
+        self,
+        batch: int,
+        L_a: int,
+        L_b: int,
+        include_attention: bool = True,
+        *,
+        per_token_a: bool = False,
+        per_token_b: bool = False,
+        cond_calls: int | None = None,
+    ) -> int:
+        """Analytic forward FLOPs (2 per multiply-add).
 
-        Counts every Linear (embedders, time/cond MLPs, modulation once per sample, qkv, out, MLP,
-        heads) and, with ``include_attention``, ``QKᵀ`` and ``AV``: ``4·L_q·L_k·D`` per attention
-        call (joint: ``4·(L_a+L_b)²·D``). Norms, RoPE, softmax and activations are not counted.
-        Per-token times add ``L_s·`` the per-sample time-MLP and modulation costs (not included).
+        Counts every Linear (embedders, time/cond MLPs, modulation, qkv, out, MLP, heads) and, with
+        ``include_attention``, ``QKᵀ`` and ``AV``: ``4·L_q·L_k·D`` per attention call (joint:
+        ``4·(L_a+L_b)²·D``). Norms, RoPE, softmax, activations and the additions of condition vectors
+        are not counted.
+
+        The conditioning work depends on the call, not only on the sizes: with per-sample times
+        ``t_s: (B,)`` the time MLP and every adaLN modulation of stream ``s`` run once per sample; with
+        per-token times ``t_s: (B, L_s)`` they run once per token (``L_s×``). The condition MLP runs once
+        per given condition tensor (``cond``, ``cond_a``, ``cond_b``).
+
+        Args:
+            batch, L_a, L_b: ``B`` and the stream lengths.
+            include_attention: count ``QKᵀ`` and ``AV``.
+            per_token_a: ``t_a`` is ``(B, L_a)``; per_token_b: ``t_b`` is ``(B, L_b)`` (ignored with
+                ``shared_condition``, where b reuses a's condition).
+            cond_calls: how many of ``cond``, ``cond_a``, ``cond_b`` are given; ``None`` = 1 when
+                ``cond_dim > 0`` (the shared ``cond``), else 0.
         """
         cfg, d = self.config, self.config.dim
         hidden = int(d * cfg.mlp_ratio)
         length = L_a + L_b
+        shared = self.time_b is None
+        if shared and per_token_a:
+            raise ValueError("per_token_a needs shared_condition=False (a shared time vector is (B,))")
+        if cond_calls is None:
+            cond_calls = 1 if self.cond_mlp is not None else 0
+        if not (1 <= cond_calls <= 3 if self.cond_mlp is not None else cond_calls == 0):
+            raise ValueError(f"cond_calls must be 1..3 (cond_dim > 0) or 0 (cond_dim = 0), got {cond_calls}")
+        # Rows of the modulation / time-MLP inputs per sample: 1 (per-sample c) or L_s (per-token c).
+        rows_a = L_a if per_token_a else 1
+        rows_b = rows_a if shared else (L_b if per_token_b else 1)
         lin = L_a * cfg.in_dim_a * d + L_b * cfg.in_dim_b * d  # token embedders, per sample
-        n_time = 1 if self.time_b is None else 2
-        lin += n_time * (TIME_FREQ_DIM * d + d * d)
+        time_mlp = TIME_FREQ_DIM * d + d * d
+        lin += time_mlp * (rows_a if shared else rows_a + rows_b)
         if self.cond_mlp is not None:
-            lin += cfg.cond_dim * d + d * d
+            lin += cond_calls * (cfg.cond_dim * d + d * d)
         attn = 0
         per_token_dual = 3 * d * d + d * d + 2 * d * hidden
         for mode in cfg.attn_modes:
-            lin += 2 * d * 6 * d + length * per_token_dual
+            lin += (rows_a + rows_b) * d * 6 * d + length * per_token_dual
             if mode == "joint":
                 attn += length * length * d
             elif mode == "self":
@@ -403,15 +454,17 @@ class DualStreamTransformer(nn.Module):
             else:
                 # Sequential order projects o_a with a's query weights instead of h_a: same count.
                 attn += 2 * L_a * L_b * d
-        n_single_mod = 1 if (self.time_b is None) else 2
+        # Single blocks: one shared (B, D) vector is modulated once, else per segment (per token).
+        single_rows = 1 if shared else rows_a + rows_b
         for _ in range(cfg.depth_single):
-            lin += n_single_mod * d * 3 * d + length * (d * (3 * d + hidden) + (d + hidden) * d)
+            lin += single_rows * d * 3 * d + length * (d * (3 * d + hidden) + (d + hidden) * d)
             attn += length * length * d
-        for tail, n_tok, head in ((self.tail_a, L_a, self.head_a), (self.tail_b, L_b, self.head_b)):
+        streams = ((self.tail_a, L_a, rows_a, self.head_a), (self.tail_b, L_b, rows_b, self.head_b))
+        for tail, n_tok, rows, head in streams:
             for _ in tail:
-                lin += d * 6 * d + n_tok * (4 * d * d + 2 * d * hidden)
+                lin += rows * d * 6 * d + n_tok * (4 * d * d + 2 * d * hidden)
                 attn += n_tok * n_tok * d
             if head is not None:
-                lin += d * 2 * d + n_tok * d * head.linear.out_features
+                lin += rows * d * 2 * d + n_tok * d * head.linear.out_features
         total = 2 * lin + (4 * attn if include_attention else 0)
         return int(batch * total)

@@ -159,7 +159,9 @@ class ThroughputMFU(Callback):
     FLOPs per step come from, in order: ``flops_per_sample`` × batch size when given; else every
     call of ``pl_module.net`` during the step, costed by the net's analytic
     ``flops_per_forward(batch, L_a, L_b)`` (×3 for calls with gradients: forward + backward, ×1
-    without), which counts extra calls such as CFG or self-conditioning exactly. A net without
+    without), which counts extra calls such as CFG or self-conditioning exactly; a net with
+    ``flops_of_call(*args, **kwargs)`` (``DualStreamTransformer``) is costed from the call's own
+    arguments (per-token times, per-stream conditions). A net without
     ``flops_per_forward`` gets samples/s only.
 
     Logged each training step: ``perf/samples_per_s``, and with FLOPs known ``perf/flops_per_s``
@@ -201,9 +203,12 @@ class ThroughputMFU(Callback):
 
     @torch.compiler.disable  # a Python counter: keep it out of a compiled net's graph
     def _count_call(self, net: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        x_a = args[0] if len(args) > 0 else kwargs["x_a"]
-        x_b = args[1] if len(args) > 1 else kwargs["x_b"]
-        flops = net.flops_per_forward(int(x_a.shape[0]), int(x_a.shape[1]), int(x_b.shape[1]))
+        if hasattr(net, "flops_of_call"):  # DualStreamTransformer: per-token times / per-stream conds counted
+            flops = net.flops_of_call(*args, **kwargs)
+        else:
+            x_a = args[0] if len(args) > 0 else kwargs["x_a"]
+            x_b = args[1] if len(args) > 1 else kwargs["x_b"]
+            flops = net.flops_per_forward(int(x_a.shape[0]), int(x_a.shape[1]), int(x_b.shape[1]))
         self._step_flops += flops * (3 if torch.is_grad_enabled() else 1)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:

@@ -224,3 +224,52 @@ def test_per_stream_conditions_route_to_their_own_stream():
     shared = DualStreamTransformer(_cfg(shared_condition=True))
     with pytest.raises(ValueError, match="shared_condition"):
         shared(**{**inputs, "cond_a": cond_a})
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(attn_mode="cross", depth_single=1, depth_tail=1)],
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        dict(per_token_a=True),
+        dict(per_token_a=True, per_token_b=True),
+        dict(cond_ab=True),
+        dict(per_token_b=True, cond_ab=True),
+    ],
+)
+def test_flops_with_per_token_times_and_per_stream_conditions_match_the_counter(kw, call):
+    """Per-token times run the time MLP and every modulation per token; cond_a/cond_b run the cond MLP twice."""
+    model = DualStreamTransformer(_cfg(**kw))
+    len_a, len_b = 5, 3
+    inputs = _inputs(len_a, len_b, per_token=call.get("per_token_a", False))
+    if call.get("per_token_b"):
+        inputs["t_b"] = torch.rand(B, len_b)
+    if call.get("cond_ab"):
+        inputs.update(cond=None, cond_a=torch.randn(B, 3), cond_b=torch.randn(B, 3))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    counted = model.flops_of_call(**inputs)
+    assert counter.get_total_flops() == counted
+    per_sample_call = model.flops_per_forward(B, len_a, len_b)
+    if call.get("per_token_a") or call.get("per_token_b") or call.get("cond_ab"):
+        assert counted > per_sample_call
+    assert counted == model.flops_per_forward(
+        B, len_a, len_b, per_token_a=call.get("per_token_a", False), per_token_b=call.get("per_token_b", False),
+        cond_calls=2 if call.get("cond_ab") else 1,
+    )
+
+
+def test_flops_shared_condition_and_bad_options():
+    model = DualStreamTransformer(_cfg(shared_condition=True, depth_single=1, depth_tail=1))
+    inputs = {**_inputs(4, 4), "t_b": None}
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    assert counter.get_total_flops() == model.flops_of_call(**inputs) == model.flops_per_forward(B, 4, 4)
+    with pytest.raises(ValueError, match="per_token_a needs shared_condition=False"):
+        model.flops_per_forward(B, 4, 4, per_token_a=True)
+    with pytest.raises(ValueError, match="cond_calls"):
+        model.flops_per_forward(B, 4, 4, cond_calls=0)
+    with pytest.raises(ValueError, match="cond_calls"):
+        DualStreamTransformer(_cfg(cond_dim=0)).flops_per_forward(B, 4, 4, cond_calls=1)
