@@ -61,6 +61,7 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--regions", default="global", help="comma-separated WB2 region names")
     p.add_argument("--climatology-period", default=None, help="START:END of truth for the climatology")
+    p.add_argument("--climatology", default=None, help="WB2 climatology file (dayofyear, hour) for ACC and the baseline")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--track-start", default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
     a = p.parse_args(argv)
@@ -68,7 +69,7 @@ def evaluate_main(argv: list[str]) -> dict:
     start = tuple(float(v) for v in a.track_start.split(",")) if a.track_start else None
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
-        track_start=start,
+        track_start=start, climatology=a.climatology,
     )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res

@@ -5,7 +5,8 @@ Forecast: the schema written by ``apps.weather.sampling`` (or any WB2 forecast z
 reader opens. Scores per (variable, lead, region) through :class:`ScoreAccumulator`; baselines:
 persistence (truth at the init) and climatology.
 
-Climatology: per hour of day and grid point, a least-squares fit on the climatology period of
+Climatology: a WeatherBench2 climatology file when given (``climatology=``, see
+``apps.weather.climatology_file``); otherwise, as the fallback, per hour of day and grid point, a least-squares fit on the climatology period of
 ``β₀ + Σ_{k=1..K} (a_k cos 2πk·f + b_k sin 2πk·f)`` in the year fraction f of the valid time, K = 3 when the
 period spans a year or more, else K = 0 (the plain diurnal climatology — a short record cannot resolve
 the season). This is a smooth (day-of-year, hour) climatology in the spirit of WB2's running-window one;
@@ -104,6 +105,7 @@ def evaluate(
     report: bool = True,
     seed: int = 0,
     track_start: tuple[float, float] | None = None,
+    climatology: str | os.PathLike | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -111,6 +113,9 @@ def evaluate(
         climatology_period: (start, end) of truth used for the climatology; default every truth time
             before the first init (or all truth if none).
         channels: subset of channels (default every forecast channel).
+        climatology: a WeatherBench2 climatology file (zarr/NetCDF, path or URL; dims ``dayofyear``,
+            ``hour``; ``apps.weather.climatology_file``) for ACC and the climatology baseline; None =
+            the harmonic fit on ``climatology_period`` (the fallback).
         track_start: (lat, lon) of a cyclone near the first lead: track it in the first init
             (``cyclone.track_forecast``, needs ``mean_sea_level_pressure``); the result goes under
             ``"cyclone"`` and the report draws the tracks over the strike-probability map.
@@ -126,12 +131,20 @@ def evaluate(
     inits = fc.time.values
     leads = fc.prediction_timedelta.values
     ttimes = truth.time.values
-    if climatology_period is None:
-        before = ttimes < inits.min()
-        clim_ds = truth.isel(time=np.flatnonzero(before)) if before.sum() >= 24 else truth
+    if climatology is not None:
+        from apps.weather.climatology_file import FileClimatology
+
+        clim = FileClimatology(str(climatology), chans, fc.latitude.values, fc.longitude.values)
+        clim_record = clim.describe()
     else:
-        clim_ds = truth.sel(time=slice(*climatology_period))
-    clim = Climatology(clim_ds, chans, harmonics)
+        if climatology_period is None:
+            before = ttimes < inits.min()
+            clim_ds = truth.isel(time=np.flatnonzero(before)) if before.sum() >= 24 else truth
+        else:
+            clim_ds = truth.sel(time=slice(*climatology_period))
+        clim = Climatology(clim_ds, chans, harmonics)
+        period = [str(clim_ds.time.values[0]), str(clim_ds.time.values[-1])]
+        clim_record = {"source": "harmonic fit on truth", "kind": "harmonic", "harmonics": clim.k, "period": period}
     acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed)
     tindex = {t: i for i, t in enumerate(ttimes)}
     skipped = 0
@@ -162,7 +175,7 @@ def evaluate(
         "truth": str(truth_path),
         "grid": f"{truth.sizes['latitude']}x{truth.sizes['longitude']}",
         "inits": [str(t) for t in inits],
-        "climatology": {"harmonics": clim.k, "period": [str(clim_ds.time.values[0]), str(clim_ds.time.values[-1])]},
+        "climatology": clim_record,
         "skipped_pairs": skipped,
         "scores": rows,
     }

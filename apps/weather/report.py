@@ -29,6 +29,12 @@ def _field(ds: xr.Dataset, ch: str) -> xr.DataArray:
     return ds[v].sel(level=float(lv)) if lv else ds[v]
 
 
+def _clim_text(c: dict) -> str:
+    if c.get("kind") == "wb2_file":
+        return f"climatology from the WB2 file {html.escape(c['source'])}"
+    return f"climatology harmonics {c['harmonics']} over {html.escape(' .. '.join(c['period']))}"
+
+
 def _cyclone_section(cy: dict, figs: Path) -> str:
     """Track map (observed vs members vs ensemble-mean field over strike probability) and error table."""
     from apps.weather.track_plot import draw_tracks
@@ -139,8 +145,7 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
         "<!doctype html><html><head><meta charset='utf-8'><title>weather evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}</style></head><body>"
         f"<h1>Weather forecast evaluation</h1><p>forecast {html.escape(result['forecast'])}; truth {html.escape(result['truth'])}; "
-        f"grid {html.escape(result['grid'])}; {len(result['inits'])} inits; climatology harmonics {result['climatology']['harmonics']} "
-        f"over {html.escape(' .. '.join(result['climatology']['period']))}. Metrics: WeatherBench2 definitions (cell-area weights, "
+        f"grid {html.escape(result['grid'])}; {len(result['inits'])} inits; {_clim_text(result['climatology'])}. Metrics: WeatherBench2 definitions (cell-area weights, "
         "RMSE after the time mean, fair CRPS, unbiased SSR).</p>"
         + "".join(parts)
         + "<h2>Table (global)</h2><table><tr><th>channel</th><th>lead h</th><th>RMSE</th><th>persistence</th><th>climatology</th>"

@@ -60,3 +60,81 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert len(saved["scores"]) == 4
     assert (tmp_path / "ev" / "scores.csv").read_text().startswith("variable,lead_hours,region")
     assert (tmp_path / "ev" / "report.html").exists() and (tmp_path / "ev" / "figs" / "stamps.png").exists()
+
+
+def _wb2_climatology(truth: xr.Dataset, hours) -> tuple[xr.Dataset, callable]:
+    """A WB2-schema climatology: dims (hour, dayofyear, longitude, latitude), latitude descending and
+    longitude in [-180, 180) (as some files are) — values a known function of (dayofyear, hour)."""
+    lat, lon = truth.latitude.values, truth.longitude.values
+    base = truth["2m_temperature"].mean("time").values  # (H, W)
+    doy = np.arange(1, 367)
+
+    def value(d, h):
+        return base + 0.1 * d + 0.5 * np.cos(2 * np.pi * h / 24)
+
+    arr = np.stack([np.stack([value(d, h).T for d in doy]) for h in hours])  # (hour, doy, lon, lat)
+    lon_w = (lon + 180.0) % 360.0 - 180.0
+    clim = xr.Dataset(
+        {"2m_temperature": (("hour", "dayofyear", "longitude", "latitude"), arr[..., ::-1].astype("f4"))},
+        coords={"hour": np.asarray(hours), "dayofyear": doy, "longitude": lon_w, "latitude": lat[::-1]},
+    )
+    return clim, value
+
+
+def test_acc_against_wb2_climatology_file(tmp_path):
+    truth = simulate(8, 16, days=10, seed=2)
+    truth_path = tmp_path / "truth.zarr"
+    truth.to_zarr(truth_path, consolidated=False, zarr_format=3)
+    inits = truth.time.values[[120, 151]]  # 00 UTC and 07 UTC: valid hours 06/12 and 13/19
+    leads = np.array([6, 12], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    rng = np.random.default_rng(1)
+    t2 = np.stack([np.stack([truth["2m_temperature"].sel(time=i + l).values for l in leads]) for i in inits])
+    ens = t2[:, None] + rng.normal(0, 1.0, (2, 3, 2, 8, 16))
+    fc = xr.Dataset(
+        {"2m_temperature": (("time", "realization", "prediction_timedelta", "latitude", "longitude"), ens.astype("f4"))},
+        coords={"time": inits, "realization": np.arange(3), "prediction_timedelta": leads, "latitude": truth.latitude.values, "longitude": truth.longitude.values},
+    )
+    fc.to_zarr(tmp_path / "fc.zarr", consolidated=False, zarr_format=3)
+    clim, value = _wb2_climatology(truth, [0, 6, 12, 18])
+    clim.to_zarr(tmp_path / "clim.zarr", consolidated=True, zarr_format=2)
+    res = evaluate(tmp_path / "fc.zarr", truth_path, tmp_path / "ev", climatology=str(tmp_path / "clim.zarr"))
+    assert res["climatology"]["kind"] == "wb2_file"
+    w = cell_area_weights(truth.latitude.values)[:, None]
+    sm = lambda z: float((z * w).mean())  # noqa: E731
+    for j, lead in enumerate((6, 12)):
+        row = next(r for r in res["scores"] if r["lead_hours"] == lead)
+        cmse, acc = [], []
+        for i, init in enumerate(inits):
+            valid = pd.Timestamp(init + leads[j])
+            hour = min((0, 6, 12, 18), key=lambda h: abs((h - valid.hour + 12) % 24 - 12))  # nearest on the circle
+            c = value(valid.dayofyear, hour)
+            y = t2[i, j]
+            fa, ya = ens[i, :, j].astype("f4").astype(np.float64).mean(0) - c, y - c
+            cmse.append(sm((c - y) ** 2))
+            acc.append(sm(fa * ya) / np.sqrt(sm(fa**2) * sm(ya**2)))
+        assert row["climatology_rmse"] == pytest.approx(np.sqrt(np.mean(cmse)), rel=1e-5)
+        assert row["acc"] == pytest.approx(np.mean(acc), rel=1e-5)
+    # the harmonic fit stays the fallback, and gives different numbers
+    fallback = evaluate(tmp_path / "fc.zarr", truth_path, tmp_path / "ev2", report=False)
+    assert fallback["climatology"]["kind"] == "harmonic"
+    assert fallback["scores"][0]["climatology_rmse"] != pytest.approx(res["scores"][0]["climatology_rmse"], rel=1e-3)
+
+
+def test_wb2_climatology_file_bad_input(tmp_path):
+    from apps.weather.climatology_file import FileClimatology
+    from apps.weather.data import WeatherDataError
+
+    truth = simulate(8, 16, days=2, seed=2)
+    clim, value = _wb2_climatology(truth, list(range(24)))
+    clim.to_netcdf(tmp_path / "clim.nc")
+    lat, lon = truth.latitude.values, truth.longitude.values
+    fc = FileClimatology(str(tmp_path / "clim.nc"), ["2m_temperature"], lat, lon)
+    np.testing.assert_allclose(fc(np.datetime64("2001-03-01T13"))[0], value(60, 13), rtol=1e-6)  # hourly file, non-leap year
+    np.testing.assert_allclose(fc(np.datetime64("2000-12-31T05"))[0], value(366, 5), rtol=1e-6)
+    with pytest.raises(WeatherDataError, match=r"clim.nc \[temperature\].*no variable"):
+        FileClimatology(str(tmp_path / "clim.nc"), ["temperature/850"], lat, lon)
+    clim.isel(hour=0).to_netcdf(tmp_path / "nohour.nc")
+    with pytest.raises(WeatherDataError, match="nohour.nc.*no 'hour' dimension"):
+        FileClimatology(str(tmp_path / "nohour.nc"), ["2m_temperature"], lat, lon)
+    with pytest.raises(WeatherDataError, match="clim.nc.*does not match"):
+        FileClimatology(str(tmp_path / "clim.nc"), ["2m_temperature"], lat + 1.0, lon)
