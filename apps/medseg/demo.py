@@ -72,7 +72,7 @@ def run(out: Path, fit_steps: int = 400, size: int = 32, n_per_prompt: int = 8, 
     real_test, _, _ = load_slices(test_dir, names, size)
     synth, _, _ = load_slices(out / "generated", names, size, min_foreground=0)
     res = run_evaluation(real_train, real_test, synth, labels.names, seeds=list(range(seeds)), ratios=[1.0, 2.0],
-                         few=6, steps=eval_steps, spacing=5.0 * 64 / size, log=log)
+                         few=6, steps=eval_steps, spacing=5.0 * 64 / size, log=log, ref_steps=4 * eval_steps)
     timings["evaluate"] = time.time() - t
     res["timings_seconds"] = timings
     res["pairs_per_second"] = gen["pairs_per_second"]

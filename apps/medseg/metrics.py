@@ -44,9 +44,44 @@ def make_unet(in_channels: int, num_classes: int, channels: Sequence[int] = (16,
                 num_res_units=1, norm="batch")
 
 
+def augment(x: Tensor, y: Tensor, g: torch.Generator, rotate_deg: float = 10.0, scale: float = 0.1,
+            shift: float = 0.06, intensity: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Random affine (rotation, isotropic scale, shift) and intensity jitter, the same warp for image and mask.
+
+    No left-right flip: the label set has lateral classes (kidney_left / kidney_right), and a mirrored
+    slice would carry the other side's label.
+
+    Args:
+        x: (B, C, S, S) images in [-1, 1]; y: (B, 1, S, S) long masks (warped by nearest neighbour).
+        g: generator for every random draw (deterministic runs).
+
+    Returns:
+        the augmented ``(x, y)``, same shapes and dtypes.
+    """
+    B = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731 - uniform in [-1, 1]
+    ang = u(B) * math.radians(rotate_deg)
+    sc = 1 + scale * u(B)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, shift * u(B)], -1), torch.stack([sin, cos, shift * u(B)], -1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # shift to [0, 2] so that zero padding fills with -1 (air after windowing) once shifted back
+    xw = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+    yw = F.grid_sample(y.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
+    # intensity: contrast and brightness jitter, a little Gaussian noise
+    a = 1 + intensity * u(B, 1, 1, 1)
+    b = intensity * u(B, 1, 1, 1)
+    noise = 0.5 * intensity * torch.rand(B, 1, 1, 1, generator=g) * torch.randn(xw.shape, generator=g)
+    return (xw * a + b + noise).clamp(-1, 1), yw
+
+
 def train_segmenter(data: SegData, num_classes: int, steps: int = 200, batch: int = 16, lr: float = 2e-3,
-                    seed: int = 0, channels: Sequence[int] = (16, 32, 64)) -> nn.Module:
-    """Train a UNet with DiceCE for ``steps`` steps (random flips), deterministic from ``seed``."""
+                    seed: int = 0, channels: Sequence[int] = (16, 32, 64), augmentation: bool = False) -> nn.Module:
+    """Train a UNet with Dice + cross-entropy (MONAI ``DiceCELoss``), deterministic from ``seed``.
+
+    ``augmentation=True`` applies :func:`augment` to every batch (used for the reference segmenter);
+    the downstream runs keep the plain protocol (no augmentation) so that any gain comes from the data.
+    """
     from monai.losses import DiceCELoss
 
     g = torch.Generator().manual_seed(seed)
@@ -60,8 +95,8 @@ def train_segmenter(data: SegData, num_classes: int, steps: int = 200, batch: in
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch, max(n, 2)),), generator=g)
         x, y = data.images[idx], data.masks[idx][:, None]
-        if torch.rand(1, generator=g) < 0.5:  # left-right flip, applied to both
-            x, y = x.flip(-1), y.flip(-1)
+        if augmentation:
+            x, y = augment(x, y, g)
         loss = lossf(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

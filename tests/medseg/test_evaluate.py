@@ -44,13 +44,14 @@ def _toy(n, seed):
 
 def test_run_evaluation_protocol_keys_and_seeds():
     res = run_evaluation(_toy(12, 0), _toy(6, 1), _toy(12, 2), ["background", "organ"], seeds=[0, 1, 2],
-                         ratios=[1.0], few=4, steps=3, log=lambda s: None)
+                         ratios=[1.0], few=4, steps=3, log=lambda s: None, ref_steps=3)
     d = res["downstream"]
     assert set(d) == {"real_only", "real_plus_synthetic_x1", "synthetic_only"}
     assert len(d["real_only"]["dice"]["per_seed"]) == 3 and d["real_only"]["dice"]["sd"] >= 0
     assert res["downstream_gain_dice"] == pytest.approx(
         d["real_plus_synthetic_x1"]["dice"]["mean"] - d["real_only"]["dice"]["mean"])
     assert 0 <= res["alignment"]["dice"] <= 1 and res["frechet"]["real_train_vs_real_test"] >= 0
+    assert res["reference"]["steps"] == 3 and 0 <= res["reference_real_train"]["dice"] <= 1
 
 
 def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path):
@@ -58,7 +59,7 @@ def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path):
     syn = write_phantom_msd(tmp_path / "syn", n_cases=2, seed=5, shape=(16, 16, 6))
     out = tmp_path / "ev"
     evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(out), "--size", "16",
-                   "--steps", "2", "--seeds", "3", "--ratios", "1", "--few", "3", "--labels", "liver,spleen"])
+                   "--steps", "2", "--ref-steps", "2", "--seeds", "3", "--ratios", "1", "--few", "3", "--labels", "liver,spleen"])
     res = json.loads((out / "evaluation.json").read_text())
     assert res["labels"] == ["background", "liver", "spleen"]
     html = (out / "report.html").read_text()
@@ -70,3 +71,39 @@ def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path):
     (foreign / "x.txt").write_text("x")
     with pytest.raises(SystemExit, match="other data"):
         evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(foreign)])
+
+
+def test_augment_warps_image_and_mask_together():
+    from apps.medseg.metrics import augment
+
+    m = _toy(8, 3).masks
+    x = m[:, None].float() * 2 - 1  # image = mask, so a consistent warp keeps them equal
+    still, same = augment(x, m[:, None], torch.Generator().manual_seed(0), 0.0, 0.0, 0.0, 0.0)
+    assert torch.allclose(still, x, atol=1e-5) and torch.equal(same, m[:, None])
+    xa, ya = augment(x, m[:, None], torch.Generator().manual_seed(1))
+    assert ya.dtype == torch.long and set(ya.unique().tolist()) <= {0, 1} and not torch.equal(ya, m[:, None])
+    agree = ((xa > 0).long() == ya).float().mean()
+    assert agree > 0.97  # only boundary pixels (bilinear vs nearest, intensity jitter) may differ
+
+
+@pytest.mark.slow  # ~1 min on a loaded 2-core host
+def test_reference_segmenter_learns_the_real_ct(shared_file):
+    """The alignment reference must segment real slices well (its training slices and held-out ones)."""
+    from apps.medseg.data import SliceDataset, load_case
+    from apps.medseg.evaluate import REF_CHANNELS, to_segdata
+    from apps.medseg.labels import LabelDict
+    from apps.medseg.metrics import predict, train_segmenter
+    from apps.medseg.prompts import PromptVocab
+
+    from .conftest import CT, CT_SEG, LABELS_JSON, ORGANS
+
+    src = LabelDict.from_json(shared_file(LABELS_JSON), key="total")
+    sel, lut = src.select(ORGANS)
+    vol = load_case(shared_file(CT), shared_file(CT_SEG), src, lut, sel, "CT")
+    v = PromptVocab(labels=tuple(ORGANS))
+    tr = to_segdata(SliceDataset([vol], v, size=32, z_range=(0.0, 0.7)))
+    te = to_segdata(SliceDataset([vol], v, size=32, z_range=(0.7, 1.0)))
+    net = train_segmenter(tr, 6, steps=300, seed=1000, channels=REF_CHANNELS, augmentation=True)
+    d_tr = dice_hd95(predict(net, tr.images), tr.masks, 6)["dice"]
+    d_te = dice_hd95(predict(net, te.images), te.masks, 6)["dice"]
+    assert d_tr > 0.8 and d_te > 0.5, (d_tr, d_te)
