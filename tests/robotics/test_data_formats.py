@@ -99,8 +99,10 @@ def test_robomimic_roundtrip_and_filter(tmp_path, toy_eps):
 
 def test_convert_cli_chain(tmp_path, toy_eps, capsys):
     src = save_episodes(toy_eps, tmp_path / "a.zarr", "zarr")
-    assert convert_main([str(src), str(tmp_path / "b"), "--to", "lerobot_v3"]) == 0
+    assert convert_main([str(src), str(tmp_path / "b"), "--to", "lerobot_v3", "--data-mb", "1e-6",
+                         "--chunks-size", "2"]) == 0
     assert detect_format(tmp_path / "b") == "lerobot_v3"
+    assert (tmp_path / "b/data/chunk-001/file-001.parquet").exists()  # split: one episode per file
     assert convert_main([str(tmp_path / "b"), str(tmp_path / "c.hdf5"), "--to", "robomimic"]) == 0
     assert convert_main([str(tmp_path / "c.hdf5"), str(tmp_path / "d"), "--to", "lerobot_v2.1", "--episodes", "3"]) == 0
     assert convert_main([str(tmp_path / "d"), str(tmp_path / "e.zarr"), "--to", "zarr"]) == 0
@@ -112,3 +114,61 @@ def test_convert_cli_chain(tmp_path, toy_eps, capsys):
     assert convert_main([str(tmp_path / "junk"), str(tmp_path / "out.zarr"), "--to", "zarr"]) == 2
     assert "junk" in capsys.readouterr().out
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_v3_packing_rule():
+    from apps.robotics.data.lerobot import _file_position, _pack
+
+    assert _pack([4, 4, 4, 9, 1], 8) == [[0, 1], [2], [3], [4]]  # a too-large episode gets its own file
+    assert _pack([1, 1, 1], 100) == [[0, 1, 2]]
+    assert _file_position(7, 3) == {"chunk_index": 2, "file_index": 1}
+
+
+@pytest.mark.parametrize("image_mode", ["image", "video"])
+def test_lerobot_v3_splits_files_at_size_limits_and_reads_back(tmp_path, toy_eps, image_mode):
+    import pandas as pd
+
+    whole = write_lerobot(toy_eps, tmp_path / "whole", image_mode=image_mode)
+    assert len(list(whole.rglob("file-*.parquet"))) == 2  # one data file + the episode table
+    # A limit of 1 byte puts every episode in its own file; 3 files per chunk folder.
+    tiny = write_lerobot(toy_eps, tmp_path / "tiny", image_mode=image_mode, data_files_size_in_mb=1e-6,
+                         video_files_size_in_mb=1e-6, chunks_size=3)
+    n = toy_eps.n_episodes
+    data_files = sorted(p.relative_to(tiny).as_posix() for p in (tiny / "data").rglob("*.parquet"))
+    assert len(data_files) == n and data_files[3] == "data/chunk-001/file-000.parquet"
+    info = json.loads((tiny / "meta/info.json").read_text())
+    assert (info["chunks_size"], info["data_files_size_in_mb"], info["video_files_size_in_mb"]) == (3, 1e-6, 1e-6)
+    if image_mode == "video":
+        assert len(list((tiny / "videos").rglob("*.mp4"))) == n
+    # A limit of about two episodes packs several episodes per file, with timestamps inside the file.
+    sizes = [p.stat().st_size for p in (tiny / "data").rglob("*.parquet")]
+    v_sizes = [p.stat().st_size for p in (tiny / "videos").rglob("*.mp4")] or [1]
+    mid = write_lerobot(toy_eps, tmp_path / "mid", image_mode=image_mode,
+                        data_files_size_in_mb=2.5 * max(sizes) / 2**20,
+                        video_files_size_in_mb=2.5 * max(v_sizes) / 2**20)
+    n_mid = len(list((mid / "data").rglob("*.parquet")))
+    assert 1 < n_mid < n
+    table = pd.read_parquet(mid / "meta/episodes/chunk-000/file-000.parquet")
+    assert table["data/file_index"].is_monotonic_increasing and table["data/file_index"].max() == n_mid - 1
+    if image_mode == "video":
+        assert 1 < len(list((mid / "videos").rglob("*.mp4"))) < n
+        assert (table["videos/observation.image/from_timestamp"] > 0).any()  # later episodes of a file
+    for root in (tiny, mid):
+        back = read_lerobot(root)
+        ref = read_lerobot(whole)
+        assert back.episode_ends.tolist() == toy_eps.episode_ends.tolist()
+        assert back.has_action.tolist() == toy_eps.has_action.tolist()
+        for k in toy_eps.fields:
+            if k == "image" and image_mode == "video":
+                _close(back.fields[k], toy_eps.fields[k], k)  # re-encoded per file: lossy, not bit-equal
+            else:
+                np.testing.assert_array_equal(back.fields[k], ref.fields[k], err_msg=k)
+        sub = read_lerobot(root, episodes=[n - 1, 1])
+        np.testing.assert_array_equal(sub.fields["state"], toy_eps.select([n - 1, 1]).fields["state"])
+    if image_mode == "video":
+        t = pd.read_parquet(tiny / "meta/episodes/chunk-000/file-000.parquet")
+        assert (t["videos/observation.image/from_timestamp"] == 0).all()
+        assert t["videos/observation.image/chunk_index"].tolist() == [e // 3 for e in range(n)]
+    with pytest.raises(ValueError, match="must be > 0"):
+        write_lerobot(toy_eps, tmp_path / "bad", data_files_size_in_mb=0)
+    assert not (tmp_path / "bad").exists()

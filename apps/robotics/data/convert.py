@@ -50,8 +50,10 @@ def load_episodes(path: str | os.PathLike, fmt: str | None = None, **kw) -> Epis
     raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
 
 
-def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite: bool = False) -> Path:
-    """Write `eps` in format `fmt` (one of `FORMATS`), atomically."""
+def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite: bool = False, **v3) -> Path:
+    """Write `eps` in format `fmt` (one of `FORMATS`), atomically.
+
+    ``v3``: ``data_files_size_in_mb``, ``video_files_size_in_mb``, ``chunks_size`` for ``lerobot_v3``."""
     if fmt == "zarr":
         from apps.robotics.data.zarr_io import write_replay_zarr
 
@@ -59,7 +61,9 @@ def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite:
     if fmt in ("lerobot_v2.1", "lerobot_v3"):
         from apps.robotics.data.lerobot import write_lerobot
 
-        return write_lerobot(eps, path, version="v2.1" if fmt.endswith("2.1") else "v3.0", overwrite=overwrite)
+        if fmt.endswith("2.1"):
+            return write_lerobot(eps, path, version="v2.1", overwrite=overwrite)
+        return write_lerobot(eps, path, version="v3.0", overwrite=overwrite, **v3)
     if fmt == "robomimic":
         from apps.robotics.data.robomimic import write_robomimic
 
@@ -77,6 +81,9 @@ def convert_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="src_fmt", choices=FORMATS, default=None)
     ap.add_argument("--episodes", type=int, default=None, help="convert only the first N episodes")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--data-mb", type=float, default=100.0, help="lerobot_v3: data file size limit (MB)")
+    ap.add_argument("--video-mb", type=float, default=200.0, help="lerobot_v3: video file size limit (MB)")
+    ap.add_argument("--chunks-size", type=int, default=1000, help="lerobot_v3: files per chunk folder")
     args = ap.parse_args(argv)
     try:
         kw = {}
@@ -88,8 +95,10 @@ def convert_main(argv: list[str] | None = None) -> int:
         else:
             eps = load_episodes(args.src, fmt, **kw)
         eps.validate()
-        save_episodes(eps, args.dst, args.to, overwrite=args.overwrite)
-    except (DataError, FileExistsError) as exc:
+        v3 = dict(data_files_size_in_mb=args.data_mb, video_files_size_in_mb=args.video_mb,
+                  chunks_size=args.chunks_size) if args.to == "lerobot_v3" else {}
+        save_episodes(eps, args.dst, args.to, overwrite=args.overwrite, **v3)
+    except (DataError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}")
         return 2
     print(f"wrote {args.dst} ({args.to}): {eps.n_episodes} episodes, {eps.n_frames} frames, "

@@ -278,13 +278,20 @@ def _info(eps: EpisodeSet, version: str, feats: dict, extra: dict) -> dict:
 
 
 def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0", codec: str = "libx264",
-                  overwrite: bool = False, image_mode: str = "video") -> Path:
+                  overwrite: bool = False, image_mode: str = "video", data_files_size_in_mb: float = 100.0,
+                  video_files_size_in_mb: float = 200.0, chunks_size: int = 1000) -> Path:
     """Write `eps` as a LeRobot dataset folder (``version`` "v2.1" or "v3.0"), atomically.
 
     ``image_mode="video"`` encodes cameras as mp4 (LeRobot's default); ``"image"`` stores lossless PNG
-    bytes in the parquet rows (LeRobot's ``dtype: image`` features)."""
+    bytes in the parquet rows (LeRobot's ``dtype: image`` features). v3.0 only: whole episodes are
+    packed into ``data/chunk-C/file-F.parquet`` and ``videos/<key>/chunk-C/file-F.mp4`` files of at most
+    ``data_files_size_in_mb`` / ``video_files_size_in_mb`` (LeRobot's defaults 100 / 200; an episode
+    larger than the limit gets a file of its own), ``chunks_size`` files per chunk folder (1000)."""
     if image_mode not in ("video", "image"):
         raise ValueError(f"image_mode must be one of 'video', 'image', got {image_mode!r}")
+    if not (data_files_size_in_mb > 0 and video_files_size_in_mb > 0 and int(chunks_size) >= 1):
+        raise ValueError(f"data_files_size_in_mb ({data_files_size_in_mb}) and video_files_size_in_mb "
+                         f"({video_files_size_in_mb}) must be > 0 and chunks_size ({chunks_size}) >= 1")
     import pyarrow.parquet as pq
 
     from dualsci.io import atomic_dir
@@ -298,19 +305,20 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
         (tmp / "meta").mkdir()
         task = _task(eps)
         if version == "v2.1":
-            extra = {"total_chunks": 1, "total_videos": len(cams) * eps.n_episodes,
+            extra = {"total_chunks": (eps.n_episodes - 1) // 1000 + 1, "total_videos": len(cams) * eps.n_episodes,
                      "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
                      "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
             lines, stats, index0 = [], [], 0
             for e in range(eps.n_episodes):
                 table = _frame_table(eps, [e], feats, index0)
                 index0 += table.num_rows
-                p = tmp / extra["data_path"].format(episode_chunk=0, episode_index=e)
+                p = tmp / extra["data_path"].format(episode_chunk=e // 1000, episode_index=e)
                 p.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(table, p)
                 for cam in cams:
                     frames = eps.episode(e)[_mem_name(cam, cams)]
-                    write_video(tmp / extra["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e),
+                    write_video(tmp / extra["video_path"].format(episode_chunk=e // 1000, video_key=cam,
+                                                                 episode_index=e),
                                 frames, eps.fps, codec)
                 lines.append(json.dumps({"episode_index": e, "tasks": [task], "length": int(eps.lengths[e])}))
                 stats.append(json.dumps({"episode_index": e, "stats": _episode_stats(eps, e, feats)}))
@@ -319,35 +327,95 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
             (tmp / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": k, "task": t}) + "\n"
                                                           for k, t in enumerate(_task_names(eps))))
         else:
-            import pandas as pd
-
-            extra = {"data_files_size_in_mb": 100, "video_files_size_in_mb": 200,
+            extra = {"chunks_size": int(chunks_size), "data_files_size_in_mb": data_files_size_in_mb,
+                     "video_files_size_in_mb": video_files_size_in_mb,
                      "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
                      "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"}
-            table = _frame_table(eps, list(range(eps.n_episodes)), feats, 0)
-            p = tmp / extra["data_path"].format(chunk_index=0, file_index=0)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, p)
-            starts = eps.starts
-            rows = {"episode_index": np.arange(eps.n_episodes), "tasks": [[task]] * eps.n_episodes,
-                    "length": eps.lengths, "data/chunk_index": np.zeros(eps.n_episodes, np.int64),
-                    "data/file_index": np.zeros(eps.n_episodes, np.int64),
-                    "dataset_from_index": starts, "dataset_to_index": eps.episode_ends}
-            for cam in cams:
-                write_video(tmp / extra["video_path"].format(video_key=cam, chunk_index=0, file_index=0),
-                            eps.fields[_mem_name(cam, cams)], eps.fps, codec)
-                rows[f"videos/{cam}/chunk_index"] = np.zeros(eps.n_episodes, np.int64)
-                rows[f"videos/{cam}/file_index"] = np.zeros(eps.n_episodes, np.int64)
-                rows[f"videos/{cam}/from_timestamp"] = starts / eps.fps
-                rows[f"videos/{cam}/to_timestamp"] = eps.episode_ends / eps.fps
-            (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
-            pd.DataFrame(rows).to_parquet(tmp / "meta/episodes/chunk-000/file-000.parquet")
-            names = _task_names(eps)
-            pd.DataFrame({"task_index": list(range(len(names)))},
-                         index=pd.Index(names, name="task")).to_parquet(tmp / "meta/tasks.parquet")
+            _write_v3_files(eps, tmp, feats, cams, extra, codec, task)
         (tmp / "meta/info.json").write_text(json.dumps(_info(eps, version, feats, extra), indent=2))
         (tmp / "meta/stats.json").write_text(json.dumps(_global_stats(eps, feats), indent=2))
     return root
+
+
+def _pack(sizes: list[int], limit_bytes: float) -> list[list[int]]:
+    """Greedy packing of consecutive episodes into files: a new file starts when adding the next
+    episode would pass the limit (an episode larger than the limit gets a file of its own)."""
+    groups: list[list[int]] = []
+    total = 0
+    for e, size in enumerate(sizes):
+        if not groups or (groups[-1] and total + size > limit_bytes):
+            groups.append([])
+            total = 0
+        groups[-1].append(e)
+        total += size
+    return groups
+
+
+def _file_position(k: int, chunks_size: int) -> dict:
+    """The k-th file of a stream -> its ``{chunk_index, file_index}`` (``chunks_size`` files per chunk)."""
+    return {"chunk_index": k // chunks_size, "file_index": k % chunks_size}
+
+
+def _write_v3_files(eps: EpisodeSet, tmp: Path, feats: dict, cams: list[str], info: dict, codec: str,
+                    task: str) -> None:
+    """v3.0 data, video and episode-table files, split at the size limits in `info`.
+
+    Sizes are planned per episode (its parquet table and its mp4 encoded alone), then consecutive
+    episodes are packed up to the limit; a file's real size differs from the sum of its episodes'
+    by container overhead and (for video) the encoder's cross-episode references.
+    """
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from apps.robotics.data.video import encoded_size, write_video
+
+    n, mb = eps.n_episodes, 1024.0 * 1024.0
+    chunks = int(info["chunks_size"])
+    tables, index0 = [], 0
+    for e in range(n):
+        tables.append(_frame_table(eps, [e], feats, index0))
+        index0 += tables[-1].num_rows
+    sizes = []
+    for t in tables:
+        buf = io.BytesIO()
+        pq.write_table(t, buf)
+        sizes.append(buf.getbuffer().nbytes)
+    rows: dict[str, list] = {"episode_index": list(range(n)), "tasks": [[task]] * n,
+                             "length": [int(v) for v in eps.lengths], "data/chunk_index": [0] * n,
+                             "data/file_index": [0] * n, "dataset_from_index": [int(v) for v in eps.starts],
+                             "dataset_to_index": [int(v) for v in eps.episode_ends]}
+    for k, group in enumerate(_pack(sizes, info["data_files_size_in_mb"] * mb)):
+        pos = _file_position(k, chunks)
+        path = tmp / info["data_path"].format(**pos)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables([tables[e] for e in group]), path)
+        for e in group:
+            rows["data/chunk_index"][e], rows["data/file_index"][e] = pos["chunk_index"], pos["file_index"]
+    for cam in cams:
+        frames = eps.fields[_mem_name(cam, cams)]
+        per_ep = [frames[eps.starts[e]:eps.episode_ends[e]] for e in range(n)]
+        sizes = [encoded_size(f, eps.fps, codec) for f in per_ep]
+        for key in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"):
+            rows[f"videos/{cam}/{key}"] = [0] * n
+        for k, group in enumerate(_pack(sizes, info["video_files_size_in_mb"] * mb)):
+            pos = _file_position(k, chunks)
+            write_video(tmp / info["video_path"].format(video_key=cam, **pos),
+                        np.concatenate([per_ep[e] for e in group]), eps.fps, codec)
+            t = 0
+            for e in group:  # timestamps of the episode inside its file
+                rows[f"videos/{cam}/chunk_index"][e] = pos["chunk_index"]
+                rows[f"videos/{cam}/file_index"][e] = pos["file_index"]
+                rows[f"videos/{cam}/from_timestamp"][e] = t / eps.fps
+                t += int(eps.lengths[e])
+                rows[f"videos/{cam}/to_timestamp"][e] = t / eps.fps
+    (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(tmp / "meta/episodes/chunk-000/file-000.parquet")
+    names = _task_names(eps)
+    pd.DataFrame({"task_index": list(range(len(names)))},
+                 index=pd.Index(names, name="task")).to_parquet(tmp / "meta/tasks.parquet")
 
 
 def _stats(x: np.ndarray) -> dict:
