@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 
 from dualsci.training import DiffusionModule
+from dualsci.training.callbacks import EMA
 
 from apps.robotics.data.module import RoboticsDataModule
 from apps.robotics.model import DustPolicyNet
@@ -38,6 +39,44 @@ def build_module(net_kwargs: dict, objective_kwargs: dict, lr: float = 1e-4, wei
     return DiffusionModule(net, objective, optimizer=opt, lr_scheduler=sched)
 
 
+class _WarmupEMAUpdate:
+    """``ema ← d_n·ema + (1 − d_n)·θ`` with ``d_n = min(decay, 1 − (1 + n)^(−power))``, n = updates so far.
+
+    Picklable (a class, not a closure), like the core's fixed-decay update.
+    """
+
+    def __init__(self, decay: float, power: float) -> None:
+        self.decay, self.power = decay, power
+
+    def __call__(self, ema_param: torch.Tensor, current_param: torch.Tensor, num_averaged) -> torch.Tensor:
+        n = torch.as_tensor(num_averaged, dtype=ema_param.dtype, device=ema_param.device)
+        d = (1.0 - (1.0 + n) ** -self.power).clamp(max=self.decay)
+        return d * ema_param + (1.0 - d) * current_param
+
+
+class WarmupEMA(EMA):
+    """The core `EMA` callback with Diffusion Policy's decay warm-up (guide robotics.md §5).
+
+    A fixed decay of 0.999 keeps a weight of 0.999^n on the first update's (near-initial) weights:
+    0.37 after 1,000 steps, 0.06 after 2,800 -- on CPU budgets of a few thousand steps the averaged
+    policy lags far behind the trained one (measured: held-out action error 0.78 after 400 steps while
+    the training loss was 0.11), and a variant that makes fewer steps per minute is penalised twice.
+    With the warm-up the effective averaging window grows like ``(1 + n)^power`` until ``decay`` is
+    reached (≈ 10k steps for 0.999, power 0.75).
+
+    Args:
+        decay: the final (maximal) decay, in (0, 1). power: warm-up exponent (> 0; 0.75 as DP).
+        Other arguments as `dualsci.training.callbacks.EMA`.
+    """
+
+    def __init__(self, decay: float = 0.999, power: float = 0.75, **kwargs) -> None:
+        if power <= 0:
+            raise ValueError(f"WarmupEMA: power must be > 0, got {power}")
+        super().__init__(decay=decay, **kwargs)
+        self.power = power
+        self._kwargs["avg_fn"] = _WarmupEMAUpdate(decay, power)
+
+
 class LossHistory(pl.Callback):
     """Record ``(step, loss, loss_action, loss_vision)`` every `every` optimizer steps (for reports)."""
 
@@ -54,11 +93,13 @@ class LossHistory(pl.Callback):
 
 def fit(module: DiffusionModule, data: RoboticsDataModule, max_steps: int = -1, max_minutes: float | None = None,
         out_dir: str | Path | None = None, ema_decay: float | None = 0.999, seed: int = 0,
-        accelerator: str = "cpu", precision: str = "32-true", log_every: int = 10) -> dict:
+        accelerator: str = "cpu", precision: str = "32-true", log_every: int = 10,
+        ema_warmup: float | None = 0.75) -> dict:
     """Train with Lightning (no logger, no checkpoints); returns timing, steps and the loss history.
 
     ``max_minutes`` bounds the wall time (Lightning ``max_time``); with both limits the first one hit
-    stops training. EMA (``ema_decay``) weights are copied into the model at the end.
+    stops training. EMA (``ema_decay``) weights are copied into the model at the end; ``ema_warmup``
+    is the `WarmupEMA` power (None = fixed decay from the first step).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     history = LossHistory(log_every)
@@ -66,7 +107,7 @@ def fit(module: DiffusionModule, data: RoboticsDataModule, max_steps: int = -1, 
     if ema_decay:
         from dualsci.training import make_ema
 
-        callbacks.append(make_ema(ema_decay))
+        callbacks.append(WarmupEMA(ema_decay, ema_warmup) if ema_warmup else make_ema(ema_decay))
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_steps=max_steps,
         max_time={"minutes": max_minutes} if max_minutes else None, precision=precision,
