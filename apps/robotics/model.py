@@ -4,8 +4,8 @@ Token layout (guide robotics.md §1, CPU-sized):
   stream a (actions): ``n_obs`` observation tokens (image feature + state feature of each frame;
       clean content) followed by ``H`` action tokens (noised at ``t_a``); one adaLN time per sample.
   stream b (vision):  ``L_b`` tokens of the future observation's embedding at ``t + F`` (noised at
-      ``t_b``); for ``variant="action_only"`` one constant register token with no head (the core
-      cannot run an empty stream).
+      ``t_b``); for ``variant="action_only"`` an empty stream (zero tokens, no head): the actions see
+      nothing of the future, the network is otherwise the same.
 Both streams also receive the pooled observation as the global condition ``cond``. Joint attention in
 ``depth_dual`` MMDiT blocks, then ``depth_tail`` per-stream blocks; separate adaLN times; RoPE over
 (frame, row, col): observations at frames ``-n_obs+1..0``, action k at frame k, future tokens at frame
@@ -80,7 +80,7 @@ class DustPolicyNet(nn.Module):
         vit_patch, vit_dim, vit_depth, vit_heads: ViT patch side, width (= C), blocks and heads.
         future_target: one of ``ema | random_conv | patches | state`` (module docstring).
         ema_decay: decay of the EMA target encoder.
-        variant: ``dust`` / ``joint_noise`` (same network) or ``action_only`` (register token, no
+        variant: ``dust`` / ``joint_noise`` (same network) or ``action_only`` (empty vision stream, no
             vision head).
         n_tasks: > 0 adds a learned task embedding (multi-task data, e.g. LeRobot ``task_index``) to
             every observation token and the condition; 0 = single task.
@@ -147,10 +147,8 @@ class DustPolicyNet(nn.Module):
             self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
         else:
             self.target_dim, self.n_future = state_dim, 1
-        if variant == "action_only":
-            self.n_future_tokens = 1
-        else:
-            self.n_future_tokens = self.n_future
+        # action_only: the core runs a zero-token stream (joint attention reduces to self-attention).
+        self.n_future_tokens = 0 if variant == "action_only" else self.n_future
         head_dim = d // num_heads
         axes = (head_dim - 2 * (head_dim // 3 // 2 * 2), head_dim // 3 // 2 * 2, head_dim // 3 // 2 * 2)
         self.transformer = DualStreamTransformer(DualStreamConfig(
@@ -167,6 +165,8 @@ class DustPolicyNet(nn.Module):
         return torch.stack([frames, torch.zeros_like(frames), torch.zeros_like(frames)], -1)
 
     def _positions_b(self) -> Tensor:
+        if self.n_future_tokens == 0:
+            return torch.zeros(0, 3)
         if self.n_future_tokens == 1:
             return torch.tensor([[float(self.future_offset), 0.0, 0.0]])
         g = self.grid
@@ -304,7 +304,7 @@ class DustPolicyNet(nn.Module):
         # times (obs at t = 0) would make every block's modulation per token, several times the cost
         # on CPU, and the observation tokens are clean content the attention reads either way.
         if self.variant == "action_only":
-            x_b = torch.zeros(b, 1, self.target_dim, device=x_a.device, dtype=x_a.dtype)
+            x_b = torch.zeros(b, 0, self.target_dim, device=x_a.device, dtype=x_a.dtype)
             t_b = torch.ones(b, device=x_a.device, dtype=t_a.dtype)
         y_a, y_b = self.transformer(h_a, x_b, t_a, t_b, cond=cond, pos_a=self.pos_a, pos_b=self.pos_b)
         return y_a[:, self.n_obs:], y_b

@@ -93,3 +93,20 @@ def test_task_embedding_multi_task(tmp_path, toy_eps):
     from apps.robotics.objective import DustObjective
 
     assert torch.isfinite(DustObjective().loss(net.train(), b)["loss"])
+
+
+def test_action_only_has_an_empty_vision_stream():
+    torch.manual_seed(0)
+    ao = tiny_net(variant="action_only", image_size=0, future_target="state")
+    assert ao.n_future_tokens == 0 and ao.pos_b.shape == (0, 3)
+    for p in ao.parameters():
+        p.data.normal_(0, 0.1)  # leave the zero init so the output is not trivially 0
+    tok, cond = ao.encode_obs(torch.randn(3, 2, 4))
+    x, t = torch.randn(3, 8, 2), torch.rand(3)
+    u, _ = ao(tok, cond, x, t, None, t)
+    with torch.no_grad():  # stream-b token weights have nothing to act on: the actions cannot change
+        ao.transformer.embed_b.weight.add_(5.0)
+        ao.transformer.dual_blocks[0].mlp_b.fc1.weight.add_(3.0)
+    u2, _ = ao(tok, cond, x, t, None, t)
+    assert u.abs().mean() > 0
+    torch.testing.assert_close(u, u2)
