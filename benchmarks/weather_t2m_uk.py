@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sampler-steps", type=int, default=10, help="Heun levels per block (2N-1 calls)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--prior", choices=("persistence", "diurnal"), default="diurnal",
+                   help="what the model diffuses the departure from (apps.weather.prior)")
     a = p.parse_args(argv)
     if a.members < 10:
         raise SystemExit("--members must be >= 10")
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     pl.seed_everything(a.seed, verbose=False)
     dm = WeatherDataModule(
         a.data, variables=["2m_temperature"], train_period=a.train, frames=4, step_hours=6, batch_size=16,
-        crop_multiple=PATCH, seed=a.seed,
+        crop_multiple=PATCH, prior=a.prior, seed=a.seed,
     )
     dm.setup("fit")
     h, w = len(dm.train_set.windows.lat), len(dm.train_set.windows.lon)
@@ -98,9 +101,12 @@ def main(argv: list[str] | None = None) -> dict:
         max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[EMA(decay=0.99)], accelerator="cpu", devices=1,
     )
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(module, dm)
     train_seconds = time.perf_counter() - t0
+    # CPU time of this process: on a shared machine the wall time depends on the other jobs' load
+    train_cpu_seconds = time.process_time() - c0
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "t2m.ckpt"
         trainer.save_checkpoint(ckpt)
@@ -128,8 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "leads": leads,
         "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
+        "load_average_1_5_15_before_training": list(load_before),
+        "load_average_1_5_15_at_end": list(os.getloadavg()),
         "forecast_seconds": forecast_seconds,
         "train_steps": steps,
+        "prior": a.prior,
         "members": a.members,
         "n_inits": len(inits),
         "grid": res["grid"],

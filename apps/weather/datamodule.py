@@ -18,15 +18,18 @@ import torch
 
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather
 from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
+from apps.weather.prior import PriorKind, check_prior, fit_diurnal, prior_tendency
 from dualsci.training import DiffusionModule
 
 
-def tendency_scale(ds: WindowDataset, n_reads: int = 8) -> np.ndarray:
-    """(k, C) RMS of normalised tendencies ``y_j − x0`` (lag ``j·step``) from a few contiguous reads.
+def tendency_scale(ds: WindowDataset, n_reads: int = 8, diurnal: np.ndarray | None = None) -> np.ndarray:
+    """(k, C) RMS of normalised tendencies ``y_j − x0 − p_j`` (lag ``j·step``) from a few contiguous reads.
 
     ``n_reads`` evenly spaced stretches of one cached block each (plus the longest lag) are read, so
-    the cost does not grow with the period.
+    the cost does not grow with the period. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
+    (``p_j`` = its change from the init hour to frame j's hour); None = plain tendencies (``p_j = 0``).
     """
+    hours = (ds.times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
     k, stride, n = ds.frames, ds.stride, len(ds.times)
     span = min(n, ds.block + stride * k)
     starts = np.unique(np.linspace(0, n - span, min(n_reads, max(1, n - span + 1))).astype(int))
@@ -37,6 +40,9 @@ def tendency_scale(ds: WindowDataset, n_reads: int = 8) -> np.ndarray:
         m = span - stride * k
         for j in range(1, k + 1):
             d = arr[stride * j : stride * j + m] - arr[:m]
+            if diurnal is not None:
+                h = hours[int(s0) : int(s0) + span]
+                d = d - (diurnal[h[stride * j : stride * j + m]] - diurnal[h[:m]])
             sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * m
         count += m
     return np.maximum(np.sqrt(sums / max(count, 1)), 1e-3).astype(np.float32)
@@ -45,8 +51,9 @@ def tendency_scale(ds: WindowDataset, n_reads: int = 8) -> np.ndarray:
 class _Items(torch.utils.data.Dataset):
     """Adds the grid and tendency scales to every window item (so batches are self-describing)."""
 
-    def __init__(self, windows: WindowDataset, delta_scale: np.ndarray) -> None:
+    def __init__(self, windows: WindowDataset, delta_scale: np.ndarray, diurnal: np.ndarray | None = None) -> None:
         self.windows = windows
+        self.diurnal = None if diurnal is None else torch.from_numpy(diurnal)
         self.extra = {
             "delta_scale": torch.from_numpy(delta_scale),
             "lat": torch.from_numpy(np.array(windows.lat, np.float64)),
@@ -57,7 +64,11 @@ class _Items(torch.utils.data.Dataset):
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict:
-        return {**self.windows[i], **self.extra}
+        item = {**self.windows[i], **self.extra}
+        if self.diurnal is not None:
+            w = self.windows
+            item["prior"] = prior_tendency(self.diurnal, item["init_time"][None], w.frames, w.step_hours)[0]
+        return item
 
 
 class WeatherDataModule(pl.LightningDataModule):
@@ -75,6 +86,8 @@ class WeatherDataModule(pl.LightningDataModule):
         synthetic: keyword arguments of ``write_synthetic_zarr`` (grid, days, seed).
         synthetic_dir: where the synthetic zarr is cached.
         crop_multiple: drop trailing rows/columns so the grid divides this (the net's patch size).
+        prior: ``"persistence"`` (diffuse ``y_j − x0``) or ``"diurnal"`` (diffuse the departure from
+            persistence plus the mean daily cycle of the training period; ``apps.weather.prior``).
         seed: shuffling seed.
     """
 
@@ -96,13 +109,16 @@ class WeatherDataModule(pl.LightningDataModule):
         synthetic: dict | None = None,
         synthetic_dir: str = "outputs/cache",
         crop_multiple: int | None = None,
+        prior: PriorKind = "persistence",
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_prior(prior)
         self.save_hyperparameters()
         self.path = path
         self.stats: NormStats | None = None
         self.delta_scale: np.ndarray | None = None
+        self.diurnal: np.ndarray | None = None
         self.train_set = self.val_set = None
 
     @staticmethod
@@ -141,12 +157,14 @@ class WeatherDataModule(pl.LightningDataModule):
         if self.stats is None:
             self.stats = compute_stats(train_ds)
         windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours)
+        if h.prior == "diurnal" and self.diurnal is None:
+            self.diurnal = fit_diurnal(windows)
         if self.delta_scale is None:
-            self.delta_scale = tendency_scale(windows)
-        self.train_set = _Items(windows, self.delta_scale)
+            self.delta_scale = tendency_scale(windows, diurnal=self.diurnal)
+        self.train_set = _Items(windows, self.delta_scale, self.diurnal)
         if h.val_period:
             val = WindowDataset(self.open(h.val_period), self.stats, h.frames, h.step_hours, h.init_hours)
-            self.val_set = _Items(val, self.delta_scale)
+            self.val_set = _Items(val, self.delta_scale, self.diurnal)
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint needs to forecast: statistics, tendency scales, grid, frames, step."""
@@ -161,6 +179,8 @@ class WeatherDataModule(pl.LightningDataModule):
             "frames": self.hparams.frames,
             "step_hours": self.hparams.step_hours,
             "data_path": str(self.path),
+            # (24, C, H, W) tensor: checkpoints load with weights_only=True, which accepts tensors.
+            "diurnal": None if self.diurnal is None else torch.from_numpy(self.diurnal),
         }
 
     def train_dataloader(self):

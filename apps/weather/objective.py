@@ -61,9 +61,15 @@ class WeatherEDMObjective:
 
     @staticmethod
     def tendency(batch: dict) -> Tensor:
-        """(B, k, C, H, W) normalised tendencies of the batch's future frames."""
+        """(B, k, C, H, W) normalised tendencies of the batch's future frames.
+
+        With a ``"prior"`` (B, k, C, H, W) in the batch (``prior="diurnal"``), the departure from it.
+        """
         scale = batch["delta_scale"][:, :, :, None, None]
-        return (batch["y"] - batch["x0"][:, None]) / scale
+        d = batch["y"] - batch["x0"][:, None]
+        if "prior" in batch:
+            d = d - batch["prior"]
+        return d / scale
 
     def loss(self, net: nn.Module, batch: dict) -> dict[str, Tensor]:
         x0 = self.tendency(batch)
@@ -90,7 +96,7 @@ class WeatherEDMObjective:
         noise = torch.randn((x0.shape[0], k, *x0.shape[1:]), device=x0.device, dtype=x0.dtype)
         return self.sample_block(
             net, x0, batch["statics"], batch["init_time"], batch["lat"][0], batch["lon"][0],
-            batch["delta_scale"][0], noise, sampler, steps,
+            batch["delta_scale"][0], noise, sampler, steps, prior=batch.get("prior"),
         )
 
     def sigmas(self, steps: int) -> Tensor:
@@ -111,6 +117,7 @@ class WeatherEDMObjective:
         steps: int = 10,
         churn: float = 0.0,
         generators=None,
+        prior: Tensor | None = None,
     ) -> Tensor:
         """Sample one block of k frames for a batch of members.
 
@@ -122,6 +129,7 @@ class WeatherEDMObjective:
             sampler: ``"heun"`` (EDM Alg. 2, 2N − 1 calls) or ``"dpmpp_2m"`` (N calls), or any core sampler.
             steps: N levels of the Karras grid.
             churn: EDM S_churn (needs ``generators`` for reproducible draws).
+            prior: (B, k, C, H, W) climatological tendency added back (``prior="diurnal"``), or None.
 
         Returns:
             (B, k, C, H, W) normalised states of frames 1..k.
@@ -136,4 +144,5 @@ class WeatherEDMObjective:
         denoiser = GaussianDenoiser(net_fn, self.gauss)
         x = noise * float(sig[0])
         delta = SAMPLERS[sampler](denoiser, x, sig, generator=generators, churn=churn)
-        return x0[:, None] + delta * delta_scale[None, :, :, None, None].to(delta)
+        out = x0[:, None] + delta * delta_scale[None, :, :, None, None].to(delta)
+        return out if prior is None else out + prior.to(out)

@@ -31,6 +31,7 @@ from apps.weather.data import UNITS, WeatherDataError, load_block, match_grid, o
 from apps.weather.dataset import NormStats
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
+from apps.weather.prior import prior_tendency
 from dualsci.diffusion import per_sample_noise, sample_generators
 from dualsci.io import JsonlManifest, atomic_write, sha256_file
 
@@ -209,6 +210,7 @@ def forecast(
     lat_t = torch.tensor(meta["lat"], dtype=torch.float64)
     lon_t = torch.tensor(meta["lon"], dtype=torch.float64)
     delta_scale = torch.tensor(meta["delta_scale"], dtype=torch.float32)
+    diurnal = meta.get("diurnal")  # (24, C, H, W) tensor when trained with prior="diurnal"
 
     bm = max(1, min(options.batch_members, options.members))
     partial = out.with_name(out.name + ".partial")
@@ -264,8 +266,10 @@ def forecast(
             seeds = [member_seed(options.seed, init, m, b) for m in members]
             noise = per_sample_noise((len(members), k, *x.shape[1:]), seeds)
             gens = sample_generators([s + 1 for s in seeds]) if options.churn > 0 else None
+            prior = None if diurnal is None else prior_tendency(torch.as_tensor(diurnal), init_ns, k, step)
             y = objective.sample_block(
-                net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens
+                net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
+                prior=prior,
             )
             phys = stats.denormalise(y.numpy())
             if decoder is None:
