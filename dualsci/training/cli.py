@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence, get_args
 
 import lightning.pytorch as pl
 from jsonargparse import DefaultHelpFormatter
@@ -22,6 +23,8 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from dualsci.training.checkpoint import FinalCheckpoint
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LinkApplyOn = Literal["parse", "instantiate"]
+LINK_APPLY_ON: tuple[str, ...] = get_args(LinkApplyOn)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -34,6 +37,47 @@ class EmbedConfigCallback(SaveConfigCallback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint["dualsci_config"] = self.parser.dump(self.config, skip_none=False)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One argument link for :func:`build_cli` (jsonargparse ``parser.link_arguments``).
+
+    The target's value is computed from the source and is no longer an option of its own (setting it
+    on the command line or in a YAML is an error; ``--print_config`` shows the computed value for
+    ``"parse"`` links).
+
+    Attributes:
+        source: a key (or a tuple of keys) of the parsed config, e.g. ``"data.init_args.image_size"``;
+            for ``apply_on="instantiate"`` the name of an instantiated object (``"data"``), which
+            ``compute_fn`` receives, e.g. to read a shape known only after the data module is built.
+        target: the key set, e.g. ``"model.init_args.net.init_args.image_size"``.
+        compute_fn: maps the source value(s) (one argument per source key) to the target value; None =
+            copy (one source key only).
+        apply_on: ``"parse"`` (values in the config, before anything is built) or ``"instantiate"``
+            (after the source object is built, before the target's owner is).
+    """
+
+    source: str | tuple[str, ...]
+    target: str
+    compute_fn: Callable[..., Any] | None = None
+    apply_on: LinkApplyOn = "parse"
+
+    def __post_init__(self) -> None:
+        if self.apply_on not in LINK_APPLY_ON:
+            raise ValueError(f"Link: apply_on must be one of {LINK_APPLY_ON}, got {self.apply_on!r}")
+        sources = (self.source,) if isinstance(self.source, str) else tuple(self.source)
+        if not sources or not all(isinstance(k, str) and k for k in sources) or not self.target:
+            raise ValueError(f"Link: source and target must be non-empty keys, got {self.source!r} -> {self.target!r}")
+        if len(sources) > 1 and self.compute_fn is None:
+            raise ValueError(f"Link: {len(sources)} source keys {sources} need a compute_fn")
+        if self.apply_on == "instantiate" and len(sources) != 1:
+            raise ValueError(f"Link: apply_on='instantiate' takes one source object, got {sources}")
+
+    @classmethod
+    def coerce(cls, link: "Link | Sequence[Any]") -> "Link":
+        """A :class:`Link`, or one from a tuple ``(source, target[, compute_fn[, apply_on]])``."""
+        return link if isinstance(link, cls) else cls(*link)
 
 
 def add_final_checkpoint(trainer: pl.Trainer) -> None:
@@ -51,9 +95,17 @@ def add_final_checkpoint(trainer: pl.Trainer) -> None:
 class _DualsciCLI(LightningCLI):
     """LightningCLI whose trainers always leave a ``last.ckpt`` when fit ends (:class:`FinalCheckpoint`)."""
 
-    def __init__(self, *args: Any, final_checkpoint: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, final_checkpoint: bool = True, links: Sequence[Link] = (), **kwargs: Any
+    ) -> None:
         self._final_checkpoint = final_checkpoint
+        self._links = tuple(links)
         super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """Register the :class:`Link`s on every subcommand's parser."""
+        for link in self._links:
+            parser.link_arguments(link.source, link.target, compute_fn=link.compute_fn, apply_on=link.apply_on)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -81,6 +133,7 @@ def build_cli(
     prog: str | None = None,
     run: bool = True,
     final_checkpoint: bool = True,
+    links: Sequence[Link | Sequence[Any]] = (),
     **cli_kwargs: Any,
 ) -> Any:
     """Run (or build) an app's command line.
@@ -106,6 +159,9 @@ def build_cli(
             (unless its callbacks already hold one), so every fit leaves ``last.ckpt`` in the
             ``ModelCheckpoint`` folder (``<default_root_dir>/lightning_logs/version_N/checkpoints`` with the
             default logger), even when ``max_time``/``max_steps`` stop it before any validation.
+        links: argument links (:class:`Link` or tuples ``(source, target[, compute_fn[, apply_on]])``),
+            e.g. ``Link("data.init_args.image_size", "model.init_args.net.init_args.image_size")``
+            so a data-derived size is set once; applied to every Lightning subcommand.
         cli_kwargs: more LightningCLI arguments (e.g. ``trainer_defaults``), passed through.
 
     Returns:
@@ -114,6 +170,7 @@ def build_cli(
     clash = set(extra_subcommands) & set(LIGHTNING_SUBCOMMANDS)
     if clash:
         raise ValueError(f"build_cli: extra_subcommands may not reuse Lightning's names {sorted(clash)}")
+    link_list = [Link.coerce(link) for link in links]
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in extra_subcommands:
         return extra_subcommands[argv[0]](argv[1:])
@@ -149,7 +206,7 @@ def build_cli(
         "run": run,
     }
     options.update(cli_kwargs)
-    return _DualsciCLI(model_class, datamodule_class, final_checkpoint=final_checkpoint, **options)
+    return _DualsciCLI(model_class, datamodule_class, final_checkpoint=final_checkpoint, links=link_list, **options)
 
 
 def main(args: Sequence[str] | None = None) -> None:

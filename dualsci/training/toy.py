@@ -75,7 +75,14 @@ class ToyDualDataModule(pl.LightningDataModule):
         n_train: training pairs; n_val: validation pairs (another seed).
         L_a: points per circle; L_b: samples per signal.
         batch_size: batch size; seed: seed of the training set.
+
+    Attributes:
+        in_dim_a, in_dim_b: token feature sizes of the streams (2 and 1), for ``build_cli`` links
+            with ``apply_on="instantiate"`` into the network's config.
     """
+
+    in_dim_a = 2
+    in_dim_b = 1
 
     def __init__(
         self, n_train: int = 4096, n_val: int = 256, L_a: int = 16, L_b: int = 32, batch_size: int = 64, seed: int = 0
