@@ -51,6 +51,7 @@ def sample_pairs(
     mask: Tensor | None = None,
     solver: Literal["euler", "heun"] = "euler",
     bf16: bool = False,
+    cfg_interval: tuple[float, float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Generate B pairs.
 
@@ -63,6 +64,9 @@ def sample_pairs(
         cfg_scale: guidance scale (image, mask); 1 = no guidance (and no extra batch rows).
         mode: ``"joint"``, ``"mask2image"`` (needs ``mask``) or ``"image2mask"`` (needs ``image``).
         image: (B, C, S, S) in [-1, 1] for ``image2mask``; mask: (B, S, S) long for ``mask2image``.
+        cfg_interval: ``(lo, hi)``: guide only the steps whose noise level t (of the moving stream) lies in
+            ``[lo, hi]`` (guidance interval, Kynkäänniemi et al. 2024); other steps run the conditional
+            rows only (half the network rows). None = guide every step.
         bf16: run the network under CPU bf16 autocast (opt-in: a win only with AVX512-BF16/AMX); the
             sampler state and the guidance arithmetic stay float32.
 
@@ -89,8 +93,20 @@ def sample_pairs(
     prompts = prompts.float()
     null = net.vocab.null().expand_as(prompts)
 
+    if cfg_interval is not None and not (0.0 <= cfg_interval[0] <= cfg_interval[1] <= 1.0):
+        raise ValueError(f"cfg_interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {cfg_interval}")
+
+    def guide_now(t_a: Tensor, t_b: Tensor) -> bool:
+        if not guided:
+            return False
+        if cfg_interval is None:
+            return True
+        t = float(torch.maximum(t_a, t_b).max())  # the moving stream's level (a given stream sits at 0)
+        return cfg_interval[0] <= t <= cfg_interval[1]
+
     def joint_fn(x_a: Tensor, t_a: Tensor, x_b: Tensor, t_b: Tensor) -> tuple[Tensor, Tensor]:
-        if guided:
+        guide = guide_now(t_a, t_b)
+        if guide:
             xa, xb, ta, tb = (torch.cat([v, v]) for v in (x_a, x_b, t_a, t_b))
             pr = torch.cat([prompts, null])
         else:
@@ -102,7 +118,7 @@ def sample_pairs(
         F_a, F_b = F_a.float(), F_b.float()
         x0_a = objective.stream.to_x0(F_a, xa, ta)
         x0_b = objective.stream.to_x0(F_b, xb, tb)
-        if guided:
+        if guide:
             x0_a = cfg(*x0_a.chunk(2), w_img)
             x0_b = cfg(*x0_b.chunk(2), w_msk)
         return x0_a, x0_b

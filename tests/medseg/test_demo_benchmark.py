@@ -32,7 +32,7 @@ def test_benchmark_quick_writes_the_contract_keys(shared_file, tmp_path):
     out = tmp_path / "b.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "medseg_totalseg.py"), "--image", str(shared_file(CT)),
                     "--label", str(shared_file(CT_SEG)), "--labels-json", str(shared_file(LABELS_JSON)),
-                    "--out", str(out), "--quick", "--fit-steps", "5", "--eval-steps", "5"], check=True, cwd=ROOT,
+                    "--out", str(out), "--quick", "--fit-steps", "5", "--eval-steps", "5", "--ref-steps", "5"], check=True, cwd=ROOT,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     res = json.loads(out.read_text())
     for key in ("alignment_dice", "downstream_dice_real_only", "downstream_dice_real_plus_synthetic",

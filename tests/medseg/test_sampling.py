@@ -35,3 +35,19 @@ def test_cfg_scale_one_equals_unguided_and_guidance_changes_output(tiny_generato
     b, _ = sample_pairs(net, obj, p, [3], steps=3, cfg_scale=(1.0, 1.0))
     c, _ = sample_pairs(net, obj, p, [3], steps=3, cfg_scale=(4.0, 1.0))
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_guidance_interval_limits_guided_steps(tiny_generator):
+    net, obj = load_generator(tiny_generator)
+    p = net.vocab.encode_batch([net.vocab.parse("CT liver")])
+    full, _ = sample_pairs(net, obj, p, [3], steps=4, cfg_scale=4.0)
+    every, _ = sample_pairs(net, obj, p, [3], steps=4, cfg_scale=4.0, cfg_interval=(0.0, 1.0))
+    never, _ = sample_pairs(net, obj, p, [3], steps=4, cfg_scale=4.0, cfg_interval=(0.0, 0.1))  # t = 1, .75, .5, .25
+    plain, _ = sample_pairs(net, obj, p, [3], steps=4, cfg_scale=1.0)
+    part, _ = sample_pairs(net, obj, p, [3], steps=4, cfg_scale=4.0, cfg_interval=(0.0, 0.6))
+    assert torch.equal(full, every) and torch.allclose(never, plain, atol=1e-6)
+    assert not torch.allclose(part, full) and not torch.allclose(part, plain)
+    import pytest
+
+    with pytest.raises(ValueError, match="cfg_interval"):
+        sample_pairs(net, obj, p, [3], steps=2, cfg_scale=4.0, cfg_interval=(0.8, 0.2))
