@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -70,7 +72,37 @@ def test_dpmpp_2m_vs_euler_on_the_toy():
     assert gaussian_toy_error("dpmpp_2m", 20) < gaussian_toy_error("euler", 20)
 
 
-@pytest.mark.xfail(strict=True, reason="measured: on this toy DPM++(2M)@10 (~0.17) is worse than Euler@100 (~0.03)")
+def test_dpmpp_2m_is_the_papers_algorithm():
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) written out by hand in λ = −ln σ on a 4-step grid.
+
+    x_{i+1} = (σ_{i+1}/σ_i)·x_i − (e^{−h_i} − 1)·D̃_i, h_i = λ_{i+1} − λ_i; D̃_0 = D_0 (first order);
+    D̃_i = (1 + 1/(2r_i))·D_i − D_{i−1}/(2r_i), r_i = h_{i−1}/h_i; the step to σ = 0 returns D.
+    """
+    mu, s2 = torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([0.25, 4.0], dtype=torch.float64)
+
+    def denoiser(x, sigma):
+        return mu + s2 / (s2 + sigma[:, None] ** 2) * (x - mu)
+
+    sig = [20.0, 3.0, 0.7, 0.05, 0.0]
+    x0 = sig[0] * torch.randn(8, 2, dtype=torch.float64)
+    x, d_prev, h_prev = x0.clone(), None, None
+    for i in range(4):
+        d = denoiser(x, torch.full((8,), sig[i], dtype=torch.float64))
+        if sig[i + 1] == 0:
+            x = d
+            break
+        h = math.log(sig[i]) - math.log(sig[i + 1])  # λ_{i+1} − λ_i
+        d_tilde = d if d_prev is None else (1 + 1 / (2 * (h_prev / h))) * d - d_prev / (2 * (h_prev / h))
+        x = (sig[i + 1] / sig[i]) * x - math.expm1(-h) * d_tilde
+        d_prev, h_prev = d, h
+    torch.testing.assert_close(sample_dpmpp_2m(denoiser, x0.clone(), torch.tensor(sig, dtype=torch.float64)), x)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured, intrinsic to the toy/grid (implementation = the paper's Alg. 2, tested above): "
+    "DPM++(2M)@10 on the Karras grid from sigma=80 is 0.174, Euler@100 0.028; logSNR-uniform grid 0.050",
+)
 def test_dpmpp_2m_10_steps_no_worse_than_euler_100():
     assert gaussian_toy_error("dpmpp_2m", 10) <= gaussian_toy_error("euler", 100)
 
