@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--patients", type=int, default=None)
     p.add_argument("--n-1000", type=int, default=None, help="images sampled with 1000 steps (slow)")
     p.add_argument("--eval-patients", type=int, default=None, help="test patients evaluated (4 images each)")
+    p.add_argument("--gaussian-param", choices=("eps", "v", "x0"), default="eps",
+                   help="what the Gaussian head predicts (default eps = Echo-DND; the echo configs use v)")
     args = p.parse_args(argv)
 
     import lightning.pytorch as pl
@@ -76,8 +78,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     widths = (16, 24, 32, 48) if quick else (24, 32, 48, 64)
     net = EchoDNDNet(widths=widths, emb_dim=128, patch=2, stem=16)
-    objective = EchoDNDObjective()
-    ckpt = work / f"net_{size}_{widths[0]}_{minutes:g}min.pt"
+    objective = EchoDNDObjective(gaussian_param=args.gaussian_param)
+    tag = "" if args.gaussian_param == "eps" else f"_{args.gaussian_param}"  # eps keeps session-1 checkpoint names
+    ckpt = work / f"net_{size}_{widths[0]}_{minutes:g}min{tag}.pt"
     train_info = {}
     if ckpt.exists():
         net.load_state_dict(torch.load(ckpt, weights_only=True))
@@ -175,7 +178,7 @@ def main(argv=None) -> int:
         "ef_mae_gt_masks_vs_truth": float(np.mean([abs(r["ef_from_gt_masks"] - r["ef_true"]) for r in ef_rows])),
         "ef_rows": ef_rows,
         "sweep_detail": sweep, "ablation_detail": ablation,
-        "config": {"quick": quick, "image_size": size, "widths": list(widths), "patients": n_patients,
+        "config": {"quick": quick, "gaussian_param": args.gaussian_param, "image_size": size, "widths": list(widths), "patients": n_patients,
                    "eval_patients": len(test), "eval_images": len(loaded), "n_1000": n_1000, "train_minutes": minutes,
                    **train_info},
         "machine": {"threads": threads, "load_average_1min_at_start": load, "cpu_count": os.cpu_count(),
