@@ -47,3 +47,14 @@ def test_toy_ablation_quick(tmp_path):
     res = robotics_toy_ablation.main(["--quick", "--out", str(tmp_path / "t.json")])
     assert set(res["variants"]) == {"dust", "action_only", "joint_noise"}
     assert all(0.0 <= v["mean_max_coverage"] <= 1.0 for v in res["variants"].values())
+
+
+@pytest.mark.slow
+def test_equal_steps_benchmark_runs(shared_file, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import robotics_equal_steps
+
+    res = robotics_equal_steps.main(["--data", str(shared_file("robotics/pusht_cchi_v7_replay.zarr")),
+                                     "--variant", "dust", "--steps", "3", "--out", str(tmp_path / "e.json")])
+    assert res["steps"] == 3 and set(res["velocity_loss"]) >= {"ta0.25_tb1", "ta0.25_tb0"}
+    assert res["action_mse"] > 0
