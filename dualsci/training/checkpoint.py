@@ -63,7 +63,7 @@ class FinalCheckpoint(Callback):
         return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
+        if stage != "fit" or self not in trainer.callbacks:
             return
         mine = trainer.callbacks.index(self)
         if any(isinstance(cb, WeightAveraging) for cb in trainer.callbacks[:mine]):

@@ -106,3 +106,16 @@ def test_follows_a_configured_model_checkpoint_folder_and_replaces_a_last_link(t
 def test_filename_is_validated():
     with pytest.raises(ValueError, match="filename"):
         FinalCheckpoint(filename="last.ckpt")
+
+
+def test_warns_when_listed_after_ema(tmp_path):
+    from lightning.pytorch import Trainer
+
+    from dualsci.training import make_ema
+    from test_training_module import tiny_module
+
+    trainer = Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, callbacks=[make_ema(0.9), FinalCheckpoint()])
+    with pytest.warns(UserWarning, match="List FinalCheckpoint before EMA"):
+        trainer.fit(tiny_module(), datamodule=TinyData(n=16, batch_size=8))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
