@@ -3,26 +3,15 @@ latitude, longitudes west of 0°), any period: JSON keys per lead and train_seco
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("weather_t2m_uk", ROOT / "benchmarks" / "weather_t2m_uk.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_t2m_benchmark_contract(tmp_path):
+def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     times = pd.date_range("2021-07-01", periods=24 * 9, freq="h")
     lat = np.arange(58.0, 49.9, -0.5)  # 17 rows, descending -> cropped to 16
     lon = np.arange(-10.0, -2.9, 0.5)  # 15 columns -> cropped to 12
@@ -33,7 +22,7 @@ def test_t2m_benchmark_contract(tmp_path):
                     coords={"time": times, "latitude": lat, "longitude": lon})
     path = tmp_path / "t2m.nc"
     ds.to_netcdf(path)
-    bench = _load_bench()
+    bench = load_benchmark("weather_t2m_uk")
     out = tmp_path / "b.json"
     res = bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
                       "--out", str(out), "--quick", "--steps", "2", "--sampler-steps", "2", "--threads", "1"])
