@@ -35,3 +35,23 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert res["members"] == 10
     with pytest.raises(SystemExit):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
+
+
+def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark):
+    """A field that is only a daily cycle plus a slow drift: persistence + cycle is near exact at every lead,
+    persistence is exact at 24/48 h only, and the scores match a hand computation."""
+    times = pd.date_range("2021-07-01", periods=24 * 9, freq="h")
+    lat, lon = np.arange(58.0, 49.9, -1.0), np.arange(-10.0, -1.9, 1.0)  # 9 x 9 -> cropped to 8 x 8
+    hour = times.hour.values[:, None, None]
+    t2m = 285 + 4 * np.cos(2 * np.pi * (hour - 14) / 24) * (1 + 0.05 * lat[None, :, None] - 2.5) + np.zeros((1, 1, len(lon)))
+    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), t2m.astype("f4"))}, coords={"time": times, "latitude": lat, "longitude": lon})
+    ds.to_netcdf(tmp_path / "t.nc")
+    res = load_benchmark("weather_t2m_baselines").main(
+        ["--data", str(tmp_path / "t.nc"), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(tmp_path / "b.json")])
+    assert res["n_inits"] == 2 and res["grid"] == "8x8"
+    for lead, v in res["leads"].items():
+        assert v["persistence_plus_cycle"] < 0.01 and v["diurnal_climatology"] < 0.01
+        if lead in ("6", "12"):
+            assert v["persistence"] > 1.0  # the cycle moved; persistence misses it
+        else:
+            assert v["persistence"] < 1e-4

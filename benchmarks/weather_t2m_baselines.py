@@ -1,0 +1,87 @@
+"""Statistical baselines of the t2m benchmark: how far "persistence + the mean daily cycle" gets.
+
+``python benchmarks/weather_t2m_baselines.py --data FILE --train START:END --test START:END --out X.json``
+
+Same inits (00/12 UTC of the test period with 48 h of truth after them), leads (6, 12, 24, 48 h), grid
+crop and WB2 scoring (cell-area weights, RMSE after the time mean) as ``weather_t2m_uk.py``. Baselines,
+all fitted on the training period only:
+
+* ``persistence``: the analysis at the init;
+* ``diurnal_climatology``: hour-of-day mean (what the benchmark calls the climatology baseline);
+* ``persistence_plus_cycle``: init state + ``D(valid hour) − D(init hour)`` with ``D`` the smooth
+  daily cycle of ``apps.weather.prior.fit_diurnal`` — the forecaster's starting point under
+  ``prior="diurnal"``; a model that learns nothing beyond its prior scores this.
+
+It is the yardstick for the learned model: the target (≤ 0.9 × the better of the first two) is only
+within reach at a lead where this line, or what the network adds to it, is well below both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather  # noqa: E402
+from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
+from apps.weather.metrics import cell_area_weights  # noqa: E402
+from apps.weather.prior import fit_diurnal  # noqa: E402
+from dualsci.io import write_json_atomic  # noqa: E402
+
+LEADS = (6, 12, 24, 48)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--train", required=True, help="START:END (inclusive)")
+    p.add_argument("--test", required=True, help="START:END (inclusive)")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    (tr0, tr1), (te0, te1) = (s.split(":", 1) for s in (a.train, a.test))
+    ds = crop_to_multiple(open_weather(a.data, variables=["2m_temperature"]), 4)
+    times = ds.time.values
+    x = load_block(ds, ["2m_temperature"], slice(None))[:, 0].astype(np.float64)  # (T, H, W)
+    hours = (times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
+    train = (times >= np.datetime64(tr0)) & (times <= np.datetime64(tr1) + np.timedelta64(23, "h"))
+    test = (times >= np.datetime64(te0)) & (times <= np.datetime64(te1) + np.timedelta64(23, "h"))
+    if train.sum() < 24 or not test.any():
+        raise WeatherDataError(a.data, f"need >= 24 h of training data and some test data ({a.train}, {a.test})", "time")
+    index = {t: i for i, t in enumerate(times)}
+    test_end = times[test][-1]
+    inits = [i for i in np.flatnonzero(test) if hours[i] in (0, 12) and times[i] + np.timedelta64(max(LEADS), "h") <= test_end]
+    hod = np.stack([x[train & (hours == h)].mean(0) if (train & (hours == h)).any() else x[train].mean(0) for h in range(24)])
+    train_ds = ds.isel(time=np.flatnonzero(train))
+    stats = compute_stats(train_ds)
+    cycle = fit_diurnal(WindowDataset(train_ds, stats, frames=1, step_hours=1))[:, 0] * stats.std[0]  # physical, up to a constant
+    w = cell_area_weights(ds.latitude.values)[:, None]
+    out = {}
+    for lead in LEADS:
+        mse = {"persistence": [], "diurnal_climatology": [], "persistence_plus_cycle": []}
+        for i in inits:
+            j = index[times[i] + np.timedelta64(lead, "h")]
+            y = x[j]
+            mse["persistence"].append(((x[i] - y) ** 2 * w).mean())
+            mse["diurnal_climatology"].append(((hod[hours[j]] - y) ** 2 * w).mean())
+            mse["persistence_plus_cycle"].append(((x[i] + cycle[hours[j]] - cycle[hours[i]] - y) ** 2 * w).mean())
+        out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
+    res = {
+        "leads": out,
+        "n_inits": len(inits),
+        "grid": f"{x.shape[1]}x{x.shape[2]}",
+        "command": "python benchmarks/weather_t2m_baselines.py " + " ".join(shlex.quote(s) for s in (argv if argv is not None else sys.argv[1:])),
+    }
+    write_json_atomic(a.out, res)
+    print(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
