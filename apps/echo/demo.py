@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.echo.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/demo/echo")
     p.add_argument("--patients", type=int, default=40)
-    p.add_argument("--max-time", default="00:00:02:20", help="training time cap (DD:HH:MM:SS)")
+    p.add_argument("--max-time", default="00:00:01:50", help="training time cap (DD:HH:MM:SS); 110 s keeps the demo near 3 min on a loaded 2-core box")
     p.add_argument("--max-steps", type=int, default=600)
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)

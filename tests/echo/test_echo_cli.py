@@ -96,6 +96,18 @@ def test_segment_bad_input_writes_nothing(ckpt, camus2019, tmp_path, capsys):
     bad_video = tmp_path / "clip.avi"
     bad_video.write_bytes(b"")
     assert segment_main([str(bad_video), "--ckpt", str(ckpt), "--out", str(out)]) == 2 and not out.exists()
+    # a CAMUS image whose Info cfg is malformed (read for ImageQuality / FrameRate) stops the run too
+    folder = tmp_path / "patient0009"
+    folder.mkdir()
+    src = camus2019 / "training" / "patient0001"
+    for ext in (".mhd", ".raw"):
+        (folder / f"patient0009_2CH_ED{ext}").write_bytes((src / f"patient0001_2CH_ED{ext}").read_bytes())
+    (folder / "patient0009_2CH_ED.mhd").write_text((src / "patient0001_2CH_ED.mhd").read_text()
+                                                   .replace("patient0001_2CH_ED.raw", "patient0009_2CH_ED.raw"))
+    (folder / "Info_2CH.cfg").write_text("ED: 1\nES: 12\nImageQuality: Splendid\n")
+    capsys.readouterr()
+    assert segment_main([str(folder / "patient0009_2CH_ED.mhd"), "--ckpt", str(ckpt), "--out", str(out)]) == 2
+    assert not out.exists() and "Info_2CH.cfg" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["demo", "camus", "echonet"])
