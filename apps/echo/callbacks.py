@@ -6,10 +6,13 @@ left no checkpoint at all, and ``segment`` had nothing to load. :class:`EchoChec
 ``ModelCheckpoint`` that also saves every ``every_n_train_steps`` steps and writes ``last.ckpt`` at the
 end of fit, whatever stopped it (``max_time``, ``max_steps``, ``max_epochs``).
 
-It does not conflict with a core default that writes ``last.ckpt`` when fit ends: both write the same
-trainer state at the same step to the same name in the same ``checkpoints/`` folder, so whichever runs
-second rewrites an identical file. EMA (``dualsci.training.callbacks.EMA``) runs its ``on_train_end``
-first (Lightning puts checkpoint callbacks last), so the saved ``state_dict`` holds the EMA weights.
+The core's ``dualsci.training.FinalCheckpoint`` (added by ``build_cli`` to every trainer, placed
+before EMA) writes the same ``last.ckpt`` into this callback's folder. When it is present this
+callback's end-of-fit save stands down: written after EMA's ``on_train_end`` (Lightning runs
+checkpoint callbacks last), it would replace the raw weights in ``current_model_state`` by the EMA ones.
+The end-of-fit save here is the fallback for trainers built without ``build_cli``; with EMA its file
+holds EMA weights in both ``state_dict`` and ``current_model_state`` (fine for ``segment``, which loads
+``state_dict``; a resumed fit would continue from the EMA weights).
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ class EchoCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if trainer.fast_dev_run or trainer.global_step == 0 or self.dirpath is None:
             return  # nothing trained: no checkpoint is better than an untrained one
+        if _core_final_checkpoint(trainer):
+            return  # the core writes last.ckpt here, before EMA's copy (module docstring)
         path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
         trainer.save_checkpoint(str(path))
         self.last_model_path = str(path)
+
+
+def _core_final_checkpoint(trainer: "pl.Trainer") -> bool:
+    """True when the trainer has the core's end-of-fit ``FinalCheckpoint`` (absent in older cores)."""
+    import dualsci.training as training
+
+    core = getattr(training, "FinalCheckpoint", None)
+    return core is not None and any(isinstance(cb, core) for cb in trainer.callbacks)

@@ -28,3 +28,30 @@ def test_fit_stopped_before_validation_leaves_last_ckpt(camus2023, tmp_path):
 def test_checkpoint_rejects_negative_interval():
     with pytest.raises(ValueError, match="every_n_train_steps"):
         EchoCheckpoint(every_n_train_steps=-1)
+
+
+def _boring_fit(tmp_path, callbacks):
+    import lightning.pytorch as pl
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    ckpt = EchoCheckpoint(dirpath=str(tmp_path / "ck"), every_n_train_steps=50)
+    trainer = pl.Trainer(max_steps=3, callbacks=[*callbacks, ckpt], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer.fit(BoringModel())
+    return ckpt
+
+
+def test_fallback_save_without_the_core_callback(tmp_path):
+    ckpt = _boring_fit(tmp_path, [])
+    last = tmp_path / "ck" / "last.ckpt"
+    assert last.exists() and ckpt.last_model_path == str(last)
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+
+
+def test_stands_down_when_the_core_writes_last_ckpt(tmp_path):
+    from dualsci.training import FinalCheckpoint
+
+    final = FinalCheckpoint()
+    ckpt = _boring_fit(tmp_path, [final])
+    assert final.last_path == str(tmp_path / "ck" / "last.ckpt")  # the core wrote into our folder
+    assert ckpt.last_model_path != final.last_path  # and we did not write it a second time
