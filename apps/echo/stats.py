@@ -138,7 +138,8 @@ def strata(per_image: list[dict], per_patient: list[dict], n_boot: int = 10_000,
             continue
         hd = np.array([r["hd95_mm"] for r in imgs if r.get("hd95_mm") is not None and np.isfinite(r["hd95_mm"])])
         boot = bootstrap_by_patient(imgs, pats, n_boot=n_boot, seed=seed)
-        row = {"stratum": name, "n_images": int(len(dices)), "n_patients": len({r["patient"] for r in imgs} | {p["patient"] for p in pats}),
+        scored = {r["patient"] for r in imgs if r.get("dice") is not None and np.isfinite(r["dice"])}
+        row = {"stratum": name, "n_images": int(len(dices)), "n_patients": len(scored | {p["patient"] for p in pats}),
                "dice_mean": float(dices.mean()) if len(dices) else math.nan,
                "dice_sd": float(dices.std(ddof=1)) if len(dices) > 1 else math.nan,
                "hd95_mean_mm": float(hd.mean()) if len(hd) else math.nan}

@@ -61,8 +61,9 @@ def test_strata_and_summary():
     rows = [{"patient": "p1", "role": "ED", "image_quality": "Good", "dice": 0.9, "hd95_mm": 2.0},
             {"patient": "p1", "role": "ES", "image_quality": "Good", "dice": 0.8, "hd95_mm": 3.0},
             {"patient": "p2", "role": "ED", "image_quality": "Poor", "dice": 0.6, "hd95_mm": 9.0}]
+    rows.append({"patient": "video", "role": "ED", "dice": None})  # no reference: not counted
     table = {r["stratum"]: r for r in strata(rows, [{"patient": "p2", "image_quality": "Poor", "abs_err": 4.0}], n_boot=100)}
-    assert table["all"]["n_images"] == 3 and table["phase=ES"]["dice_mean"] == pytest.approx(0.8)
+    assert table["all"]["n_images"] == 3 and table["all"]["n_patients"] == 2 and table["phase=ES"]["dice_mean"] == pytest.approx(0.8)
     assert table["quality=Good"]["dice_mean"] == pytest.approx(0.85) and "quality=Medium" not in table
     assert table["quality=Poor"]["ef_mae"] == pytest.approx(4.0)
     assert worse_quality(["Good", "Medium", None]) == "Medium" and worse_quality([None]) is None
