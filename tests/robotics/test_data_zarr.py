@@ -84,3 +84,17 @@ def test_gather_columns_slices_and_sincos(toy_eps):
     np.testing.assert_allclose(x, [[1.0, 1.0, 0.0]], atol=1e-6)
     with pytest.raises(DataError, match="key 'nope'"):
         gather_columns(toy_eps.fields, ["nope"], "f.zarr")
+
+
+def test_state_only_module_skips_image_arrays(tmp_path, toy_eps):
+    from apps.robotics.data.module import RoboticsDataModule
+    from apps.robotics.data.zarr_io import read_replay_zarr, write_replay_zarr
+
+    path = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    assert "image" not in read_replay_zarr(path, skip_images=True).fields
+    assert "image" in read_replay_zarr(path).fields
+    dm = RoboticsDataModule(str(path), state_keys=["state"], use_image=False, horizon=8, val_episodes=1)
+    assert "image" not in dm.load().fields
+    dm.setup("fit")
+    assert "obs_image" not in dm.train_set[0] and dm.train_set[0]["obs_state"].shape[-1] == toy_eps.fields["state"].shape[-1]
+    assert "image" in RoboticsDataModule(str(path), state_keys=["state"], use_image=True, horizon=8).load().fields
