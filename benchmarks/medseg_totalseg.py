@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apps.medseg.data import SliceDataset, load_case  # noqa: E402
 from apps.medseg.evaluate import load_slices, run_evaluation, to_segdata  # noqa: E402
 from apps.medseg.generate import generate, save_generator  # noqa: E402
+from apps.medseg.metrics import augment  # noqa: E402
 from apps.medseg.labels import LabelDict  # noqa: E402
 from apps.medseg.model import MedSegNet  # noqa: E402
 from apps.medseg.objective import PairObjective  # noqa: E402
@@ -66,11 +67,13 @@ FIT_BUDGET_S = 30 * 60  # the benchmark's rule: generator training <= 30 min on 
 
 
 def train_generator(data, net: MedSegNet, objective: PairObjective, steps: int, batch: int, lr: float,
-                    seed: int = 0, log=print, budget_s: float = FIT_BUDGET_S) -> list[float]:
+                    seed: int = 0, log=print, budget_s: float = FIT_BUDGET_S, augmentation: bool = False) -> list[float]:
     """Plain training loop (same objective as ``dualsci-medseg fit``), AdamW with a short warm-up.
 
     Stops early when ``budget_s`` seconds have passed (a loaded host must not stretch the training
-    budget); the number of steps actually done is ``len(returned losses)``."""
+    budget); the number of steps actually done is ``len(returned losses)``. ``augmentation``: the same
+    random affine warp (±10°, ±10 % scale, ±6 % shift; no flip, no intensity change) on image and mask of
+    every training pair."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
@@ -81,6 +84,9 @@ def train_generator(data, net: MedSegNet, objective: PairObjective, steps: int, 
         idx = torch.randint(0, n, (batch,), generator=g).tolist()
         items = [data[i] for i in idx]
         b = {k: torch.stack([it[k] for it in items]) for k in ("image", "mask", "prompt")}
+        if augmentation:
+            img, msk = augment(b["image"], b["mask"][:, None], g, intensity=0.0)
+            b["image"], b["mask"] = img, msk[:, 0]
         loss = objective.loss(net, b)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fit-steps", type=int, default=None, help="override the preset's generator steps")
     ap.add_argument("--eval-steps", type=int, default=None, help="override the preset's UNet training steps")
+    ap.add_argument("--gen-augment", action="store_true", help="affine augmentation of the generator's training pairs")
+    ap.add_argument("--ratios", default=None, help="override the preset's synthetic:real ratios, e.g. 1,2,4")
     ap.add_argument("--ref-steps", type=int, default=None, help="override the preset's reference UNet steps")
     ap.add_argument("--work", default=None, help="folder for the generated dataset (default: a temp folder)")
     a = ap.parse_args(argv)
@@ -157,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dict(PRESETS["quick" if a.quick else "full"])
     if a.ref_steps:
         cfg["ref_steps"] = a.ref_steps
+    if a.ratios:
+        cfg["ratios"] = [float(r) for r in a.ratios.split(",")]
+    cfg["gen_augment"] = bool(a.gen_augment)
     if a.fit_steps:
         cfg["fit_steps"] = a.fit_steps
     if a.eval_steps:
@@ -175,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     obj_args = {"prediction": "x0"}
     objective = PairObjective(**obj_args)
     t = time.time()
-    losses = train_generator(train_ds, net, objective, cfg["fit_steps"], cfg["batch"], cfg["lr"])
+    losses = train_generator(train_ds, net, objective, cfg["fit_steps"], cfg["batch"], cfg["lr"],
+                             augmentation=cfg["gen_augment"])
     timings["fit"] = time.time() - t
 
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="medseg_bench_"))
