@@ -48,9 +48,10 @@ def draw_tracks(res: dict, path: str | Path, margin_deg: float = 12.0) -> Path:
     fig.colorbar(im, ax=ax, shrink=0.8, label=f"strike probability ({res.get('radius_km', 300):g} km)")
     for m, tr in enumerate(members):
         ax.plot(_recentre(tr[:, 1], centre), tr[:, 0], "-", color="tab:gray", lw=0.8, alpha=0.8, label="members" if m == 0 else None)
-    ax.plot(_recentre(mean[:, 1], centre), mean[:, 0], "o--", color="tab:red", lw=1.8, ms=3, label="ensemble-mean field")
     if truth is not None:
-        ax.plot(_recentre(truth[:, 1], centre), truth[:, 0], "s-", color="k", lw=2.0, ms=3, label="observed")
+        ax.plot(_recentre(truth[:, 1], centre), truth[:, 0], "s-", color="k", lw=3.0, ms=4, label="observed")
+    # drawn last so that it stays visible where it lies on the observed track
+    ax.plot(_recentre(mean[:, 1], centre), mean[:, 0], "o--", color="tab:red", lw=1.5, ms=3, label="ensemble-mean field", zorder=5)
     if len(pts):
         plon = _recentre(pts[:, 1], centre)
         ax.set_xlim(plon.min() - margin_deg, plon.max() + margin_deg)
