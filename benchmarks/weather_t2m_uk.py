@@ -9,6 +9,13 @@ unbiased SSR). Baselines: persistence (the analysis at the init) and the diurnal
 training period (hour-of-day mean; seasonal harmonics only when training spans a year).
 Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any period).
 
+Spread calibration (``apps.weather.calibration``): the last ``--val-days`` days of the training period
+are held out; the model trains on the rest, forecasts the held-out window, and per-lead factors
+``s_ℓ = clip(1 / SSR_val(ℓ))`` are fitted there (the test period is never looked at). The contract keys
+(``rmse``, ``crps``, ``ssr``, ...) are the calibrated product's; the uncalibrated figures are under
+``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged).
+``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training.
+
 Targets (issue 3): ensemble-mean RMSE ≤ 0.9 × min(persistence, climatology) at every lead; SSR in
 [0.7, 1.3]; CRPS below the ensemble-mean MAE; training ≤ 30 min on 2 cores.
 """
@@ -31,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from apps.weather.calibration import fit_spread_scales  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
@@ -41,6 +49,7 @@ from dualsci.io import write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
 PATCH = 4
+SCORE_KEYS = ("rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse", "mae", "crps_skill", "crps_spread", "spread", "bias")
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -48,6 +57,18 @@ def _split(spec: str) -> tuple[str, str]:
         raise SystemExit(f"period {spec!r} must be START:END")
     a, b = spec.split(":", 1)
     return a, b
+
+
+def _inits(times: np.ndarray, start: np.datetime64, end: np.datetime64) -> list[np.datetime64]:
+    """00/12 UTC times in [start, end] whose 48 h lead is still <= end."""
+    sel = times[(times >= start) & (times <= end)]
+    hours = sel.astype("datetime64[h]").astype(np.int64) % 24
+    return [t for t, h in zip(sel, hours) if h in (0, 12) and t + np.timedelta64(max(LEADS), "h") <= end]
+
+
+def _global_rows(res: dict) -> dict:
+    rows = {r["lead_hours"]: r for r in res["scores"] if r["region"] == "global"}
+    return {str(lead): {k: float(rows[lead][k]) for k in SCORE_KEYS} for lead in LEADS}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,7 +85,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--prior", choices=("persistence", "diurnal"), default="diurnal",
                    help="what the model diffuses the departure from (apps.weather.prior)")
+    p.add_argument("--val-days", type=int, default=4,
+                   help="days at the end of --train held out to fit the spread calibration (0 = no calibration)")
+    p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
+    p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")
     a = p.parse_args(argv)
+    if a.val_days < 0:
+        raise SystemExit("--val-days must be >= 0")
+    if a.checkpoint and not Path(a.checkpoint).is_file():
+        raise SystemExit(f"--checkpoint {a.checkpoint}: no such file")
     if a.members < 10:
         raise SystemExit("--members must be >= 10")
     if a.threads:
@@ -77,59 +106,92 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = _split(a.train), _split(a.test)
     probe = open_weather(a.data, variables=["2m_temperature"])
     times = probe.time.values
-    test_times = times[(times >= np.datetime64(test[0])) & (times <= np.datetime64(test[1]) + np.timedelta64(23, "h"))]
-    if len(test_times) == 0:
+    test_start = np.datetime64(test[0])
+    test_end = np.datetime64(test[1]) + np.timedelta64(23, "h")
+    if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
-    test_end = test_times[-1]
-    hours = test_times.astype("datetime64[h]").astype(np.int64) % 24
-    inits = [t for t, h in zip(test_times, hours) if h in (0, 12) and t + np.timedelta64(max(LEADS), "h") <= test_end]
+    inits = _inits(times, test_start, test_end)
     if not inits:
         raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with 48 h of truth after it", "time")
+    # validation = the last --val-days days of the training period; the model trains on the rest
+    train_end_day = np.datetime64(train[1], "D")
+    fit_end = str(train_end_day - np.timedelta64(a.val_days, "D")) if a.val_days else train[1]
+    val_inits: list[np.datetime64] = []
+    if a.val_days:
+        val_start = train_end_day - np.timedelta64(a.val_days - 1, "D")
+        val_inits = _inits(times, val_start.astype("datetime64[h]"), train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"))
+        if not val_inits:
+            raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
+    fit_period = f"{train[0]}:{fit_end}"
     pl.seed_everything(a.seed, verbose=False)
-    dm = WeatherDataModule(
-        a.data, variables=["2m_temperature"], train_period=a.train, frames=4, step_hours=6, batch_size=16,
-        crop_multiple=PATCH, prior=a.prior, seed=a.seed,
-    )
-    dm.setup("fit")
-    h, w = len(dm.train_set.windows.lat), len(dm.train_set.windows.lon)
-    net = WeatherForecaster(
-        n_channels=1, n_statics=len(dm.stats.static_names), grid=(h, w), frames=4, step_hours=6, patch=PATCH,
-        dim=64, num_heads=4, depth_dual=2, depth_single=1, rope="grid",
-    )
-    module = WeatherModule(net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01))
-    trainer = pl.Trainer(
-        max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[EMA(decay=0.99)], accelerator="cpu", devices=1,
-    )
     load_before = os.getloadavg()
-    t0, c0 = time.perf_counter(), time.process_time()
-    trainer.fit(module, dm)
-    train_seconds = time.perf_counter() - t0
-    # CPU time of this process: on a shared machine the wall time depends on the other jobs' load
-    train_cpu_seconds = time.process_time() - c0
+    train_seconds = train_cpu_seconds = None
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "t2m.ckpt"
-        trainer.save_checkpoint(ckpt)
-        opts = ForecastOptions(
-            inits=[str(np.datetime64(t, "h")) for t in inits], lead_hours=max(LEADS), members=a.members,
-            sampler="heun", steps=a.sampler_steps, seed=a.seed, batch_members=a.members,
-        )
+        if a.checkpoint:
+            ckpt = Path(a.checkpoint)
+        else:
+            dm = WeatherDataModule(
+                a.data, variables=["2m_temperature"], train_period=fit_period, frames=4, step_hours=6, batch_size=16,
+                crop_multiple=PATCH, prior=a.prior, seed=a.seed,
+            )
+            dm.setup("fit")
+            h, w = len(dm.train_set.windows.lat), len(dm.train_set.windows.lon)
+            net = WeatherForecaster(
+                n_channels=1, n_statics=len(dm.stats.static_names), grid=(h, w), frames=4, step_hours=6, patch=PATCH,
+                dim=64, num_heads=4, depth_dual=2, depth_single=1, rope="grid",
+            )
+            module = WeatherModule(net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01))
+            trainer = pl.Trainer(
+                max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[EMA(decay=0.99)], accelerator="cpu", devices=1,
+            )
+            t0, c0 = time.perf_counter(), time.process_time()
+            trainer.fit(module, dm)
+            train_seconds = time.perf_counter() - t0
+            # CPU time of this process: on a shared machine the wall time depends on the other jobs' load
+            train_cpu_seconds = time.process_time() - c0
+            ckpt = Path(a.keep_checkpoint) if a.keep_checkpoint else Path(tmp) / "t2m.ckpt"
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            # save under a temporary name and rename, so a killed run leaves no half-written checkpoint
+            part = ckpt.with_name(ckpt.name + ".part")
+            trainer.save_checkpoint(part)
+            os.replace(part, ckpt)
+
+        def run(init_list: list, name: str) -> Path:
+            opts = ForecastOptions(
+                inits=[str(np.datetime64(t, "h")) for t in init_list], lead_hours=max(LEADS), members=a.members,
+                sampler="heun", steps=a.sampler_steps, seed=a.seed, batch_members=a.members,
+            )
+            return forecast(ckpt, a.data, Path(tmp) / f"{name}.zarr", opts, progress=False)
+
+        clim_period = (train[0], fit_end + "T23")
+        calib_path = None
+        calib = None
+        if val_inits:
+            val_fc = run(val_inits, "val")
+            val_res = evaluate(val_fc, a.data, Path(tmp) / "eval_val", climatology_period=clim_period, report=False)
+            calib = fit_spread_scales(val_res["scores"], source={"validation_inits": [str(t) for t in val_inits], "fit_period": fit_period})
+            calib_path = Path(a.out).with_name(Path(a.out).stem + "_calibration.json")
+            calib.save(calib_path)
         t1 = time.perf_counter()
-        fc = forecast(ckpt, a.data, Path(tmp) / "fc.zarr", opts, progress=False)
+        fc = run(inits, "test")
         forecast_seconds = time.perf_counter() - t1
-        res = evaluate(fc, a.data, Path(tmp) / "eval", climatology_period=(train[0], train[1] + "T23"), report=False)
-    rows = {r["lead_hours"]: r for r in res["scores"] if r["region"] == "global"}
-    leads = {}
-    for lead in LEADS:
-        r = rows[lead]
-        leads[str(lead)] = {
-            k: float(r[k]) for k in ("rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse", "mae", "crps_skill", "crps_spread", "spread", "bias")
-        }
+        res_raw = evaluate(fc, a.data, Path(tmp) / "eval_raw", climatology_period=clim_period, report=False)
+        res = (evaluate(fc, a.data, Path(tmp) / "eval_cal", climatology_period=clim_period, report=False, calibration=calib_path)
+               if calib_path else res_raw)
+    raw = _global_rows(res_raw)
+    leads = _global_rows(res)
+    for lead in leads:
+        leads[lead]["raw"] = raw[lead]
+        if calib is not None:
+            leads[lead]["spread_factor"] = calib.factor("2m_temperature", int(lead))
     targets = {
         "rmse_le_0.9_best_baseline": all(v["rmse"] <= 0.9 * min(v["persistence_rmse"], v["climatology_rmse"]) for v in leads.values()),
         "ssr_in_0.7_1.3": all(0.7 <= v["ssr"] <= 1.3 for v in leads.values()),
         "crps_below_mae": all(v["crps"] < v["mae"] for v in leads.values()),
-        "train_le_30_min": train_seconds <= 1800,
+        "train_le_30_min": train_seconds is not None and train_seconds <= 1800,
+        "raw_ssr_in_0.7_1.3": all(0.7 <= v["raw"]["ssr"] <= 1.3 for v in leads.values()),
+        "raw_crps_below_mae": all(v["raw"]["crps"] < v["raw"]["mae"] for v in leads.values()),
     }
     out = {
         "leads": leads,
@@ -140,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
         "forecast_seconds": forecast_seconds,
         "train_steps": steps,
         "prior": a.prior,
+        "fit_period": fit_period,
+        "validation_inits": [str(np.datetime64(t, "h")) for t in val_inits],
+        "calibration": str(calib_path) if calib_path else None,
+        "checkpoint": a.checkpoint or a.keep_checkpoint,
         "members": a.members,
         "n_inits": len(inits),
         "grid": res["grid"],

@@ -62,6 +62,7 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--regions", default="global", help="comma-separated WB2 region names")
     p.add_argument("--climatology-period", default=None, help="START:END of truth for the climatology")
     p.add_argument("--climatology", default=None, help="WB2 climatology file (dayofyear, hour) for ACC and the baseline")
+    p.add_argument("--calibration", default=None, help="spread calibration JSON (apps.weather.calibration) applied to the members")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--track-start", default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
     a = p.parse_args(argv)
@@ -69,7 +70,7 @@ def evaluate_main(argv: list[str]) -> dict:
     start = tuple(float(v) for v in a.track_start.split(",")) if a.track_start else None
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
-        track_start=start, climatology=a.climatology,
+        track_start=start, climatology=a.climatology, calibration=a.calibration,
     )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res

@@ -106,6 +106,7 @@ def evaluate(
     seed: int = 0,
     track_start: tuple[float, float] | None = None,
     climatology: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -119,6 +120,8 @@ def evaluate(
         track_start: (lat, lon) of a cyclone near the first lead: track it in the first init
             (``cyclone.track_forecast``, needs ``mean_sea_level_pressure``); the result goes under
             ``"cyclone"`` and the report draws the tracks over the strike-probability map.
+        calibration: a spread calibration JSON (``apps.weather.calibration``): members are scored as
+            ``mean + s_ℓ (x − mean)``; it must cover every scored channel and lead (checked first).
 
     Returns:
         The JSON-able result dict.
@@ -131,6 +134,12 @@ def evaluate(
     inits = fc.time.values
     leads = fc.prediction_timedelta.values
     ttimes = truth.time.values
+    calib = None
+    if calibration is not None:
+        from apps.weather.calibration import SpreadCalibration
+
+        calib = SpreadCalibration.load(calibration)
+        calib.check_covers(chans, [int(x / np.timedelta64(1, "h")) for x in leads])
     if climatology is not None:
         from apps.weather.climatology_file import FileClimatology
 
@@ -168,6 +177,8 @@ def evaluate(
                 ens = np.asarray(da.transpose(*([mdim] if mdim else []), "latitude", "longitude").values, np.float64)
                 if mdim is None:
                     ens = ens[None]
+                if calib is not None:
+                    ens = calib.apply(ens, ch, lead_h)
                 acc.add(ch, lead_h, ens, y[ci], climatology=c[ci], persistence=persistence[ci])
     rows = acc.result()
     result = {
@@ -177,6 +188,7 @@ def evaluate(
         "inits": [str(t) for t in inits],
         "climatology": clim_record,
         "skipped_pairs": skipped,
+        "calibration": str(calibration) if calibration is not None else None,
         "scores": rows,
     }
     if track_start is not None:

@@ -30,9 +30,17 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert set(saved["leads"]) == {"6", "12", "24", "48"}
     for v in saved["leads"].values():
         assert {"rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse"} <= set(v)
-        assert all(isinstance(x, float) for x in v.values()) and np.isfinite(v["rmse"]) and np.isfinite(v["crps"])
+        assert all(isinstance(x, float) for k, x in v.items() if k != "raw") and np.isfinite(v["rmse"]) and np.isfinite(v["crps"])
+        # calibrated = raw with the spread scaled: mean scores identical, spread scaled by the factor exactly
+        assert set(v["raw"]) >= {"rmse", "crps", "ssr"} and v["raw"]["rmse"] == pytest.approx(v["rmse"], rel=1e-9)
+        assert v["spread"] == pytest.approx(v["raw"]["spread"] * v["spread_factor"], rel=1e-6)
     assert saved["train_seconds"] > 0 and saved["grid"] == "16x12" and saved["n_inits"] == 2
     assert res["members"] == 10
+    # validation = the last 4 days of training, never the test period; the model trains on the first 2
+    assert saved["fit_period"] == "2021-07-01:2021-07-02"
+    assert saved["validation_inits"] == ["2021-07-03T00", "2021-07-03T12", "2021-07-04T00", "2021-07-04T12"]
+    calib = json.loads((tmp_path / "b_calibration.json").read_text())
+    assert set(calib["factors"]["2m_temperature"]) >= {"6", "12", "24", "48"}
     with pytest.raises(SystemExit):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
 
