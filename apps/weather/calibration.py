@@ -143,3 +143,63 @@ def fit_spread_scales(
     src = dict(source or {})
     src.update(region=region, clip=[clip_min, clip_max], validation_ssr={ch: {str(k): v for k, v in p.items()} for ch, p in raw.items()})
     return SpreadCalibration(factors, src)
+
+
+def calibrate_store(
+    forecast_path: str | os.PathLike, out_path: str | os.PathLike, calibration: "SpreadCalibration | str | os.PathLike"
+) -> Path:
+    """Write a calibrated copy of a finished forecast store (zarr folder or NetCDF file).
+
+    Every ensemble variable (dims ``realization`` and ``prediction_timedelta``) becomes
+    ``mean + s · (x − mean)`` with ``s`` per (channel, lead); the rest is copied. Lazy (dask, the store's
+    chunks), so memory does not grow with inits or leads; the output appears only when complete
+    (``dualsci.io.atomic_dir`` / temp file + rename). Raises :class:`CalibrationError` naming the
+    forecast when a (channel, lead) has no factor, before writing anything.
+    """
+    import xarray as xr
+
+    from apps.weather.data import channel_names
+    from dualsci.io import atomic_dir
+
+    calib = calibration if isinstance(calibration, SpreadCalibration) else SpreadCalibration.load(calibration)
+    src = Path(forecast_path)
+    fc = xr.open_zarr(src, consolidated=False) if src.is_dir() else xr.open_dataset(src, chunks={})
+    ens_vars = [v for v in fc.data_vars if {"realization", "prediction_timedelta"} <= set(fc[v].dims)]
+    if not ens_vars:
+        raise CalibrationError(f"{src}: no ensemble variable (dims realization and prediction_timedelta)")
+    leads = [int(x / np.timedelta64(1, "h")) for x in fc.prediction_timedelta.values]
+    try:
+        calib.check_covers(channel_names(fc, ens_vars), leads)
+    except CalibrationError as e:
+        raise CalibrationError(f"{src}: {e}") from None
+    out = fc.copy()
+    for v in ens_vars:
+        da = fc[v]
+        if "level" in da.dims:
+            levels = fc["level"].values
+            names = channel_names(fc, [v])
+            f = np.array([[calib.factor(n, lead) for n in names] for lead in leads])  # (L, levels)
+            s = xr.DataArray(f, dims=("prediction_timedelta", "level"), coords={"prediction_timedelta": fc.prediction_timedelta, "level": levels})
+        else:
+            s = xr.DataArray([calib.factor(v, lead) for lead in leads], dims=("prediction_timedelta",), coords={"prediction_timedelta": fc.prediction_timedelta})
+        mean = da.mean("realization")
+        out[v] = (mean + s * (da - mean)).transpose(*da.dims).astype(da.dtype)
+        out[v].attrs = dict(da.attrs)
+    out.attrs = dict(fc.attrs)
+    out.attrs["spread_calibration"] = json.dumps({"factors": {c: {str(k): x for k, x in p.items()} for c, p in calib.factors.items()}, "source": calib.source})
+    for v in out.variables:
+        out[v].encoding = {}
+    dst = Path(out_path)
+    if str(dst).endswith((".nc", ".nc4")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(f".{dst.name}.part")
+        try:
+            out.to_netcdf(part)
+            os.replace(part, dst)
+        finally:
+            part.unlink(missing_ok=True)
+    else:
+        with atomic_dir(dst) as tmp:
+            out.chunk({d: -1 for d in out.dims if d not in ("time", "realization")}).to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    fc.close()
+    return dst

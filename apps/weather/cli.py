@@ -2,7 +2,8 @@
 
 Verbs: ``synth`` (write the embedded synthetic WB2-schema zarr), ``encode`` (autoencoder -> latent
 zarr), ``forecast`` (ensemble rollouts to zarr/NetCDF), ``evaluate`` (WB2 scores, CSV/JSON, report),
-``track`` (cyclone tracks, track errors, strike probability).
+``track`` (cyclone tracks, track errors, strike probability), ``calibrate`` (spread-calibrated copy of a
+forecast store, ``apps.weather.calibration``).
 """
 
 from __future__ import annotations
@@ -40,13 +41,42 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--batch-members", type=int, default=10)
     p.add_argument("--autoencoder", default=None, help="decode a latent forecaster's blocks with this checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--calibration", default=None, help="spread calibration JSON: also write a calibrated copy")
+    p.add_argument("--calibrated-out", default=None, help="where the calibrated copy goes (default OUT with '_calibrated')")
     a = p.parse_args(argv)
+    if a.calibrated_out and not a.calibration:
+        p.error("--calibrated-out needs --calibration")
+    calib = None
+    if a.calibration:
+        from apps.weather.calibration import SpreadCalibration
+
+        calib = SpreadCalibration.load(a.calibration)  # a bad file fails before the (long) rollout
     fmt = "netcdf" if a.out.endswith((".nc", ".nc4")) else "zarr"
     opts = ForecastOptions(
         inits=[str(t) for t in parse_inits(a.inits)], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
     )
     out = forecast(a.checkpoint, a.data, a.out, opts, progress=not a.no_progress, autoencoder=a.autoencoder)
+    print(f"wrote {out}")
+    if calib is not None:
+        from apps.weather.calibration import calibrate_store
+
+        raw = Path(out)
+        dst = a.calibrated_out or str(raw.with_name(raw.stem + "_calibrated" + raw.suffix))
+        print(f"wrote {calibrate_store(out, dst, calib)}")
+    return str(out)
+
+
+def calibrate_main(argv: list[str]) -> str:
+    """Write a spread-calibrated copy of a finished forecast store (apps.weather.calibration)."""
+    from apps.weather.calibration import calibrate_store
+
+    p = argparse.ArgumentParser(prog="dualsci-weather calibrate", description=calibrate_main.__doc__)
+    p.add_argument("--forecast", required=True)
+    p.add_argument("--calibration", required=True, help="spread calibration JSON")
+    p.add_argument("--out", required=True, help="output .zarr folder or .nc file (must not exist)")
+    a = p.parse_args(argv)
+    out = calibrate_store(a.forecast, a.out, a.calibration)
     print(f"wrote {out}")
     return str(out)
 
@@ -115,7 +145,8 @@ def track_main(argv: list[str]) -> dict:
     return res
 
 
-VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main}
+VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main,
+         "calibrate": calibrate_main}
 
 
 def main(args: Sequence[str] | None = None):

@@ -131,3 +131,31 @@ def test_evaluate_applies_a_calibration_file(tmp_path):
     with pytest.raises(CalibrationError, match="no lead 12 h"):
         evaluate(tmp_path / "fc.zarr", tmp_path / "truth.nc", tmp_path / "none", report=False, calibration=short)
     assert not (tmp_path / "none").exists()
+
+
+def test_calibrate_store_with_levels_to_netcdf(tmp_path):
+    """Per-level factors reach the right slices; the output is NetCDF with the provenance attribute."""
+    from apps.weather.calibration import calibrate_store
+
+    rng = np.random.default_rng(1)
+    leads = np.array([6, 12], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    inits = pd.date_range("2020-01-02", periods=2, freq="12h").values
+    z = rng.normal(0, 1, (2, M, 2, 2, 3, 4))
+    fc = xr.Dataset({"geopotential": (("time", "realization", "prediction_timedelta", "level", "latitude", "longitude"), z)},
+                    coords={"time": inits, "realization": np.arange(M), "prediction_timedelta": leads, "level": [500.0, 850.0],
+                            "latitude": [50.0, 52.0, 54.0], "longitude": [0.0, 2.0, 4.0, 6.0]})
+    fc.to_zarr(tmp_path / "fc.zarr", consolidated=False, zarr_format=3)
+    f = {"geopotential/500": {6: 0.5, 12: 2.0}, "geopotential/850": {6: 1.0, 12: 3.0}}
+    out = calibrate_store(tmp_path / "fc.zarr", tmp_path / "cal.nc", SpreadCalibration(f))
+    cal = xr.open_dataset(out)
+    assert "spread_calibration" in cal.attrs
+    for li, lead in enumerate((6, 12)):
+        for ki, lv in enumerate((500, 850)):
+            raw = z[:, :, li, ki]
+            got = cal["geopotential"].values[:, :, li, ki]
+            np.testing.assert_allclose(got.mean(1), raw.mean(1), atol=1e-12)
+            np.testing.assert_allclose(got.std(1), f[f"geopotential/{lv}"][lead] * raw.std(1), rtol=1e-10)
+    cal.close()
+    with pytest.raises(CalibrationError, match="fc.zarr: calibration has no channel 'geopotential/850'"):
+        calibrate_store(tmp_path / "fc.zarr", tmp_path / "x.nc", SpreadCalibration({"geopotential/500": {6: 1.0, 12: 1.0}}))
+    assert not (tmp_path / "x.nc").exists()

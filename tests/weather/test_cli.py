@@ -51,3 +51,22 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     res = main(["evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev"), "--no-report"])
     assert {r["lead_hours"] for r in res["scores"]} == {6, 12}
     assert json.loads((tmp_path / "ev" / "scores.json").read_text())["grid"] == "8x16"
+    # spread calibration: a calibrated copy of the store scores like evaluate --calibration on the raw one
+    from apps.weather.calibration import SpreadCalibration, fit_spread_scales
+
+    cpath = fit_spread_scales(res["scores"]).save(tmp_path / "calib.json")
+    cal_store = main(["calibrate", "--forecast", out, "--calibration", str(cpath), "--out", str(tmp_path / "fc_cal.zarr")])
+    via_copy = main(["evaluate", "--forecast", cal_store, "--truth", str(data), "--out", str(tmp_path / "ev_c"), "--no-report"])
+    via_flag = main(["evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev_f"), "--no-report",
+                     "--calibration", str(cpath)])
+    for r0, r1, r2 in zip(res["scores"], via_copy["scores"], via_flag["scores"]):
+        assert r1["rmse"] == pytest.approx(r0["rmse"], rel=1e-5) and r1["ssr"] == pytest.approx(r2["ssr"], rel=1e-4)
+        assert r2["ssr"] == pytest.approx(1.0, rel=1e-6) or SpreadCalibration.load(cpath).factor(r0["variable"], r0["lead_hours"]) in (0.25, 4.0)
+    short = SpreadCalibration({"2m_temperature": {6: 0.5}}).save(tmp_path / "short.json")
+    with pytest.raises(ValueError, match="fc.nc: calibration has no channel|fc.nc: calibration for"):
+        main(["calibrate", "--forecast", out, "--calibration", str(short), "--out", str(tmp_path / "none.zarr")])
+    assert not (tmp_path / "none.zarr").exists()
+    fc2 = main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "fc2.zarr"),
+                "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--sampler", "dpmpp_2m",
+                "--no-progress", "--calibration", str(cpath)])
+    assert (tmp_path / "fc2_calibrated.zarr").is_dir() and fc2.endswith("fc2.zarr")
