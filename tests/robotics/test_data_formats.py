@@ -165,6 +165,10 @@ def test_lerobot_v3_splits_files_at_size_limits_and_reads_back(tmp_path, toy_eps
                 np.testing.assert_array_equal(back.fields[k], ref.fields[k], err_msg=k)
         sub = read_lerobot(root, episodes=[n - 1, 1])
         np.testing.assert_array_equal(sub.fields["state"], toy_eps.select([n - 1, 1]).fields["state"])
+    stats_min = table["stats/observation.state/min"]  # per-episode statistics travel in the episode table
+    e1 = toy_eps.episode(1)["state"].reshape(int(toy_eps.lengths[1]), -1)
+    np.testing.assert_allclose(np.asarray(stats_min[1], float), e1.min(0), rtol=0, atol=1e-6)
+    assert list(table["stats/observation.state/count"][1]) == [int(toy_eps.lengths[1])]
     if image_mode == "video":
         t = pd.read_parquet(tiny / "meta/episodes/chunk-000/file-000.parquet")
         assert (t["videos/observation.image/from_timestamp"] == 0).all()

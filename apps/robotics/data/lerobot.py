@@ -411,6 +411,11 @@ def _write_v3_files(eps: EpisodeSet, tmp: Path, feats: dict, cams: list[str], in
                 rows[f"videos/{cam}/from_timestamp"][e] = t / eps.fps
                 t += int(eps.lengths[e])
                 rows[f"videos/{cam}/to_timestamp"][e] = t / eps.fps
+    # Per-episode statistics as LeRobot's flat ``stats/<feature>/<stat>`` columns (numeric features).
+    per_ep = [_episode_stats(eps, e, feats) for e in range(n)]
+    for feat in [f for f in (per_ep[0] if n else []) if feats[f]["dtype"] not in ("image", "video")]:
+        for stat in per_ep[0][feat]:
+            rows[f"stats/{feat}/{stat}"] = [per_ep[e][feat][stat] for e in range(n)]
     (tmp / "meta/episodes/chunk-000").mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(tmp / "meta/episodes/chunk-000/file-000.parquet")
     names = _task_names(eps)
