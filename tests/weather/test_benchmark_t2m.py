@@ -25,7 +25,8 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     bench = load_benchmark("weather_t2m_uk")
     out = tmp_path / "b.json"
     res = bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
-                      "--out", str(out), "--quick", "--steps", "2", "--sampler-steps", "2", "--threads", "1"])
+                      "--out", str(out), "--quick", "--steps", "2", "--sampler-steps", "2", "--threads", "1",
+                      "--val-days", "4"])
     saved = json.loads(out.read_text())
     assert set(saved["leads"]) == {"6", "12", "24", "48"}
     for v in saved["leads"].values():
