@@ -134,3 +134,29 @@ def test_ema_buffer_options_are_validated():
         make_ema(0.9, use_buffers=False, buffers="average")
     assert make_ema(0.9).buffers == "copy"
     assert make_ema(0.9, use_buffers=True).buffers == "average"
+
+
+def test_ema_decay_warmup_follows_the_warmup_rule(tmp_path):
+    """``warmup_power=p``: update n uses d_n = min(decay, 1 − (1 + n)^(−p)); the first update copies θ."""
+    decay, power = 0.99, 0.75
+    record = _RecordWeights()
+    trainer = tiny_trainer(
+        max_epochs=1, limit_val_batches=0, enable_checkpointing=True, default_root_dir=tmp_path,
+        callbacks=[make_ema(decay, warmup_power=power), record, ModelCheckpoint(dirpath=tmp_path, filename="last")],
+    )
+    module = tiny_module(optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    trainer.fit(module, datamodule=TinyData())
+    steps = record.steps
+    expected = {k: v.clone() for k, v in steps[0].items()}
+    for n, weights in enumerate(steps[1:], start=1):
+        d = min(decay, 1.0 - (1.0 + n) ** -power)
+        expected = {k: d * expected[k] + (1.0 - d) * weights[k] for k in expected}
+    fixed = _analytic_ema(steps, decay)
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    for key in expected:
+        torch.testing.assert_close(ckpt["state_dict"][key], expected[key])
+    # the warm-up follows the trained weights much more closely than the fixed decay on a short run
+    key = "net.mlp_a.0.weight"
+    assert (expected[key] - steps[-1][key]).norm() < 0.5 * (fixed[key] - steps[-1][key]).norm()
+    with pytest.raises(ValueError, match="warmup_power"):
+        make_ema(0.99, warmup_power=0.0)

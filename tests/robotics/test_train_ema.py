@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from apps.robotics.train import WarmupEMA, _WarmupEMAUpdate
+from apps.robotics.train import WarmupEMA
+from dualsci.training.callbacks import _WarmupEMAUpdate
 
 
 def test_warmup_update_rule_and_short_budget_lag():
