@@ -12,8 +12,9 @@ Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any
 Spread calibration (``apps.weather.calibration``, opt-in with ``--val-days N``; default 0 = the model
 trains on the whole ``--train`` period and no calibration is fitted): the last N days of the training period
 are held out; the model trains on the rest, forecasts the held-out window, and per-lead factors
-``s_ℓ = clip(1 / SSR_val(ℓ))`` are fitted there (the test period is never looked at). The contract keys
-(``rmse``, ``crps``, ``ssr``, ...) are the calibrated product's; the uncalibrated figures are under
+``s_ℓ = clip(sqrt((1/SSR_val(ℓ)² + 1/M) / (1 + 1/M)))`` (M members; exact SSR = 1 on the window) are
+fitted there (the test period is never looked at). With calibration the contract keys (``rmse``,
+``crps``, ``ssr``, ...) are the calibrated product's (without it, the raw ones); the uncalibrated figures are under
 ``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged).
 ``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training.
 
