@@ -2,12 +2,13 @@
 
 from dualsci.training.callbacks import EMA, ThroughputMFU, make_ema
 from dualsci.training.checkpoint import FinalCheckpoint
-from dualsci.training.cli import build_cli
-from dualsci.training.hardware import bf16_supported, measure_gemm_peak
+from dualsci.training.cli import DualsciTrainer, build_cli
+from dualsci.training.hardware import bf16_supported, measure_gemm_peak, resolve_precision
 from dualsci.training.module import DiffusionModule, Objective
 
 __all__ = [
     "DiffusionModule",
+    "DualsciTrainer",
     "Objective",
     "EMA",
     "FinalCheckpoint",
@@ -16,4 +17,5 @@ __all__ = [
     "build_cli",
     "make_ema",
     "measure_gemm_peak",
+    "resolve_precision",
 ]

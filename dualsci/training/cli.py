@@ -9,11 +9,12 @@ functions that receive the rest of the command line and never reach LightningCLI
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping, Sequence, get_args
+from typing import Any, Callable, Literal, Mapping, Sequence, Union, get_args
 
 import lightning.pytorch as pl
 from jsonargparse import DefaultHelpFormatter
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dualsci.training.checkpoint import FinalCheckpoint
+from dualsci.training.hardware import resolve_precision
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LinkApplyOn = Literal["parse", "instantiate"]
@@ -90,6 +92,34 @@ def add_final_checkpoint(trainer: pl.Trainer) -> None:
         return
     at = next((i for i, cb in enumerate(trainer.callbacks) if isinstance(cb, WeightAveraging)), len(trainer.callbacks))
     trainer.callbacks.insert(at, FinalCheckpoint())
+
+
+class DualsciTrainer(pl.Trainer):
+    """Lightning's ``Trainer`` that also takes ``precision="auto"`` (see :func:`resolve_precision`).
+
+    ``auto`` is resolved once, here, from the machine the trainer runs on: the YAML (and the config
+    embedded in a checkpoint) keeps ``auto``, so the same file trains in bf16 on an AMX CPU or a
+    recent GPU and in fp32 on an AVX2-only CPU.
+    """
+
+    def __init__(self, *args: Any, precision: Any = None, accelerator: Any = "auto", **kwargs: Any) -> None:
+        resolved = resolve_precision(precision, accelerator if isinstance(accelerator, str) else "auto")
+        super().__init__(*args, precision=resolved, accelerator=accelerator, **kwargs)
+
+
+def _widen_precision(signature: inspect.Signature) -> inspect.Signature:
+    """``Trainer.__init__``'s signature with ``"auto"`` added to ``precision``'s Literal (for jsonargparse)."""
+    return signature.replace(
+        parameters=[
+            p.replace(annotation=Union[p.annotation, Literal["auto"]]) if p.name == "precision" else p
+            for p in signature.parameters.values()
+        ]
+    )
+
+
+# jsonargparse reads the options of a trainer class from its __init__ signature: expose the parent's
+# full signature (every Trainer option typed and documented) with "auto" allowed for precision.
+DualsciTrainer.__init__.__signature__ = _widen_precision(inspect.signature(pl.Trainer.__init__))  # type: ignore[attr-defined]
 
 
 class _DualsciCLI(LightningCLI):
@@ -162,7 +192,8 @@ def build_cli(
         links: argument links (:class:`Link` or tuples ``(source, target[, compute_fn[, apply_on]])``),
             e.g. ``Link("data.init_args.image_size", "model.init_args.net.init_args.image_size")``
             so a data-derived size is set once; applied to every Lightning subcommand.
-        cli_kwargs: more LightningCLI arguments (e.g. ``trainer_defaults``), passed through.
+        cli_kwargs: more LightningCLI arguments (e.g. ``trainer_defaults``), passed through. The
+            trainer class defaults to :class:`DualsciTrainer`, so ``--trainer.precision auto`` works.
 
     Returns:
         The verb's return value, or the ``LightningCLI`` object.
@@ -204,6 +235,7 @@ def build_cli(
         # None lets LightningCLI read sys.argv itself (a list would make it warn about both).
         "args": None if args is None else argv,
         "run": run,
+        "trainer_class": DualsciTrainer,
     }
     options.update(cli_kwargs)
     return _DualsciCLI(model_class, datamodule_class, final_checkpoint=final_checkpoint, links=link_list, **options)

@@ -37,6 +37,25 @@ def bf16_supported(device: str = "cpu") -> bool:
     return "AMX" in capability or "BF16" in capability
 
 
+def resolve_precision(precision: str | int | None, accelerator: str = "cpu") -> str | int | None:
+    """Lightning ``precision`` with ``"auto"`` replaced by the best choice for this machine.
+
+    ``"auto"`` becomes ``"bf16-mixed"`` where the device computes bf16 natively (AMX/AVX512_BF16 CPUs,
+    Ampere+ GPUs) and ``"32-true"`` elsewhere: on an AVX2-only CPU torch emulates bf16 GEMMs tens of
+    times slower than fp32, so one YAML can say ``auto`` and stay fast on both kinds of machine.
+    Any other value is returned unchanged (Lightning validates it).
+
+    Args:
+        precision: a Lightning precision value, or ``"auto"``.
+        accelerator: the trainer's accelerator; ``"gpu"``/``"cuda"``, or ``"auto"`` with CUDA
+            visible, resolve for CUDA, everything else for the CPU.
+    """
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if bf16_supported("cuda" if on_cuda else "cpu") else "32-true"
+
+
 def _cpu_flags() -> set[str]:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():

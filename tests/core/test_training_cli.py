@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from dualsci.training import DiffusionModule, build_cli
+from dualsci.training import DiffusionModule, DualsciTrainer, build_cli, resolve_precision
 
 from test_training_module import TinyData
 
@@ -129,3 +129,36 @@ def test_help_lists_the_app_verbs():
 def test_verbs_may_not_shadow_lightning_subcommands():
     with pytest.raises(ValueError, match=r"reuse Lightning's names \['fit'\]"):
         build_cli(DiffusionModule, TinyData, extra_subcommands={"fit": _hello}, args=["fit"])
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_precision_auto_follows_the_machine(tmp_path, monkeypatch, native_bf16, expected):
+    # bf16_supported is what decides; pretend both kinds of CPU (AMX and AVX2-only).
+    monkeypatch.setattr("dualsci.training.hardware.bf16_supported", lambda device="cpu": native_bf16)
+    (tmp_path / "cfg.yaml").write_text(CONFIG)
+    cli = build_cli(
+        DiffusionModule, TinyData, run=False,
+        args=["--config", str(tmp_path / "cfg.yaml"), "--trainer.precision", "auto", f"--trainer.default_root_dir={tmp_path}"],
+    )
+    assert isinstance(cli.trainer, DualsciTrainer)
+    assert cli.trainer.precision == expected
+    # The config keeps "auto": a checkpoint's embedded config resolves again on the next machine.
+    assert cli.config["trainer"]["precision"] == "auto"
+
+
+def test_precision_other_values_pass_through_and_bad_ones_are_rejected(tmp_path):
+    (tmp_path / "cfg.yaml").write_text(CONFIG)
+    cli = build_cli(DiffusionModule, TinyData, run=False, args=["--config", str(tmp_path / "cfg.yaml"), "--trainer.precision", "64-true"])
+    assert cli.trainer.precision == "64-true"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        build_cli(DiffusionModule, TinyData, run=False, args=["--config", str(tmp_path / "cfg.yaml"), "--trainer.precision", "fp8"])
+    assert "precision" in err.getvalue() and "fp8" in err.getvalue()
+
+
+def test_resolve_precision_on_cuda_asks_cuda(monkeypatch):
+    asked = []
+    monkeypatch.setattr("dualsci.training.hardware.bf16_supported", lambda device="cpu": asked.append(device) or True)
+    assert resolve_precision("auto", "gpu") == "bf16-mixed" and asked == ["cuda"]
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed" and asked == ["cuda"]
+    assert resolve_precision("auto", "cpu") == "bf16-mixed" and asked == ["cuda", "cpu"]
