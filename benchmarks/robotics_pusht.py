@@ -8,7 +8,9 @@ runs a chunk within 30 ms at N_A = N_o = 4.
 
 Trains (time-bounded, EMA weights), then: offline metrics on held-out episodes, 50 fixed-seed gym-pusht
 episodes (seeds 100000+, <= 300 steps) at N_A = N_o = 4, the test-time-scaling curve over N_o, and the
-single-observation latency per chunk on 2 CPU threads. Writes one JSON (keys below) and prints it.
+single-observation latency per chunk on CPU (``--latency-threads``, default ``--threads`` = 2) in fp32 and,
+where the CPU computes bf16 natively, under bf16 autocast (``latency_bf16_autocast``). Training precision:
+``--precision`` (fp32 by default; ``auto`` = bf16-mixed where native). Writes one JSON and prints it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--time-dist", default="gr00t_beta", choices=["gr00t_beta", "uniform", "logit_normal"])
     ap.add_argument("--lambda-wm", type=float, default=1.0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads (training on CPU, latency)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (training on CPU, evaluation)")
+    ap.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the latency figure (default --threads)")
+    ap.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "auto"],
+                    help="training precision; auto = bf16-mixed where the device computes bf16 natively, else fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny model, 20 episodes of data, short eval")
     ap.add_argument("--save-policy", default=None, help="also write the trained policy here")
@@ -73,6 +78,7 @@ def main(argv=None) -> dict:
     from apps.robotics.rollout import chunk_latency, evaluate
     from apps.robotics.sampling import Policy
     from apps.robotics.train import build_module, fit, save_policy
+    from dualsci.training import bf16_supported, resolve_precision
 
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     episodes = 4 if args.quick else args.episodes
@@ -85,9 +91,12 @@ def main(argv=None) -> dict:
     nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder)
     ok = dict(variant=args.variant, time_dist=args.time_dist, lambda_wm=args.lambda_wm)
     module = build_module(nk, ok, lr=args.lr, warmup_steps=0)
+    precision = resolve_precision(args.precision, "gpu" if device == "cuda" else "cpu")
     t0 = time.perf_counter()
     train = fit(module, data, max_steps=args.max_steps if not args.quick else max(args.max_steps, 30),
-                max_minutes=args.minutes, accelerator="gpu" if device == "cuda" else "cpu", seed=args.seed)
+                max_minutes=args.minutes, accelerator="gpu" if device == "cuda" else "cpu", seed=args.seed,
+                precision=precision)
+    train["precision"] = precision
     net = module.net.to(device).eval()
     if args.save_policy:
         save_policy(args.save_policy, module, nk, ok, data_kw, {"train": train})
@@ -114,7 +123,10 @@ def main(argv=None) -> dict:
               "episode_max_coverage", "episode_success"):
         res[k] = main_eval[k]
     res["latency_ms_per_chunk_batched"] = main_eval["latency_ms_per_chunk"]
-    # Latency: one observation, one chunk at N_A = N_o = 4, on CPU with --threads threads.
+    # Latency: one observation, one chunk at N_A = N_o = 4, on CPU with --latency-threads threads, fp32;
+    # also under bf16 autocast where the CPU computes bf16 natively (AMX / AVX512_BF16; emulated bf16 is slow).
+    lat_threads = args.latency_threads or args.threads
+    torch.set_num_threads(lat_threads)
     cpu_net = net.to("cpu")
     pol = Policy(cpu_net, STATE_KEYS[args.obs], n_action_steps=4, n_vision_steps=4)
     from apps.robotics.envs import PushTEnv
@@ -123,7 +135,12 @@ def main(argv=None) -> dict:
     obs, _ = env.reset(seed=100000)
     lat = chunk_latency(pol, obs, repeats=5 if args.quick else 20)
     res["latency_ms_per_chunk"] = lat["latency_ms_per_chunk_b1"]
-    res["latency"] = dict(lat, threads=args.threads, n_action_steps=4, n_vision_steps=4)
+    res["latency"] = dict(lat, threads=lat_threads, n_action_steps=4, n_vision_steps=4, precision="fp32")
+    if bf16_supported("cpu"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lat16 = chunk_latency(pol, obs, repeats=5 if args.quick else 20)
+        res["latency_bf16_autocast"] = dict(lat16, threads=lat_threads, n_action_steps=4, n_vision_steps=4)
+    torch.set_num_threads(args.threads)
     res["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                       "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
                       "loadavg": os.getloadavg()}

@@ -37,6 +37,10 @@ def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
               "latency_ms_per_chunk", "scaling_curve"):
         assert k in res
     assert [p["n_vision_steps"] for p in res["scaling_curve"]] == [4, 8]
+    from dualsci.training import bf16_supported
+
+    assert res["train"]["precision"] == "32-true"  # the default stays fp32
+    assert ("latency_bf16_autocast" in res) == bf16_supported("cpu")
 
 
 @pytest.mark.slow
