@@ -1,7 +1,9 @@
-"""LightningDataModule: real NIfTI (one pair, or an MSD / nnU-Net folder) or the embedded phantoms, as 2-D slices."""
+"""LightningDataModule: real NIfTI (one pair, or an MSD / nnU-Net folder) or the embedded phantoms, as 2-D
+slices or (``patch_3d``) 3-D patches."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -9,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from apps.medseg.data import SliceDataset, load_case
+from apps.medseg.data import PatchDataset3D, SliceDataset, load_case
 from apps.medseg.labels import LabelDict
 from apps.medseg.layouts import read_dataset
 from apps.medseg.prompts import PromptVocab
@@ -38,6 +40,10 @@ class MedSegDataModule(pl.LightningDataModule):
         z_range: fraction of every volume's z extent used for training (the rest is held out by the
             benchmark and never seen); validation uses a deterministic 10 % of training slices.
         spacing: optional resampling (mm) before slicing.
+        patch_3d: ``(S, S, D)`` voxels: train a 3-D generator (``MedSegNet(spatial_dims=3, image_size=S,
+            volume_depth=D)``) on foreground-biased random patches (:class:`~apps.medseg.data.PatchDataset3D`)
+            of the volumes cut to ``z_range``, ``patches_per_epoch`` per epoch (validation: 8 fixed
+            patches of another seed); None = 2-D slices (``size``, ``context``).
     """
 
     def __init__(
@@ -59,12 +65,16 @@ class MedSegDataModule(pl.LightningDataModule):
         phantom_seed: int = 0,
         root_cache: str = "outputs/medseg/phantom_ct",
         num_workers: int = 0,
+        patch_3d: Sequence[int] | None = None,
+        patches_per_epoch: int = 256,
     ) -> None:
         super().__init__()
         if root is not None and image is not None:
             raise ValueError("give either root (a dataset folder) or image + label, not both")
         if (image is None) != (label is None):
             raise ValueError("image and label must be given together")
+        if patch_3d is not None and (len(patch_3d) != 3 or patch_3d[0] != patch_3d[1]):
+            raise ValueError(f"patch_3d must be (S, S, D) with equal in-plane sides, got {patch_3d}")
         self.save_hyperparameters()
         self.vocab = PromptVocab(modalities=tuple(modalities), labels=tuple(labels))
         self.train_set = self.val_set = None
@@ -90,6 +100,12 @@ class MedSegDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         h = self.hparams
+        if h.patch_3d is not None:
+            vols = [_crop_z(v, tuple(h.z_range)) for v in self.volumes()]
+            patch = tuple(int(v) for v in h.patch_3d)
+            self.train_set = PatchDataset3D(vols, self.vocab, patch=patch, samples=h.patches_per_epoch, seed=0)
+            self.val_set = PatchDataset3D(vols, self.vocab, patch=patch, samples=8, seed=10**6)
+            return
         full = SliceDataset(self.volumes(), self.vocab, size=h.size, context=h.context, z_range=tuple(h.z_range))
         n = len(full)
         val_idx = set(range(0, n, 10)) if n >= 10 else {0}
@@ -110,6 +126,15 @@ class MedSegDataModule(pl.LightningDataModule):
         """The validation slices' prompts, each with ``seed`` = its index (pair i depends only on seed i)."""
         return DataLoader(_Seeded(self.val_set), batch_size=self.hparams.batch_size,
                           num_workers=self.hparams.num_workers)
+
+
+def _crop_z(vol, z_range: tuple[float, float]):
+    """The volume restricted to a fraction ``(lo, hi)`` of its z extent (the same rule as ``SliceDataset``)."""
+    nz = vol.image.shape[2]
+    lo, hi = int(round(z_range[0] * nz)), int(round(z_range[1] * nz))
+    if hi <= lo:
+        raise ValueError(f"{vol.case_id}: z_range {z_range} keeps no slice of {nz}")
+    return dataclasses.replace(vol, image=vol.image[:, :, lo:hi], label=vol.label[:, :, lo:hi])
 
 
 class _Seeded(torch.utils.data.Dataset):

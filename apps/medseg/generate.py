@@ -164,6 +164,9 @@ def generate(
     net, objective = load_generator(checkpoint)
     given: list = []
     if masks is not None:
+        if net.spatial_dims == 3:
+            raise GenerateError("--masks (mask -> image for the slices of label maps) needs a 2-D generator; "
+                                "this checkpoint is 3-D (spatial_dims=3): give prompts instead")
         if prompts:
             raise GenerateError("give either prompts or masks, not both")
         given = read_masks(masks, net)

@@ -27,11 +27,13 @@ from torch import Tensor, nn
 
 from apps.medseg.labels import LabelDict
 from apps.medseg.prompts import PromptVocab
-from dualsci.nn import DualStreamConfig, DualStreamTransformer, grid_coords_2d, patchify_2d, unpatchify_2d
+from dualsci.nn import (DualStreamConfig, DualStreamTransformer, grid_coords_2d, grid_coords_3d, patchify_2d,
+                        patchify_3d, unpatchify_2d, unpatchify_3d)
 
 MaskEncoding = Literal["onehot", "bits"]
 AttnMode = Literal["cross", "joint", "self"]
 CrossOrder = Literal["parallel", "sequential"]
+SpatialDims = Literal[2, 3]
 #: Prompt fields the mask stream is conditioned on (the image stream sees all fields).
 MASK_PROMPT_FIELDS = ("pathology", "labels")
 
@@ -76,6 +78,19 @@ def mask_channels(num_classes: int, encoding: MaskEncoding) -> int:
     return num_classes if encoding == "onehot" else max(1, math.ceil(math.log2(num_classes)))
 
 
+def _rope_axes(head_dim: int, spatial_dims: int) -> tuple[int, ...] | None:
+    """RoPE split of the head dimension over the spatial axes: even parts, the remainder on the first axis.
+
+    2-D keeps the earlier rule (halves when ``head_dim % 4 == 0``, else no RoPE); 3-D needs
+    ``head_dim`` divisible by 2 with at least 2 per axis (else no RoPE)."""
+    if spatial_dims == 2:
+        return (head_dim // 2, head_dim - head_dim // 2) if head_dim % 4 == 0 else None
+    if head_dim % 2 or head_dim < 6:
+        return None
+    base = (head_dim // 6) * 2
+    return (head_dim - 2 * base, base, base)
+
+
 class MedSegNet(nn.Module):
     """Image/mask dual-stream denoiser (pixel space).
 
@@ -90,6 +105,11 @@ class MedSegNet(nn.Module):
         attn_mode: ``"cross"`` (Joint Cross-Attention), ``"joint"`` or ``"self"``.
         cross_order: ``"parallel"`` (as drawn in the paper) or ``"sequential"`` (as coded).
         prompt_dim: width of each prompt slot's learned embedding (= the core's ``cond_dim``).
+        spatial_dims: 2 (axial slices ``(B, C, S, S)``) or 3 (volume patches ``(B, C, S, S, D)``, axes x, y, z
+            as :class:`~apps.medseg.data.PatchDataset3D` gives them; tokens are ``p × p × patch_depth``
+            blocks with 3-axis RoPE (x, y, z), so image and mask voxels at one place share coordinates).
+        volume_depth: D, the z extent of a 3-D patch (``spatial_dims=3`` only).
+        patch_depth: token extent along z (``spatial_dims=3`` only).
     """
 
     #: Version of the conditioning layout; checkpoints of an older layout are refused by the loader.
@@ -113,8 +133,15 @@ class MedSegNet(nn.Module):
         attn_mode: AttnMode = "cross",
         cross_order: CrossOrder = "parallel",
         prompt_dim: int = 64,
+        spatial_dims: SpatialDims = 2,
+        volume_depth: int = 16,
+        patch_depth: int = 4,
     ) -> None:
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims: unknown {spatial_dims!r}; allowed: [2, 3]")
+        if spatial_dims == 3 and volume_depth % patch_depth:
+            raise ValueError(f"volume_depth={volume_depth} must be divisible by patch_depth={patch_depth}")
         self.mask_encoding = _check("mask_encoding", mask_encoding, MaskEncoding)
         _check("attn_mode", attn_mode, AttnMode)
         _check("cross_order", cross_order, CrossOrder)
@@ -124,51 +151,60 @@ class MedSegNet(nn.Module):
         self.vocab = PromptVocab(tuple(modalities), tuple(regions), tuple(pathologies), tuple(labels))
         self.num_classes = self.label_dict.num_classes
         self.image_size, self.image_channels, self.patch = image_size, image_channels, patch
+        self.spatial_dims = int(spatial_dims)
+        #: spatial shape of one sample: (S, S) or (S, S, D)
+        self.spatial_shape = (image_size, image_size) if spatial_dims == 2 else (image_size, image_size, volume_depth)
+        self.token_patch = (patch, patch) if spatial_dims == 2 else (patch, patch, patch_depth)
         self.mask_channels = mask_channels(self.num_classes, mask_encoding)
         # Two tables on the same multi-hot vocabulary: image slot (all fields), mask slot (label fields).
         self.prompt_embed_image = nn.Linear(self.vocab.size, prompt_dim, bias=False)
         self.prompt_embed_mask = nn.Linear(self.vocab.size, prompt_dim, bias=False)
         self.register_buffer("mask_fields", self.vocab.field_mask(MASK_PROMPT_FIELDS), persistent=False)
         head_dim = dim // num_heads
-        rope_axes = (head_dim // 2, head_dim - head_dim // 2) if head_dim % 4 == 0 else None
+        vol = math.prod(self.token_patch)
         self.config = DualStreamConfig(
-            in_dim_a=image_channels * patch * patch,
-            in_dim_b=self.mask_channels * patch * patch,
+            in_dim_a=image_channels * vol,
+            in_dim_b=self.mask_channels * vol,
             dim=dim, num_heads=num_heads, depth_dual=depth, mlp_ratio=mlp_ratio,
             attn_mode=attn_mode, cross_order=cross_order, cond_dim=prompt_dim,
-            rope_axes_dim=rope_axes,
+            rope_axes_dim=_rope_axes(head_dim, self.spatial_dims),
         )
         self.transformer = DualStreamTransformer(self.config)
-        g = image_size // patch
-        self.register_buffer("pos", grid_coords_2d(g, g, torch.device("cpu")).float(), persistent=False)
+        grid = [n // q for n, q in zip(self.spatial_shape, self.token_patch)]
+        coords = grid_coords_2d(*grid, torch.device("cpu")) if spatial_dims == 2 else grid_coords_3d(*grid, torch.device("cpu"))
+        self.register_buffer("pos", coords.float(), persistent=False)
 
     def forward(self, image: Tensor, mask: Tensor, t_image: Tensor, t_mask: Tensor,
                 prompt_image: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
         """One joint denoiser call.
 
         Args:
-            image: (B, C, S, S) noisy image; mask: (B, M, S, S) noisy mask code.
+            image: (B, C, *spatial) noisy image; mask: (B, M, *spatial) noisy mask code (``spatial`` =
+                ``self.spatial_shape``: (S, S) or (S, S, D)).
             t_image, t_mask: (B,) noise coordinates of each stream.
             prompt_image, prompt_mask: (B, V + 1) multi-hot prompt vectors (null token for dropped);
                 the image slot reads every field, the mask slot only ``MASK_PROMPT_FIELDS`` (+ null).
 
         Returns:
-            (B, C, S, S) and (B, M, S, S) network outputs (in the objective's parameterisation).
+            (B, C, *spatial) and (B, M, *spatial) network outputs (in the objective's parameterisation).
         """
-        S, p = image.shape[-1], self.patch
+        size, p = tuple(image.shape[2:]), self.token_patch
+        if size != self.spatial_shape:
+            raise ValueError(f"MedSegNet: image spatial shape {size} != the model's {self.spatial_shape}")
+        patchify, unpatchify = (patchify_2d, unpatchify_2d) if self.spatial_dims == 2 else (patchify_3d, unpatchify_3d)
         cond_a, cond_b = self.prompt_conditions(prompt_image, prompt_mask)
-        xa, xb = patchify_2d(image, p), patchify_2d(mask, p)
+        xa, xb = patchify(image, p), patchify(mask, p)
         ya, yb = self.transformer(xa, xb, t_image, t_mask, pos_a=self.pos, pos_b=self.pos, cond_a=cond_a, cond_b=cond_b)
-        return unpatchify_2d(ya, p, (S, S)), unpatchify_2d(yb, p, (S, S))
+        return unpatchify(ya, p, size), unpatchify(yb, p, size)
 
     def prompt_conditions(self, prompt_image: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, V + 1) x 2 -> ``cond_a``, ``cond_b``: (B, prompt_dim) each (image slot, mask slot)."""
         return self.prompt_embed_image(prompt_image), self.prompt_embed_mask(prompt_mask * self.mask_fields)
 
     def encode_mask(self, mask: Tensor) -> Tensor:
-        """(B, S, S) long -> (B, M, S, S) in {-1, 1}."""
+        """(B, *spatial) long -> (B, M, *spatial) in {-1, 1}."""
         return encode_mask(mask, self.num_classes, self.mask_encoding)
 
     def decode_mask(self, x: Tensor) -> Tensor:
-        """(B, M, S, S) -> (B, S, S) long."""
+        """(B, M, *spatial) -> (B, *spatial) long."""
         return decode_mask(x, self.num_classes, self.mask_encoding)

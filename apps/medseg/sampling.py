@@ -63,7 +63,8 @@ def sample_pairs(
         steps: sampler steps (network calls per pair = steps, ×2 batch rows when guided).
         cfg_scale: guidance scale (image, mask); 1 = no guidance (and no extra batch rows).
         mode: ``"joint"``, ``"mask2image"`` (needs ``mask``) or ``"image2mask"`` (needs ``image``).
-        image: (B, C, S, S) in [-1, 1] for ``image2mask``; mask: (B, S, S) long for ``mask2image``.
+        image: (B, C, *spatial) in [-1, 1] for ``image2mask``; mask: (B, *spatial) long for ``mask2image``
+            (``spatial`` = ``net.spatial_shape``: (S, S) for a 2-D generator, (S, S, D) for a 3-D one).
         cfg_interval: ``(lo, hi)``: guide only the steps whose noise level t (of the moving stream) lies in
             ``[lo, hi]`` (guidance interval, Kynkäänniemi et al. 2024); other steps run the conditional
             rows only (half the network rows). None = guide every step.
@@ -71,24 +72,24 @@ def sample_pairs(
             sampler state and the guidance arithmetic stay float32.
 
     Returns:
-        images (B, C, S, S) clamped to [-1, 1] and masks (B, S, S) long.
+        images (B, C, *spatial) clamped to [-1, 1] and masks (B, *spatial) long.
     """
     was_training = net.training
     net.eval()
-    B, S, C, M = prompts.shape[0], net.image_size, net.image_channels, net.mask_channels
+    B, C, M, spatial = prompts.shape[0], net.image_channels, net.mask_channels, tuple(net.spatial_shape)
     w_img, w_msk = (cfg_scale, cfg_scale) if isinstance(cfg_scale, (int, float)) else cfg_scale
     guided = not (w_img == 1 and w_msk == 1)
     seeds = [int(s) for s in seeds]
-    noise_img = per_sample_noise((B, C, S, S), seeds)
+    noise_img = per_sample_noise((B, C, *spatial), seeds)
     # The mask noise of sample i comes from a second stream of the same seed (seed + 2**31).
-    noise_msk = per_sample_noise((B, M, S, S), [s + 2**31 for s in seeds])
+    noise_msk = per_sample_noise((B, M, *spatial), [s + 2**31 for s in seeds])
     if mode == "mask2image":
         if mask is None:
-            raise ValueError("mode 'mask2image' needs mask (B, S, S)")
+            raise ValueError(f"mode 'mask2image' needs mask (B, {', '.join(map(str, spatial))})")
         noise_msk = net.encode_mask(mask.long())
     if mode == "image2mask":
         if image is None:
-            raise ValueError("mode 'image2mask' needs image (B, C, S, S)")
+            raise ValueError(f"mode 'image2mask' needs image (B, C, {', '.join(map(str, spatial))})")
         noise_img = image.float()
     prompts = prompts.float()
     null = net.vocab.null().expand_as(prompts)

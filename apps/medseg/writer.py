@@ -108,21 +108,29 @@ class PairWriter:
 
         Args:
             case_id: file stem of the pair.
-            image: (C, S, S) in [-1, 1] (the centre channel is written); mask: (S, S) long label ids.
+            image: (C, S, S) in [-1, 1] (the centre channel is written: 2.5-D context channels are
+                input only), or a 3-D patch (1, S, S, D); mask: (S, S) or (S, S, D) long label ids.
+                A 2-D pair is written as a one-slice volume (S, S, 1), a 3-D pair as (S, S, D).
             prompt: the requested prompt (None = unconditional); requested vs realised labels are compared.
             record: extra manifest fields (seed, sampler, ...).
 
         Returns:
             the manifest record.
         """
+        if mask.ndim not in (2, 3) or tuple(image.shape[1:]) != tuple(mask.shape):
+            raise ValueError(f"{case_id}: image (C, *spatial) and mask (*spatial) must agree in 2-D or 3-D, got "
+                             f"{tuple(image.shape)} and {tuple(mask.shape)}")
         centre = image[image.shape[0] // 2].float().numpy()
-        img_np = denormalise(centre, self.window)[:, :, None]
-        msk_np = mask.numpy().astype(np.uint8)[:, :, None]
+        img_np = denormalise(centre, self.window)
+        msk_np = mask.numpy().astype(np.uint8)
+        if mask.ndim == 2:
+            img_np, msk_np, centre = img_np[:, :, None], msk_np[:, :, None], centre[:, :, None]
         rel = self.writer.add_case(case_id, img_np, msk_np, self.affine)
         if self.previews:
             png = self.out / "previews" / f"{case_id}.png"
             png.parent.mkdir(exist_ok=True)
-            preview_png(png, centre, msk_np[:, :, 0])
+            z = msk_np.shape[2] // 2  # the middle slice of a 3-D patch
+            preview_png(png, centre[:, :, z], msk_np[:, :, z])
             rel["preview"] = {"png": str(png.relative_to(self.out))}
         realised = self.labels.present(msk_np)
         requested = list(prompt.labels) if prompt is not None else []

@@ -57,3 +57,22 @@ def tiny_generator(tmp_path):
             if p.abs().sum() == 0:
                 p.normal_(0, 0.02)
     return save_generator(tmp_path / "gen.pt", net, TINY_NET, {})
+
+
+def loss_before_after(net, obj, batch: dict, steps: int, lr: float = 3e-3, evals: int = 4) -> tuple[float, float]:
+    """Mean objective loss on ``batch`` (fixed noise seed) before and after ``steps`` AdamW steps on it."""
+    import torch
+
+    def avg_loss() -> float:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return sum(float(obj.loss(net, batch)["loss"]) for _ in range(evals)) / evals
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    before = avg_loss()
+    for _ in range(steps):
+        loss = obj.loss(net, batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, avg_loss()

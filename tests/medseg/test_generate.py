@@ -99,16 +99,22 @@ def test_mask_to_image_from_user_label_maps(tiny_generator, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-def test_totalseg_config_trains_on_the_real_ct(shared_file, tmp_path):
+@pytest.mark.parametrize("config, shape", [("totalseg_ct.yaml", (128, 128)), ("totalseg_ct_3d.yaml", (64, 64, 16))])
+def test_totalseg_config_trains_on_the_real_ct(shared_file, tmp_path, config, shape):
     from apps.medseg.cli import CONFIG_DIR, main
 
     shared_file("medseg/totalseg_ct_abdomen_3mm.nii.gz")  # skips without the real data
-    main(["fit", "--config", str(CONFIG_DIR / "totalseg_ct.yaml"), "--trainer.max_steps", "1",
+    main(["fit", "--config", str(CONFIG_DIR / config), "--trainer.max_steps", "1",
           "--trainer.default_root_dir", str(tmp_path / "fit"),
           "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ckpt"),
           "--model.init_args.net.init_args.depth", "1", "--data.init_args.batch_size", "2"])
     net, _ = load_generator(tmp_path / "ckpt" / "last.ckpt")
-    assert net.image_size == 128 and net.label_dict.foreground == ("liver", "spleen", "kidney_left", "kidney_right", "stomach")
+    assert net.spatial_shape == shape
+    assert net.label_dict.foreground == ("liver", "spleen", "kidney_left", "kidney_right", "stomach")
+    res = generate(tmp_path / "ckpt" / "last.ckpt", ["CT abdomen with liver and stomach"], tmp_path / "g", n=1,
+                   steps=1, progress=False)
+    rec = json.loads((tmp_path / "g" / "manifest.jsonl").read_text().splitlines()[0])
+    assert res["pairs"] == 1 and rec["shape"] == [*shape, 1][:3]
 
 
 def test_cli_predict_writes_pairs_previews_and_manifest(tmp_path):
