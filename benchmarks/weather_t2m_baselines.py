@@ -10,7 +10,10 @@ all fitted on the training period only:
 * ``diurnal_climatology``: hour-of-day mean (what the benchmark calls the climatology baseline);
 * ``persistence_plus_cycle``: init state + ``D(valid hour) − D(init hour)`` with ``D`` the smooth
   daily cycle of ``apps.weather.prior.fit_diurnal`` — the forecaster's starting point under
-  ``prior="diurnal"``; a model that learns nothing beyond its prior scores this.
+  ``prior="diurnal"``; a model that learns nothing beyond its prior scores this;
+* ``damped_anomaly_persistence``: ``D(valid hour) + a·(x0 − D(init hour))`` with the init's departure
+  from the daily cycle damped by the training-period regression ``a_j`` of ``fit_damping`` (4 frames of
+  6 h; beyond 24 h ``a_4^b·a_j`` like the forecaster's second block) — the prior of ``prior="damped"``.
 
 It is the yardstick for the learned model: the target (≤ 0.9 × the better of the first two) is only
 within reach at a lead where this line, or what the network adds to it, is well below both.
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather  # noqa: E402
 from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
-from apps.weather.prior import fit_diurnal  # noqa: E402
+from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
@@ -61,20 +64,29 @@ def main(argv: list[str] | None = None) -> dict:
     train_ds = ds.isel(time=np.flatnonzero(train))
     stats = compute_stats(train_ds)
     cycle = fit_diurnal(WindowDataset(train_ds, stats, frames=1, step_hours=1))[:, 0] * stats.std[0]  # physical, up to a constant
+    blocks = WindowDataset(train_ds, stats, frames=4, step_hours=6)
+    table = fit_diurnal(blocks)
+    damping = fit_damping(blocks, table)[:, 0]  # (4,) a_j at 6/12/18/24 h
+    clim = table[:, 0] * stats.std[0] + stats.mean[0]  # (24, H, W) physical daily cycle
     w = cell_area_weights(ds.latitude.values)[:, None]
     out = {}
     for lead in LEADS:
-        mse = {"persistence": [], "diurnal_climatology": [], "persistence_plus_cycle": []}
+        mse = {"persistence": [], "diurnal_climatology": [], "persistence_plus_cycle": [], "damped_anomaly_persistence": []}
+        n_day, j_in = divmod(lead // 6, 4)
+        a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
         for i in inits:
             j = index[times[i] + np.timedelta64(lead, "h")]
             y = x[j]
             mse["persistence"].append(((x[i] - y) ** 2 * w).mean())
             mse["diurnal_climatology"].append(((hod[hours[j]] - y) ** 2 * w).mean())
             mse["persistence_plus_cycle"].append(((x[i] + cycle[hours[j]] - cycle[hours[i]] - y) ** 2 * w).mean())
+            damped = clim[hours[j]] + a_lead * (x[i] - clim[hours[i]])
+            mse["damped_anomaly_persistence"].append(((damped - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
     res = {
         "leads": out,
         "n_inits": len(inits),
+        "damping_6_12_18_24h": [float(v) for v in damping],
         "grid": f"{x.shape[1]}x{x.shape[2]}",
         "command": "python benchmarks/weather_t2m_baselines.py " + " ".join(shlex.quote(s) for s in (argv if argv is not None else sys.argv[1:])),
     }

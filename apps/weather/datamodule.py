@@ -18,16 +18,20 @@ import torch
 
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather
 from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
-from apps.weather.prior import PriorKind, check_prior, fit_diurnal, prior_tendency
+from apps.weather.prior import PriorKind, check_prior, fit_damping, fit_diurnal, prior_tendency
 from dualsci.training import DiffusionModule
 
 
-def tendency_scale(ds: WindowDataset, n_reads: int = 8, diurnal: np.ndarray | None = None) -> np.ndarray:
+def tendency_scale(
+    ds: WindowDataset, n_reads: int = 8, diurnal: np.ndarray | None = None, damping: np.ndarray | None = None
+) -> np.ndarray:
     """(k, C) RMS of normalised tendencies ``y_j − x0 − p_j`` (lag ``j·step``) from a few contiguous reads.
 
     ``n_reads`` evenly spaced stretches of one cached block each (plus the longest lag) are read, so
     the cost does not grow with the period. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
     (``p_j`` = its change from the init hour to frame j's hour); None = plain tendencies (``p_j = 0``).
+    ``damping`` (k, C): ``prior="damped"`` (``p_j`` also removes ``(1 − a_j)`` of the init's anomaly,
+    ``apps.weather.prior``).
     """
     hours = (ds.times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
     k, stride, n = ds.frames, ds.stride, len(ds.times)
@@ -43,6 +47,8 @@ def tendency_scale(ds: WindowDataset, n_reads: int = 8, diurnal: np.ndarray | No
             if diurnal is not None:
                 h = hours[int(s0) : int(s0) + span]
                 d = d - (diurnal[h[stride * j : stride * j + m]] - diurnal[h[:m]])
+                if damping is not None:
+                    d = d + (1.0 - damping[j - 1])[None, :, None, None] * (arr[:m] - diurnal[h[:m]])
             sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * m
         count += m
     return np.maximum(np.sqrt(sums / max(count, 1)), 1e-3).astype(np.float32)
@@ -51,9 +57,16 @@ def tendency_scale(ds: WindowDataset, n_reads: int = 8, diurnal: np.ndarray | No
 class _Items(torch.utils.data.Dataset):
     """Adds the grid and tendency scales to every window item (so batches are self-describing)."""
 
-    def __init__(self, windows: WindowDataset, delta_scale: np.ndarray, diurnal: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        windows: WindowDataset,
+        delta_scale: np.ndarray,
+        diurnal: np.ndarray | None = None,
+        damping: np.ndarray | None = None,
+    ) -> None:
         self.windows = windows
         self.diurnal = None if diurnal is None else torch.from_numpy(diurnal)
+        self.damping = None if damping is None else torch.from_numpy(damping)
         self.extra = {
             "delta_scale": torch.from_numpy(delta_scale),
             "lat": torch.from_numpy(np.array(windows.lat, np.float64)),
@@ -67,7 +80,9 @@ class _Items(torch.utils.data.Dataset):
         item = {**self.windows[i], **self.extra}
         if self.diurnal is not None:
             w = self.windows
-            item["prior"] = prior_tendency(self.diurnal, item["init_time"][None], w.frames, w.step_hours)[0]
+            item["prior"] = prior_tendency(
+                self.diurnal, item["init_time"][None], w.frames, w.step_hours, x0=item["x0"][None], damping=self.damping
+            )[0]
         return item
 
 
@@ -87,7 +102,11 @@ class WeatherDataModule(pl.LightningDataModule):
         synthetic_dir: where the synthetic zarr is cached.
         crop_multiple: drop trailing rows/columns so the grid divides this (the net's patch size).
         prior: ``"persistence"`` (diffuse ``y_j − x0``) or ``"diurnal"`` (diffuse the departure from
-            persistence plus the mean daily cycle of the training period; ``apps.weather.prior``).
+            persistence plus the mean daily cycle of the training period; ``apps.weather.prior``) or
+            ``"damped"`` (the same, with the init's departure from the cycle decaying by a_j fitted on
+            the training period).
+        history: states before the init given to the network as context (``step_hours`` apart; the
+            net needs the same ``history``).
         seed: shuffling seed.
     """
 
@@ -110,6 +129,7 @@ class WeatherDataModule(pl.LightningDataModule):
         synthetic_dir: str = "outputs/cache",
         crop_multiple: int | None = None,
         prior: PriorKind = "persistence",
+        history: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -119,6 +139,7 @@ class WeatherDataModule(pl.LightningDataModule):
         self.stats: NormStats | None = None
         self.delta_scale: np.ndarray | None = None
         self.diurnal: np.ndarray | None = None
+        self.damping: np.ndarray | None = None
         self.train_set = self.val_set = None
 
     @staticmethod
@@ -156,15 +177,17 @@ class WeatherDataModule(pl.LightningDataModule):
         train_ds = self.open(h.train_period)
         if self.stats is None:
             self.stats = compute_stats(train_ds)
-        windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours)
-        if h.prior == "diurnal" and self.diurnal is None:
+        windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours, history=h.history)
+        if h.prior in ("diurnal", "damped") and self.diurnal is None:
             self.diurnal = fit_diurnal(windows)
+        if h.prior == "damped" and self.damping is None:
+            self.damping = fit_damping(windows, self.diurnal)
         if self.delta_scale is None:
-            self.delta_scale = tendency_scale(windows, diurnal=self.diurnal)
-        self.train_set = _Items(windows, self.delta_scale, self.diurnal)
+            self.delta_scale = tendency_scale(windows, diurnal=self.diurnal, damping=self.damping)
+        self.train_set = _Items(windows, self.delta_scale, self.diurnal, self.damping)
         if h.val_period:
-            val = WindowDataset(self.open(h.val_period), self.stats, h.frames, h.step_hours, h.init_hours)
-            self.val_set = _Items(val, self.delta_scale, self.diurnal)
+            val = WindowDataset(self.open(h.val_period), self.stats, h.frames, h.step_hours, h.init_hours, history=h.history)
+            self.val_set = _Items(val, self.delta_scale, self.diurnal, self.damping)
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint needs to forecast: statistics, tendency scales, grid, frames, step."""
@@ -178,9 +201,12 @@ class WeatherDataModule(pl.LightningDataModule):
             "lon": np.asarray(w.lon, float).tolist(),
             "frames": self.hparams.frames,
             "step_hours": self.hparams.step_hours,
+            "history": self.hparams.history,
             "data_path": str(self.path),
             # (24, C, H, W) tensor: checkpoints load with weights_only=True, which accepts tensors.
             "diurnal": None if self.diurnal is None else torch.from_numpy(self.diurnal),
+            # (k, C) damping a_j of prior="damped" (None otherwise)
+            "damping": None if self.damping is None else torch.from_numpy(self.damping),
         }
 
     def train_dataloader(self):

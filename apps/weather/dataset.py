@@ -142,9 +142,12 @@ class WindowDataset(torch.utils.data.Dataset):
         init_hours: allowed UTC hours of the init (None = every hour present).
         block: time steps per cached read (default the store's chunk length).
         max_blocks: cached blocks; memory is bounded by ``max_blocks·block`` frames.
+        history: states before the init served as ``x_hist`` (``step_hours`` apart); inits start late
+            enough to have them.
 
     Item: dict with ``x0 (C, H, W)``, ``y (k, C, H, W)`` normalised float32, ``statics (S, H, W)``,
-    ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``).
+    ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``); with ``history = h > 0``
+    also ``x_hist (h, C, H, W)``, oldest first.
     """
 
     def __init__(
@@ -156,8 +159,12 @@ class WindowDataset(torch.utils.data.Dataset):
         init_hours: Sequence[int] | None = None,
         block: int | None = None,
         max_blocks: int = 4,
+        history: int = 0,
     ) -> None:
         self.ds = ds
+        if history < 0:
+            raise ValueError(f"WindowDataset: history={history} must be >= 0")
+        self.history = int(history)
         self.stats = stats
         self.channels = list(stats.channels)
         self.frames = frames
@@ -175,7 +182,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.step_hours = step_hours
         self.times = times
         last = len(times) - self.stride * frames
-        idx = np.arange(max(last, 0))
+        idx = np.arange(self.stride * self.history, max(last, 0))
         if init_hours is not None:
             hours = (times[idx].astype("datetime64[h]").astype(np.int64)) % 24
             idx = idx[np.isin(hours, list(init_hours))]
@@ -215,13 +222,17 @@ class WindowDataset(torch.utils.data.Dataset):
         t0 = int(self.indices[i])
         x0 = self._frame(t0)
         y = np.stack([self._frame(t0 + self.stride * (j + 1)) for j in range(self.frames)])
-        return {
+        item = {
             "x0": torch.from_numpy(x0.copy()),
             "y": torch.from_numpy(y),
             "statics": torch.from_numpy(self.statics),
             "init_time": torch.tensor(int(self.times[t0].astype("datetime64[ns]").astype(np.int64))),
             "index": torch.tensor(t0),
         }
+        if self.history:
+            hist = [self._frame(t0 - self.stride * (self.history - j)) for j in range(self.history)]
+            item["x_hist"] = torch.from_numpy(np.stack(hist))
+        return item
 
 
 class BlockShuffleSampler(torch.utils.data.Sampler):

@@ -4,7 +4,9 @@ Stream a (target) holds k noisy future frames, stream b (context) the clean stat
 static fields. Both streams carry GeoRoPE coordinates ``(lead step, latitude, longitude)`` in one frame
 (context at lead 0, target frames at 1..k); the calendar of the init (year-fraction harmonics and hour of
 day) is the global condition, and every target token also sees the calendar features of its own
-*valid* time so that the diurnal cycle is explicit at every lead. Works on any grid (pixel space) or on
+*valid* time so that the diurnal cycle is explicit at every lead. With ``history = h > 0`` the context
+stream also carries the h states before the init (one block step apart, oldest first), so the network
+sees the recent trend (a front's motion), not just a snapshot. Works on any grid (pixel space) or on
 an autoencoder latent grid (the latent zarr is just another dataset).
 
 Coordinates (``rope="geo"``): longitude in radians with whole-number frequencies (periodic in 2π, no
@@ -50,6 +52,7 @@ class WeatherForecaster(nn.Module):
         dim, num_heads, depth_dual, depth_single, mlp_ratio: transformer size.
         rope: ``"geo"`` (periodic GeoRoPE, global grids) or ``"grid"`` (token indices, regional boxes).
         rope_axes_dim: (t, lat, lon) split of the head dim; default ≈ (¼, ⅜, ⅜).
+        history: previous states (``step_hours`` apart) added to the context tokens; 0 = the init only.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class WeatherForecaster(nn.Module):
         mlp_ratio: float = 4.0,
         rope: RopeMode = "geo",
         rope_axes_dim: tuple[int, int, int] | None = None,
+        history: int = 0,
     ) -> None:
         super().__init__()
         # Plain constructor arguments, stored in checkpoints to rebuild the network without pickles.
@@ -75,7 +79,11 @@ class WeatherForecaster(nn.Module):
             step_hours=step_hours, patch=patch, dim=dim, num_heads=num_heads, depth_dual=depth_dual,
             depth_single=depth_single, mlp_ratio=mlp_ratio, rope=rope,
             rope_axes_dim=None if rope_axes_dim is None else [int(a) for a in rope_axes_dim],
+            history=int(history),
         )
+        if history < 0:
+            raise ValueError(f"WeatherForecaster: history={history} must be >= 0")
+        self.history = int(history)
         if rope not in get_args(RopeMode):
             raise ValueError(f"WeatherForecaster: rope={rope!r} is not one of {get_args(RopeMode)}")
         h, w = (int(g) for g in grid)
@@ -98,7 +106,7 @@ class WeatherForecaster(nn.Module):
         pp = patch * patch
         self.config = DualStreamConfig(
             in_dim_a=n_channels * pp + CAL_DIM + COORD_DIM,
-            in_dim_b=(n_channels + n_statics) * pp + COORD_DIM,
+            in_dim_b=(n_channels * (1 + self.history) + n_statics) * pp + COORD_DIM,
             out_dim_a=n_channels * pp,
             out_dim_b=0,
             dim=dim,
@@ -157,6 +165,7 @@ class WeatherForecaster(nn.Module):
         init_time: Tensor,
         lat: Tensor,
         lon: Tensor,
+        x_hist: Tensor | None = None,
     ) -> Tensor:
         """One network call.
 
@@ -167,6 +176,7 @@ class WeatherForecaster(nn.Module):
             statics: (B, S, H, W) normalised static fields.
             init_time: (B,) int64 ns since 1970 (init of this block).
             lat, lon: (H,), (W,) grid coordinates in degrees.
+            x_hist: (B, h, C, H, W) normalised states before the init, oldest first (``history = h``).
 
         Returns:
             F: (B, k, C, H, W).
@@ -187,7 +197,15 @@ class WeatherForecaster(nn.Module):
         cal_valid = calendar_features(valid_times(init_time, k, self.step_hours).reshape(-1), CAL_HARMONICS)
         cal_valid = cal_valid.to(dev, dt).reshape(b, k, 1, CAL_DIM).expand(b, k, n, CAL_DIM)
         tok_a = torch.cat([tok_a, cal_valid, feats.expand(b, k, n, COORD_DIM)], -1).reshape(b, k * n, -1)
-        ctx = torch.cat([x0, statics], 1) if self.n_statics else x0
+        parts = [x0]
+        if self.history:
+            if x_hist is None or tuple(x_hist.shape[1:3]) != (self.history, c):
+                got = None if x_hist is None else tuple(x_hist.shape)
+                raise ValueError(f"model expects x_hist (B, {self.history}, {c}, H, W) (history={self.history}), got {got}")
+            parts.append(x_hist.reshape(b, self.history * c, h, w))
+        if self.n_statics:
+            parts.append(statics)
+        ctx = torch.cat(parts, 1) if len(parts) > 1 else x0
         tok_b = torch.cat([patchify_2d(ctx, self.patch), feats.expand(b, n, COORD_DIM)], -1)
         cond = calendar_features(init_time.detach().cpu().numpy().astype("datetime64[ns]"), CAL_HARMONICS).to(dev, dt)
         y_a, _ = self.net(tok_a, tok_b, c_noise.to(dt), None, cond, pos_a.to(dev), pos_b.to(dev))

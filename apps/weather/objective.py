@@ -78,7 +78,7 @@ class WeatherEDMObjective:
         x_t, noise = self.gauss.corrupt(x0, t)
         x_in, c_noise = self.gauss.net_input(x_t, t)
         lat, lon = batch["lat"][0], batch["lon"][0]
-        F = net(x_in, c_noise, batch["x0"], batch["statics"], batch["init_time"], lat, lon)
+        F = net(x_in, c_noise, batch["x0"], batch["statics"], batch["init_time"], lat, lon, x_hist=batch.get("x_hist"))
         weight = None
         if self.area_weighted:
             weight = area_weights(lat).to(x0.device)[None, None, None, :, None].expand_as(x0)
@@ -96,7 +96,7 @@ class WeatherEDMObjective:
         noise = torch.randn((x0.shape[0], k, *x0.shape[1:]), device=x0.device, dtype=x0.dtype)
         return self.sample_block(
             net, x0, batch["statics"], batch["init_time"], batch["lat"][0], batch["lon"][0],
-            batch["delta_scale"][0], noise, sampler, steps, prior=batch.get("prior"),
+            batch["delta_scale"][0], noise, sampler, steps, prior=batch.get("prior"), x_hist=batch.get("x_hist"),
         )
 
     def sigmas(self, steps: int) -> Tensor:
@@ -118,6 +118,7 @@ class WeatherEDMObjective:
         churn: float = 0.0,
         generators=None,
         prior: Tensor | None = None,
+        x_hist: Tensor | None = None,
     ) -> Tensor:
         """Sample one block of k frames for a batch of members.
 
@@ -130,6 +131,7 @@ class WeatherEDMObjective:
             steps: N levels of the Karras grid.
             churn: EDM S_churn (needs ``generators`` for reproducible draws).
             prior: (B, k, C, H, W) climatological tendency added back (``prior="diurnal"``), or None.
+            x_hist: (B, h, C, H, W) normalised states before the init for a net with ``history = h``.
 
         Returns:
             (B, k, C, H, W) normalised states of frames 1..k.
@@ -139,7 +141,7 @@ class WeatherEDMObjective:
         sig = self.sigmas(steps)
 
         def net_fn(x_in: Tensor, c_noise: Tensor) -> Tensor:
-            return net(x_in, c_noise, x0, statics, init_time, lat, lon)
+            return net(x_in, c_noise, x0, statics, init_time, lat, lon, x_hist=x_hist)
 
         denoiser = GaussianDenoiser(net_fn, self.gauss)
         x = noise * float(sig[0])

@@ -10,6 +10,15 @@ CPU-sized model can learn; without it the 6/12 h frames spend capacity re-learni
 to the hour-of-day bin means weighted by their counts — the same as fitting the raw samples, but
 streaming. The raw 24 bin means of a few weeks are noisy (a few samples per hour and cell); the fit
 smooths them and copes with 3- or 6-hourly data (fewer hours than 24).
+
+``prior="damped"`` adds damped anomaly persistence: the prior state of frame j is
+``D(h_j) + a_j·(x0 − D(h_0))`` (the init's departure from the daily cycle decays by ``a_j``), i.e.
+``p_j = D(h_j) − D(h_0) − (1 − a_j)(x0 − D(h_0))``. ``a_j`` per (frame, channel) is the least-squares
+regression of the anomaly at lag ``j·step`` on the anomaly at the init, over every hour of the training
+period (``fit_damping``), clipped to [0, 1]. At short leads ``a_j ≈ 1`` (persistence plus the cycle); at
+long leads the prior relaxes towards the daily climatology, so the ensemble mean of a network that adds
+little falls back on the better of the two baselines instead of on persistence. The second 24 h block
+starts from a sampled state, so its damping compounds (``a_24·a_j``), like an AR(1) process.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from torch import Tensor
 from apps.weather.dataset import WindowDataset
 
 NS_PER_HOUR = 3_600_000_000_000
-PriorKind = Literal["persistence", "diurnal"]
-PRIOR_KINDS: tuple[str, ...] = ("persistence", "diurnal")
+PriorKind = Literal["persistence", "diurnal", "damped"]
+PRIOR_KINDS: tuple[str, ...] = ("persistence", "diurnal", "damped")
 
 
 def check_prior(kind: str) -> str:
@@ -76,17 +85,72 @@ def fit_diurnal(windows: WindowDataset, harmonics: int = 2) -> np.ndarray:
     return table.reshape((24,) + sums.shape[1:]).astype(np.float32)
 
 
-def prior_tendency(table: Tensor, init_time: Tensor, frames: int, step_hours: int) -> Tensor:
-    """Climatological change from the init hour to each frame's hour.
+def fit_damping(windows: WindowDataset, table: np.ndarray) -> np.ndarray:
+    """(k, C) damping ``a_j``: regression of the anomaly at lag ``j·step`` on the anomaly at the init.
+
+    Anomaly = normalised state minus the hour-of-day table ``D``; sums run over every init hour of the
+    dataset's period with all k frames inside it and over all cells. Streaming: only the last
+    ``k·stride + 1`` anomalies are held, so memory does not grow with the period.
+
+    Args:
+        windows: the training :class:`WindowDataset` (``frames`` k and ``stride`` are used).
+        table: (24, C, H, W) hour-of-day climatology from :func:`fit_diurnal`.
+
+    Returns:
+        (k, C) float32 in [0, 1].
+    """
+    times = windows.times
+    hours = (times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
+    k, stride = windows.frames, windows.stride
+    span = k * stride
+    n_ch = table.shape[1]
+    cross = np.zeros((k, n_ch))
+    auto = np.zeros(n_ch)
+    buf: list[np.ndarray] = []
+    for t in range(len(times)):
+        a = windows.frame(t).astype(np.float64) - table[hours[t]]
+        a = np.where(np.isfinite(a), a, 0.0)
+        buf.append(a)
+        if len(buf) > span + 1:
+            buf.pop(0)
+        if len(buf) == span + 1:  # buf[0] is an init with all k frames available
+            a0 = buf[0]
+            auto += (a0**2).sum(axis=(1, 2))
+            for j in range(1, k + 1):
+                cross[j - 1] += (buf[j * stride] * a0).sum(axis=(1, 2))
+    if not auto.any():
+        raise ValueError("fit_damping: the period is shorter than one block (no init with all frames)")
+    return np.clip(cross / np.maximum(auto, 1e-12)[None], 0.0, 1.0).astype(np.float32)
+
+
+def prior_tendency(
+    table: Tensor,
+    init_time: Tensor,
+    frames: int,
+    step_hours: int,
+    x0: Tensor | None = None,
+    damping: Tensor | None = None,
+) -> Tensor:
+    """Climatological change from the init hour to each frame's hour (optionally with damped anomalies).
 
     Args:
         table: (24, C, H, W) hour-of-day climatology ``D``.
         init_time: (B,) int64 ns since 1970 (block init times).
         frames, step_hours: k frames, hours between frames.
+        x0: (B, C, H, W) normalised state at the init; needed with ``damping``.
+        damping: (k, C) ``a_j`` from :func:`fit_damping` (``prior="damped"``), or None.
 
     Returns:
-        (B, k, C, H, W) ``D[h0 + j·step] − D[h0]`` for j = 1..k.
+        (B, k, C, H, W) ``D[h0 + j·step] − D[h0]`` for j = 1..k, minus ``(1 − a_j)(x0 − D[h0])`` with
+        ``damping``.
     """
     h0 = torch.div(init_time, NS_PER_HOUR, rounding_mode="floor") % 24
     hj = (h0[:, None] + step_hours * torch.arange(1, frames + 1, device=h0.device)[None]) % 24
-    return table[hj] - table[h0][:, None]
+    p = table[hj] - table[h0][:, None]
+    if damping is None:
+        return p
+    if x0 is None:
+        raise ValueError("prior_tendency: damping needs x0 (the normalised state at the init)")
+    damping = torch.as_tensor(damping).to(p)
+    anomaly = x0.to(p) - table[h0]
+    return p - (1.0 - damping)[None, :, :, None, None] * anomaly[:, None]

@@ -210,7 +210,20 @@ def forecast(
     lat_t = torch.tensor(meta["lat"], dtype=torch.float64)
     lon_t = torch.tensor(meta["lon"], dtype=torch.float64)
     delta_scale = torch.tensor(meta["delta_scale"], dtype=torch.float32)
-    diurnal = meta.get("diurnal")  # (24, C, H, W) tensor when trained with prior="diurnal"
+    diurnal = meta.get("diurnal")  # (24, C, H, W) tensor when trained with prior="diurnal" or "damped"
+    damping = meta.get("damping")  # (k, C) tensor when trained with prior="damped"
+    n_hist = int(getattr(net, "history", 0))
+    hist_stride = 0
+    if n_hist:
+        if len(times) < 2:
+            raise WeatherDataError(src, "need a regular time axis to read the states before the init (history)", "time")
+        spacing = int((times[1] - times[0]).astype("timedelta64[h]").astype(np.int64))
+        hist_stride = step // spacing if spacing > 0 and step % spacing == 0 else 0
+        if not hist_stride:
+            raise WeatherDataError(src, f"time spacing {spacing} h does not divide the model step {step} h (history)", "time")
+        for t, ti in zip(inits, t_index):
+            if ti - n_hist * hist_stride < 0:
+                raise WeatherDataError(src, f"init {t} needs {n_hist} state(s) {step} h apart before it (history); the data starts at {times[0]}", "time")
 
     bm = max(1, min(options.batch_members, options.members))
     partial = out.with_name(out.name + ".partial")
@@ -260,16 +273,20 @@ def forecast(
         if options.ic_noise > 0:
             x = x + options.ic_noise * per_sample_noise(x.shape, [member_seed(options.seed, init, m, 0, 1) for m in members])
         statics = torch.from_numpy(statics_np).expand(len(members), -1, -1, -1)
+        x_hist = None
+        if n_hist:
+            idx = np.array([t_index[i_init] - hist_stride * (n_hist - j) for j in range(n_hist)])
+            x_hist = torch.from_numpy(stats.normalise(load_block(ds, channels, idx))).expand(len(members), -1, -1, -1, -1).clone()
         for b in range(n_blocks):
             block_init = np.datetime64(init, "ns") + np.timedelta64(b * k * step, "h")
             init_ns = torch.full((len(members),), int(block_init.astype(np.int64)), dtype=torch.int64)
             seeds = [member_seed(options.seed, init, m, b) for m in members]
             noise = per_sample_noise((len(members), k, *x.shape[1:]), seeds)
             gens = sample_generators([s + 1 for s in seeds]) if options.churn > 0 else None
-            prior = None if diurnal is None else prior_tendency(torch.as_tensor(diurnal), init_ns, k, step)
+            prior = None if diurnal is None else prior_tendency(torch.as_tensor(diurnal), init_ns, k, step, x0=x, damping=damping)
             y = objective.sample_block(
                 net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
-                prior=prior,
+                prior=prior, x_hist=x_hist,
             )
             phys = stats.denormalise(y.numpy())
             if decoder is None:
@@ -280,7 +297,10 @@ def forecast(
                     dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
                 _write_block(store, out_channels, out_stats.denormalise(dec), i_init, m0, b * k, template)
             # Continue from the float32 values that were written (identical on resume).
-            x = torch.from_numpy(stats.normalise(phys[:, -1]))
+            y_n = torch.from_numpy(stats.normalise(phys))  # (Mb, k, C, H, W)
+            if n_hist:  # the h states before the new init: the tail of (history, old init, this block)
+                x_hist = torch.cat([x_hist, x[:, None], y_n[:, :-1]], 1)[:, -n_hist:]
+            x = y_n[:, -1]
         manifest.append({"unit": f"{i_init}:{m0}", "init": str(init), "members": members})
         bar.update(1)
         finished += 1
