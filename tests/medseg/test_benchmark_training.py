@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,24 @@ def test_cosine_schedule_changes_training_and_bad_schedule_is_refused():
     assert any(not torch.allclose(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="lr_schedule.*allowed"):
         bench.train_generator(data, _tiny(), PairObjective(), steps=1, batch=2, lr=1e-2, lr_schedule="linear")
+
+
+def test_guidance_selection_picks_the_best_checker_dice_and_uses_other_seeds(monkeypatch):
+    bench = _bench()
+    net = _tiny()
+    seen = []
+    real_sample = bench.sample_pairs
+
+    def spy(net_, obj_, vecs, seeds, **kw):
+        seen.extend(seeds)
+        return real_sample(net_, obj_, vecs, seeds, **kw)
+
+    monkeypatch.setattr(bench, "sample_pairs", spy)
+    g = torch.Generator().manual_seed(0)
+    train = bench.SegData(torch.rand(6, 1, 16, 16, generator=g) * 2 - 1, torch.randint(0, 6, (6, 16, 16), generator=g))
+    res = bench.select_guidance(net, PairObjective(), train, ["CT liver", "CT spleen"], ["background", *ORGANS],
+                                [1.0, 3.0], n=4, ref_steps=2, log=lambda *_: None)
+    assert res["scale"] in (1.0, 3.0) and set(res["dice_by_scale"]) == {"1", "3"}
+    ranked = {k: (-1.0 if math.isnan(v) else v) for k, v in res["dice_by_scale"].items()}
+    assert ranked[f"{res['scale']:g}"] == max(ranked.values())
+    assert min(seen) >= 10**6  # never the reported pairs' seeds
