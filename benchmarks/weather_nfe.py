@@ -5,7 +5,9 @@
 Same run, same checkpoint, same inits, members and seeds: Heun with 20 Karras levels (39 calls per
 block) against each ≤ 10-call candidate of the core's samplers (``--candidates``, default
 DPM-Solver++(2M) with 10 levels = 10 calls, Heun with 5 levels = 9 calls, Euler with 10 levels = 10
-calls; all on the objective's Karras grid). Reports CRPS per (variable, lead) for every run, each
+calls; all on the objective's Karras grid unless a candidate names its own: ``SAMPLER:LEVELS:SIGMA_MAX:RHO``).
+Choose a grid on inits that are not the test inits (e.g. the demo's validation month, ``--inits``), then
+score it on the test inits. Reports CRPS per (variable, lead) for every run, each
 candidate's relative difference to the reference, and the wall time of each rollout. Without
 ``--checkpoint`` a small model is first trained on the embedded synthetic data (the demo recipe,
 ``--train-steps`` steps).
@@ -57,27 +59,37 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--members", type=int, default=10)
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--quick", action="store_true", help="fewer inits (first 4)")
-    p.add_argument("--candidates", default="dpmpp_2m:10,heun:5,euler:10", help="SAMPLER:LEVELS,... (each <= 10 calls)")
+    p.add_argument("--candidates", default="dpmpp_2m:10,heun:5,euler:10",
+                   help="SAMPLER:LEVELS[:SIGMA_MAX:RHO],... (each <= 10 calls; grid default: the objective's)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     candidates = []
     for spec in a.candidates.split(","):
-        sampler, _, levels = spec.partition(":")
-        if sampler not in NFE or not levels.isdigit():
-            raise SystemExit(f"--candidates: {spec!r} must be SAMPLER:LEVELS with SAMPLER one of {sorted(NFE)}")
-        candidates.append((f"{sampler}{levels}_nfe{NFE[sampler](int(levels))}", sampler, int(levels), NFE[sampler](int(levels))))
+        parts = spec.split(":")
+        sampler, levels = parts[0], parts[1] if len(parts) > 1 else ""
+        try:
+            grid = (float(parts[2]), float(parts[3])) if len(parts) == 4 else None
+        except ValueError:
+            grid = None
+        if sampler not in NFE or not levels.isdigit() or len(parts) not in (2, 4) or (len(parts) == 4 and grid is None):
+            raise SystemExit(f"--candidates: {spec!r} must be SAMPLER:LEVELS or SAMPLER:LEVELS:SIGMA_MAX:RHO with SAMPLER one of {sorted(NFE)}")
+        nfe = NFE[sampler](int(levels))
+        tag = "" if grid is None else f"_smax{grid[0]:g}_rho{grid[1]:g}"
+        candidates.append((f"{sampler}{levels}_nfe{nfe}{tag}", sampler, int(levels), nfe, grid))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt, data = (Path(a.checkpoint), Path(a.data)) if a.checkpoint else _train_default(tmp, a.train_steps)
         inits = [str(t) for t in parse_inits(a.inits)][: 4 if a.quick else None]
         runs = {}
-        for name, sampler, steps, nfe in [("heun20_nfe39", "heun", 20, 39)] + candidates:
-            opts = ForecastOptions(inits=inits, lead_hours=a.lead_hours, members=a.members, sampler=sampler, steps=steps, seed=0)
+        for name, sampler, steps, nfe, grid in [("heun20_nfe39", "heun", 20, 39, None)] + candidates:
+            smax, rho = grid if grid is not None else (None, None)
+            opts = ForecastOptions(inits=inits, lead_hours=a.lead_hours, members=a.members, sampler=sampler, steps=steps, seed=0,
+                                   sigma_max=smax, rho=rho)
             t0 = time.perf_counter()
             fc = forecast(ckpt, data, tmp / f"{name}.zarr", opts, progress=False)
             secs = time.perf_counter() - t0
             res = evaluate(fc, data, tmp / f"ev_{name}", report=False)
-            runs[name] = {"seconds": secs, "nfe_per_block": nfe, "crps": {f"{r['variable']}@{r['lead_hours']}h": r["crps"] for r in res["scores"] if r["region"] == "global"}}
+            runs[name] = {"seconds": secs, "nfe_per_block": nfe, "sigma_max": smax, "rho": rho, "crps": {f"{r['variable']}@{r['lead_hours']}h": r["crps"] for r in res["scores"] if r["region"] == "global"}}
     ref = runs["heun20_nfe39"]["crps"]
     per = {}
     for name, *_ in candidates:

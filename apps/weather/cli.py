@@ -35,6 +35,8 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--members", type=int, default=10)
     p.add_argument("--sampler", default="heun", choices=["heun", "dpmpp_2m", "euler", "euler_ancestral"])
     p.add_argument("--steps", type=int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
+    p.add_argument("--sigma-max", type=float, default=None, help="top level of the Karras sampling grid (default: the objective's)")
+    p.add_argument("--rho", type=float, default=None, help="Karras rho of the sampling grid (default: the objective's)")
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn")
     p.add_argument("--ic-noise", type=float, default=0.0, help="std of IC perturbation in normalised units")
     p.add_argument("--seed", type=int, default=0)
@@ -55,6 +57,7 @@ def forecast_main(argv: list[str]) -> str:
     opts = ForecastOptions(
         inits=[str(t) for t in parse_inits(a.inits)], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
+        sigma_max=a.sigma_max, rho=a.rho,
     )
     out = forecast(a.checkpoint, a.data, a.out, opts, progress=not a.no_progress, autoencoder=a.autoencoder)
     print(f"wrote {out}")

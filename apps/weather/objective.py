@@ -99,8 +99,13 @@ class WeatherEDMObjective:
             batch["delta_scale"][0], noise, sampler, steps, prior=batch.get("prior"), x_hist=batch.get("x_hist"),
         )
 
-    def sigmas(self, steps: int) -> Tensor:
-        return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
+    def sigmas(self, steps: int, sigma_max: float | None = None, rho: float | None = None) -> Tensor:
+        """Karras grid of ``steps`` levels; ``sigma_max``/``rho`` override the objective's (sampling only)."""
+        smax = self.sigma_max if sigma_max is None else float(sigma_max)
+        r = self.rho if rho is None else float(rho)
+        if not (smax > self.sigma_min and r > 0):
+            raise ValueError(f"sigma grid: sigma_max={smax} must exceed sigma_min={self.sigma_min} and rho={r} must be > 0")
+        return karras_sigmas(steps, self.sigma_min, smax, r)
 
     @torch.no_grad()
     def sample_block(
@@ -119,6 +124,8 @@ class WeatherEDMObjective:
         generators=None,
         prior: Tensor | None = None,
         x_hist: Tensor | None = None,
+        sigma_max: float | None = None,
+        rho: float | None = None,
     ) -> Tensor:
         """Sample one block of k frames for a batch of members.
 
@@ -132,13 +139,14 @@ class WeatherEDMObjective:
             churn: EDM S_churn (needs ``generators`` for reproducible draws).
             prior: (B, k, C, H, W) climatological tendency added back (``prior="diurnal"``), or None.
             x_hist: (B, h, C, H, W) normalised states before the init for a net with ``history = h``.
+            sigma_max, rho: the sampling grid's top level and Karras ρ (None = the objective's).
 
         Returns:
             (B, k, C, H, W) normalised states of frames 1..k.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is not one of {tuple(SAMPLERS)}")
-        sig = self.sigmas(steps)
+        sig = self.sigmas(steps, sigma_max, rho)
 
         def net_fn(x_in: Tensor, c_noise: Tensor) -> Tensor:
             return net(x_in, c_noise, x0, statics, init_time, lat, lon, x_hist=x_hist)

@@ -52,6 +52,8 @@ class ForecastOptions:
     seed: int = 0
     batch_members: int = 10
     format: str = "zarr"
+    sigma_max: float | None = None  # sampling grid top level (None = the objective's, 80)
+    rho: float | None = None  # Karras ρ of the sampling grid (None = the objective's, 7)
     extra: dict = field(default_factory=dict)
 
 
@@ -286,7 +288,7 @@ def forecast(
             prior = None if diurnal is None else prior_tendency(torch.as_tensor(diurnal), init_ns, k, step, x0=x, damping=damping)
             y = objective.sample_block(
                 net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
-                prior=prior, x_hist=x_hist,
+                prior=prior, x_hist=x_hist, sigma_max=options.sigma_max, rho=options.rho,
             )
             phys = stats.denormalise(y.numpy())
             if decoder is None:
