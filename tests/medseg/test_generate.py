@@ -74,6 +74,12 @@ def test_cli_fit_then_generate_from_lightning_checkpoint(tmp_path):
           "--data.init_args.phantom_cases", "2", "--data.init_args.root_cache", str(tmp_path / "phantom")])
     ckpt = ckpt_dir / "last.ckpt"
     assert ckpt.exists()
+    # the config's EMA callback: the checkpoint's weights are the average, the raw ones are kept beside
+    import torch
+
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw, avg = blob["current_model_state"], blob["state_dict"]
+    assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net.transformer"))
     net, _ = load_generator(ckpt)
     assert net.image_size == 16 and net.label_dict.foreground[0] == "liver"
     res = main(["generate", "--ckpt", str(ckpt), "--prompt", "CT liver", "--n", "2", "--steps", "2",
