@@ -69,9 +69,10 @@ def _split(spec: str) -> tuple[str, str]:
     return a, b
 
 
-def _inits(times: np.ndarray, start: np.datetime64, end: np.datetime64) -> list[np.datetime64]:
-    """00/12 UTC times in [start, end] whose 48 h lead is still <= end."""
-    sel = times[(times >= start) & (times <= end)]
+def _inits(times: np.ndarray, start: np.datetime64, end: np.datetime64, history: int = 0) -> list[np.datetime64]:
+    """00/12 UTC times in [start, end] whose 48 h lead is still <= end (and with ``history`` 6 h states before them)."""
+    first = times[0] + np.timedelta64(6 * history, "h")
+    sel = times[(times >= max(start, first)) & (times <= end)]
     hours = sel.astype("datetime64[h]").astype(np.int64) % 24
     return [t for t, h in zip(sel, hours) if h in (0, 12) and t + np.timedelta64(max(LEADS), "h") <= end]
 
@@ -96,17 +97,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test", required=True, help="START:END (inclusive)")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="short training (smoke run)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 1500, quick 300)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 3000, quick 300)")
     p.add_argument("--members", type=int, default=10)
     p.add_argument("--sampler-steps", type=int, default=10, help="Heun levels per block (2N-1 calls)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--prior", choices=("persistence", "diurnal", "damped"), default="diurnal",
+    p.add_argument("--prior", choices=("persistence", "diurnal", "damped"), default="damped",
                    help="what the model diffuses the departure from (apps.weather.prior)")
     p.add_argument("--val-days", type=int, default=0,
                    help="days at the end of --train held out to fit the spread calibration (default 0 = no calibration, "
                         "train on the whole period; 4 was measured in docs/weather.md and did not help)")
-    p.add_argument("--history", type=int, default=0, help="states before the init (6 h apart) given to the network")
+    p.add_argument("--history", type=int, default=1, help="states before the init (6 h apart) given to the network")
     p.add_argument("--max-train-minutes", type=float, default=28.0, help="stop training when this wall time is spent")
     p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32",
                    help="training precision; bf16-mixed only where dualsci.training.bf16_supported() (else fp32)")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dualsci.training import EMA, bf16_supported
 
-    steps = a.steps or (300 if a.quick else 1500)
+    steps = a.steps or (300 if a.quick else 3000)
     train, test = _split(a.train), _split(a.test)
     probe = open_weather(a.data, variables=["2m_temperature"])
     times = probe.time.values
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     test_end = np.datetime64(test[1]) + np.timedelta64(23, "h")
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
-    inits = _inits(times, test_start, test_end)
+    inits = _inits(times, test_start, test_end, a.history)
     if not inits:
         raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with 48 h of truth after it", "time")
     # validation = the last --val-days days of the training period; the model trains on the rest
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_inits: list[np.datetime64] = []
     if a.val_days:
         val_start = train_end_day - np.timedelta64(a.val_days - 1, "D")
-        val_inits = _inits(times, val_start.astype("datetime64[h]"), train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"))
+        val_inits = _inits(times, val_start.astype("datetime64[h]"), train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"), a.history)
         if not val_inits:
             raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
     fit_period = f"{train[0]}:{fit_end}"

@@ -37,7 +37,7 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
         assert v["spread"] == pytest.approx(v["raw"]["spread"] * v["spread_factor"], rel=1e-6)
     assert saved["train_seconds"] > 0 and saved["grid"] == "16x12" and saved["n_inits"] == 2
     assert res["members"] == 10
-    assert saved["train_steps_done"] == 2 and saved["precision"] in ("32-true", "bf16-mixed") and saved["history"] == 0
+    assert saved["train_steps_done"] == 2 and saved["precision"] in ("32-true", "bf16-mixed") and saved["history"] == 1
     # validation = the last 4 days of training, never the test period; the model trains on the first 2
     assert saved["fit_period"] == "2021-07-01:2021-07-02"
     assert saved["validation_inits"] == ["2021-07-03T00", "2021-07-03T12", "2021-07-04T00", "2021-07-04T12"]
