@@ -62,3 +62,18 @@ def test_equal_steps_benchmark_runs(shared_file, tmp_path):
                                      "--variant", "dust", "--steps", "3", "--out", str(tmp_path / "e.json")])
     assert res["steps"] == 3 and set(res["velocity_loss"]) >= {"ta0.25_tb1", "ta0.25_tb0"}
     assert res["action_mse"] > 0
+
+
+def test_latency_benchmark_rows_per_thread_and_precision(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import robotics_latency
+
+    from dualsci.training import bf16_supported
+
+    res = robotics_latency.main(["--variant", "action_only", "--threads", "1", "--repeats", "2",
+                                 "--out", str(tmp_path / "lat.json")])
+    precisions = ["fp32"] + (["bf16_autocast"] if bf16_supported("cpu") else [])
+    assert [r["precision"] for r in res["rows"]] == precisions
+    assert all(r["threads"] == 1 and r["min_ms"] > 0 and r["median_ms"] >= r["min_ms"] for r in res["rows"])
+    assert res["variant"] == "action_only" and res["nfe_per_chunk"] >= 4
+    assert json.loads((tmp_path / "lat.json").read_text())["rows"] == res["rows"]
