@@ -22,7 +22,9 @@ Training: AdamW (lr 2e-3) with a 100-step linear warm-up and a cosine decay to 0
 EMA 0.99. ``--max-train-minutes`` (default 28) stops training early when the wall clock runs out (a
 loaded machine), so the ≤ 30 min target is kept; the steps actually done are ``train_steps_done``.
 ``--history N`` gives the network the N states before the init (6 h apart) as context; ``--prior
-damped`` relaxes the init's departure from the daily cycle towards it (``apps.weather.prior``).
+damped`` relaxes the init's departure from the daily cycle towards it (``apps.weather.prior``). The
+defaults (damped, history 1, 3000 steps) were chosen on a tail of the 2019-03 training period
+(docs/weather.md), never on a test week; on another file they are used as they are.
 Precision: fp32 (``--precision 32``, default); ``bf16-mixed`` was measured *slower* for this width
 (docs/weather.md) and is used only when asked for and ``bf16_supported()``.
 
