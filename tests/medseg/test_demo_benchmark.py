@@ -20,6 +20,7 @@ def test_demo_end_to_end_small(tmp_path):
     res = run(tmp_path / "demo", fit_steps=20, n_per_prompt=2, eval_steps=5, seeds=3)
     assert (tmp_path / "demo" / "report.html").exists()
     assert len(res["downstream"]["real_only"]["dice"]["per_seed"]) == 3
+    assert res["fit_steps_done"] == 20  # well within the default time budget
     other = tmp_path / "other"
     other.mkdir()
     (other / "x.txt").write_text("x")
