@@ -34,7 +34,7 @@ from dualsci.io import write_json_atomic  # noqa: E402
 
 
 # Network calls per block for N levels of the Karras grid (core samplers; Heun's step to σ = 0 is Euler).
-NFE = {"heun": lambda n: 2 * n - 1, "dpmpp_2m": lambda n: n, "euler": lambda n: n, "euler_ancestral": lambda n: n}
+NFE = {"heun": lambda n: 2 * n - 1, "dpmpp_2m": lambda n: n, "dpmpp_3m": lambda n: n, "euler": lambda n: n, "euler_ancestral": lambda n: n}
 
 
 def _train_default(tmp: Path, steps: int) -> tuple[Path, Path]:

@@ -33,7 +33,7 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--inits", required=True, help="list 'T1,T2' or range 'START:END:STEP_HOURS' (any hour)")
     p.add_argument("--lead-hours", type=int, required=True)
     p.add_argument("--members", type=int, default=10)
-    p.add_argument("--sampler", default="heun", choices=["heun", "dpmpp_2m", "euler", "euler_ancestral"])
+    p.add_argument("--sampler", default="heun", choices=["heun", "dpmpp_2m", "dpmpp_3m", "euler", "euler_ancestral"])
     p.add_argument("--steps", type=int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
     p.add_argument("--sigma-max", type=float, default=None, help="top level of the Karras sampling grid (default: the objective's)")
     p.add_argument("--rho", type=float, default=None, help="Karras rho of the sampling grid (default: the objective's)")

@@ -7,7 +7,7 @@ descending grid ending at 0 (``karras_sigmas`` or ``time_grid``). Any path works
 σ̃ in ``x``'s dtype, so the network never sees float64.
 
 Network calls (NFE) for N steps: Euler N, Heun 2N − 1 (the step to σ = 0 is Euler, and so is a step from
-a capped level σ̃ ≥ 1e3, e.g. rf's t = 1), DPM-Solver++(2M) N,
+a capped level σ̃ ≥ 1e3, e.g. rf's t = 1), DPM-Solver++(2M) N, DPM-Solver++(3M) N,
 Euler ancestral N. ``churn`` (EDM S_churn, with S_tmin = 0, S_tmax = ∞, S_noise = 1) first raises σ_i to
 ``σ̂ = σ_i·(1 + γ)``, ``γ = min(churn/N, √2 − 1)``, adding fresh noise, then steps from σ̂.
 ``generator`` may be one generator or one per sample (``seeding.sample_generators``).
@@ -176,6 +176,48 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Ge
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
+def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
+                    churn: float = 0.0, callback: Callback | None = None) -> Tensor:
+    """DPM-Solver++(3M), multistep third order in λ = −ln σ̃ (Lu et al. 2022, App. B); N calls.
+
+    With ``h = λ_{i+1} − λ_i``, ``r0 = h_{i−1}/h``, ``r1 = h_{i−2}/h`` and the last three denoised
+    ``D_i, D_{i−1}, D_{i−2}``: ``Δ0 = (D_i − D_{i−1})/r0``, ``Δ1 = (D_{i−1} − D_{i−2})/r1``,
+    ``D' = Δ0 + r0/(r0 + r1)·(Δ0 − Δ1)`` (≈ h·dD/dλ) and ``D'' = (Δ0 − Δ1)/(r0 + r1)`` (≈ ½h²·d²D/dλ²);
+    the exponential integrator of the Taylor terms gives (VE, α = 1)
+    ``x ← (σ_{i+1}/σ_i)·x + φ1·D_i + φ2·D' + φ3·D''`` with ``φ1 = 1 − e^{−h}``, ``φ2 = 1 − φ1/h`` and
+    ``φ3 = 1 − 2(h − φ1)/h²``. The first step is first order, the second DPM-Solver++(2M), the step to
+    σ = 0 returns ``D_i``. On the Gaussian toy (Karras grid) the error falls 9–12× per halving of the
+    step from 10 steps on and beats 2M from 20 steps, but at 10 steps it is worse than 2M (0.22 vs 0.17):
+    the extrapolation over the long first steps of a ρ = 7 grid costs more than the order gains.
+    """
+
+    def update(x, d0, s, s_next, state):
+        hist: list[tuple[Tensor, float]] = state.setdefault("hist", [])  # (D, h) of the last two steps
+        if s_next == 0:
+            return d0
+        h = math.log(s) - math.log(s_next)
+        if not hist:
+            out = _lerp_to(x, d0, s, s_next)
+        elif len(hist) == 1:
+            d1, h1 = hist[-1]
+            half_inv_r = h / (2 * h1)
+            out = _lerp_to(x, (1 + half_inv_r) * d0 - half_inv_r * d1, s, s_next)
+        else:
+            (d2, h2), (d1, h1) = hist
+            r0, r1 = h1 / h, h2 / h
+            delta0, delta1 = (d0 - d1) / r0, (d1 - d2) / r1
+            first = delta0 + r0 / (r0 + r1) * (delta0 - delta1)
+            second = (delta0 - delta1) / (r0 + r1)
+            phi1 = -math.expm1(-h)
+            phi2, phi3 = 1.0 - phi1 / h, 1.0 - 2.0 * (h - phi1) / h**2
+            out = (s_next / s) * x + phi1 * d0 + phi2 * first + phi3 * second
+        hist.append((d0, h))
+        del hist[:-2]
+        return out
+
+    return _loop(denoiser, x, sigmas, generator, churn, callback, update)
+
+
 def sample_euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
                            churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """Euler ancestral: Euler to ``σ_down`` then add ``σ_up·z``, ``σ_up² + σ_down² = σ_{i+1}²``; N calls."""
@@ -193,5 +235,6 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": sample_euler,
     "heun": sample_heun,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_3m": sample_dpmpp_3m,
     "euler_ancestral": sample_euler_ancestral,
 }
