@@ -13,7 +13,11 @@ all fitted on the training period only:
   ``prior="diurnal"``; a model that learns nothing beyond its prior scores this;
 * ``damped_anomaly_persistence``: ``D(valid hour) + a·(x0 − D(init hour))`` with the init's departure
   from the daily cycle damped by the training-period regression ``a_j`` of ``fit_damping`` (4 frames of
-  6 h; beyond 24 h ``a_4^b·a_j`` like the forecaster's second block) — the prior of ``prior="damped"``.
+  6 h; beyond 24 h ``a_4^b·a_j`` like the forecaster's second block) — the prior of ``prior="damped"``;
+* ``damped_per_cell_hour``: the same with ``a`` regressed directly at each lead, separately for every
+  grid cell and init hour (00/12 UTC) — a MOS-style local linear model;
+* ``persistence_plus_mean_change``: init state + the training-period mean change over the lead for that
+  cell and init hour (the raw, unsmoothed version of ``persistence_plus_cycle``).
 
 It is the yardstick for the learned model: the target (≤ 0.9 × the better of the first two) is only
 within reach at a lead where this line, or what the network adds to it, is well below both.
@@ -70,10 +74,23 @@ def main(argv: list[str] | None = None) -> dict:
     clim = table[:, 0] * stats.std[0] + stats.mean[0]  # (24, H, W) physical daily cycle
     w = cell_area_weights(ds.latitude.values)[:, None]
     out = {}
+    anomaly = x - clim[hours]  # departure from the smooth daily cycle, every hour
+    train_idx = np.flatnonzero(train)
     for lead in LEADS:
-        mse = {"persistence": [], "diurnal_climatology": [], "persistence_plus_cycle": [], "damped_anomaly_persistence": []}
+        mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
+                               "damped_per_cell_hour", "persistence_plus_mean_change")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
+        # Local fits on training inits whose valid time is also in the training period.
+        fit_i = train_idx[np.isin(train_idx + lead, train_idx)]
+        local_a, mean_change = {}, {}
+        for h0 in (0, 12):
+            sel = fit_i[hours[fit_i] == h0]
+            if len(sel) == 0:
+                raise WeatherDataError(a.data, f"no {h0:02d} UTC training init with a {lead} h lead inside {a.train}", "time")
+            a0, a1 = anomaly[sel], anomaly[sel + lead]
+            local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
+            mean_change[h0] = (x[sel + lead] - x[sel]).mean(0)
         for i in inits:
             j = index[times[i] + np.timedelta64(lead, "h")]
             y = x[j]
@@ -82,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
             mse["persistence_plus_cycle"].append(((x[i] + cycle[hours[j]] - cycle[hours[i]] - y) ** 2 * w).mean())
             damped = clim[hours[j]] + a_lead * (x[i] - clim[hours[i]])
             mse["damped_anomaly_persistence"].append(((damped - y) ** 2 * w).mean())
+            local = clim[hours[j]] + local_a[hours[i]] * anomaly[i]
+            mse["damped_per_cell_hour"].append(((local - y) ** 2 * w).mean())
+            mse["persistence_plus_mean_change"].append(((x[i] + mean_change[hours[i]] - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
     res = {
         "leads": out,

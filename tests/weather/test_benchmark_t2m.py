@@ -69,6 +69,7 @@ def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark):
     for lead, v in res["leads"].items():
         assert v["persistence_plus_cycle"] < 0.01 and v["diurnal_climatology"] < 0.01
         assert v["damped_anomaly_persistence"] < 0.01  # no anomaly to damp: the cycle itself
+        assert v["damped_per_cell_hour"] < 0.01 and v["persistence_plus_mean_change"] < 0.01  # local fits exact too
         if lead in ("6", "12"):
             assert v["persistence"] > 1.0  # the cycle moved; persistence misses it
         else:
