@@ -30,11 +30,12 @@ import numpy as np  # noqa: E402
 
 from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.sampling import ForecastOptions, forecast, parse_inits  # noqa: E402
+from dualsci.diffusion import SAMPLERS  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 
 # Network calls per block for N levels of the Karras grid (core samplers; Heun's step to σ = 0 is Euler).
-NFE = {"heun": lambda n: 2 * n - 1, "dpmpp_2m": lambda n: n, "dpmpp_3m": lambda n: n, "euler": lambda n: n, "euler_ancestral": lambda n: n}
+NFE = {name: (lambda n: n) for name in SAMPLERS} | {"heun": lambda n: 2 * n - 1}
 
 
 def _train_default(tmp: Path, steps: int) -> tuple[Path, Path]:

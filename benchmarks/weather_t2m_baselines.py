@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
             mse["persistence"].append(((x[i] - y) ** 2 * w).mean())
             mse["diurnal_climatology"].append(((hod[hours[j]] - y) ** 2 * w).mean())
             mse["persistence_plus_cycle"].append(((x[i] + cycle[hours[j]] - cycle[hours[i]] - y) ** 2 * w).mean())
-            damped = clim[hours[j]] + a_lead * (x[i] - clim[hours[i]])
+            damped = clim[hours[j]] + a_lead * anomaly[i]
             mse["damped_anomaly_persistence"].append(((damped - y) ** 2 * w).mean())
             local = clim[hours[j]] + local_a[hours[i]] * anomaly[i]
             mse["damped_per_cell_hour"].append(((local - y) ** 2 * w).mean())

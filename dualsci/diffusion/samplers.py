@@ -153,6 +153,12 @@ def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Genera
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
 
 
+def _second_order_denoised(d0: Tensor, d_prev: Tensor, h: float, h_prev: float) -> Tensor:
+    """DPM-Solver++(2M) extrapolation ``(1 + 1/(2r))·D_i − D_{i−1}/(2r)``, ``r = h_{i−1}/h``."""
+    half_inv_r = h / (2 * h_prev)
+    return (1 + half_inv_r) * d0 - half_inv_r * d_prev
+
+
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
                     churn: float = 0.0, callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(2M), multistep second order in λ = −ln σ̃; N calls.
@@ -169,8 +175,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Ge
         h = math.log(s) - math.log(s_next)
         state["h"] = h
         if prev is not None and h_prev is not None:
-            half_inv_r = h / (2 * h_prev)
-            d0 = (1 + half_inv_r) * d0 - half_inv_r * prev
+            d0 = _second_order_denoised(d0, prev, h, h_prev)
         return _lerp_to(x, d0, s, s_next)
 
     return _loop(denoiser, x, sigmas, generator, churn, callback, update)
@@ -200,8 +205,7 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Ge
             out = _lerp_to(x, d0, s, s_next)
         elif len(hist) == 1:
             d1, h1 = hist[-1]
-            half_inv_r = h / (2 * h1)
-            out = _lerp_to(x, (1 + half_inv_r) * d0 - half_inv_r * d1, s, s_next)
+            out = _lerp_to(x, _second_order_denoised(d0, d1, h, h1), s, s_next)
         else:
             (d2, h2), (d1, h1) = hist
             r0, r1 = h1 / h, h2 / h
