@@ -17,7 +17,11 @@ all fitted on the training period only:
 * ``damped_per_cell_hour``: the same with ``a`` regressed directly at each lead, separately for every
   grid cell and init hour (00/12 UTC) — a MOS-style local linear model;
 * ``persistence_plus_mean_change``: init state + the training-period mean change over the lead for that
-  cell and init hour (the raw, unsmoothed version of ``persistence_plus_cycle``).
+  cell and init hour (the raw, unsmoothed version of ``persistence_plus_cycle``);
+* ``stencil_ridge``: ``D(valid hour)`` + a ridge regression of the departure at the valid time on the
+  init's departures in the 5×5 neighbourhood of the cell (edge-padded) + an intercept, one set of 26
+  weights per lead and init hour shared by every cell — a linear model that can see upstream
+  anomalies (advection) with few enough parameters for a fortnight of data.
 
 It is the yardstick for the learned model: the target (≤ 0.9 × the better of the first two) is only
 within reach at a lead where this line, or what the network adds to it, is well below both.
@@ -43,6 +47,24 @@ from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
+STENCIL_RADIUS = 2
+STENCIL_RIDGE = 100.0
+
+
+def stencil_features(field: np.ndarray, radius: int = STENCIL_RADIUS) -> np.ndarray:
+    """(H, W) field -> (H*W, (2r+1)² + 1) neighbourhood values (edge-padded) and a constant column."""
+    h, w = field.shape
+    padded = np.pad(field, radius, mode="edge")
+    side = 2 * radius + 1
+    cols = [padded[dy:dy + h, dx:dx + w].ravel() for dy in range(side) for dx in range(side)]
+    return np.stack(cols + [np.ones(h * w)], 1)
+
+
+def fit_stencil_ridge(inputs: np.ndarray, targets: np.ndarray, ridge: float = STENCIL_RIDGE) -> np.ndarray:
+    """Shared weights from (N, H, W) input and target departures; the intercept is not penalised."""
+    feats = np.concatenate([stencil_features(f) for f in inputs])
+    gram = feats.T @ feats + ridge * np.diag(np.r_[np.ones(feats.shape[1] - 1), 0.0])
+    return np.linalg.solve(gram, feats.T @ targets.reshape(-1))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,12 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_idx = np.flatnonzero(train)
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
-                               "damped_per_cell_hour", "persistence_plus_mean_change")}
+                               "damped_per_cell_hour", "persistence_plus_mean_change", "stencil_ridge")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
         # Local fits on training inits whose valid time is also in the training period.
         fit_i = train_idx[np.isin(train_idx + lead, train_idx)]
-        local_a, mean_change = {}, {}
+        local_a, mean_change, stencil = {}, {}, {}
         for h0 in (0, 12):
             sel = fit_i[hours[fit_i] == h0]
             if len(sel) == 0:
@@ -91,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             a0, a1 = anomaly[sel], anomaly[sel + lead]
             local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
             mean_change[h0] = (x[sel + lead] - x[sel]).mean(0)
+            stencil[h0] = fit_stencil_ridge(a0, a1)
         for i in inits:
             j = index[times[i] + np.timedelta64(lead, "h")]
             y = x[j]
@@ -102,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
             local = clim[hours[j]] + local_a[hours[i]] * anomaly[i]
             mse["damped_per_cell_hour"].append(((local - y) ** 2 * w).mean())
             mse["persistence_plus_mean_change"].append(((x[i] + mean_change[hours[i]] - y) ** 2 * w).mean())
+            ridge = clim[hours[j]] + (stencil_features(anomaly[i]) @ stencil[hours[i]]).reshape(y.shape)
+            mse["stencil_ridge"].append(((ridge - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
     res = {
         "leads": out,

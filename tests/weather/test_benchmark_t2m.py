@@ -70,7 +70,25 @@ def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark):
         assert v["persistence_plus_cycle"] < 0.01 and v["diurnal_climatology"] < 0.01
         assert v["damped_anomaly_persistence"] < 0.01  # no anomaly to damp: the cycle itself
         assert v["damped_per_cell_hour"] < 0.01 and v["persistence_plus_mean_change"] < 0.01  # local fits exact too
+        assert v["stencil_ridge"] < 0.01
         if lead in ("6", "12"):
             assert v["persistence"] > 1.0  # the cycle moved; persistence misses it
         else:
             assert v["persistence"] < 1e-4
+
+
+def test_stencil_ridge_learns_advection(load_benchmark):
+    """Departures that move one cell east per lead: persistence of the departure misses, the shared 5x5
+    stencil recovers the shift (the weight sits on the western neighbour) and predicts unseen fields."""
+    mod = load_benchmark("weather_t2m_baselines")
+    rng = np.random.default_rng(0)
+    fields = rng.normal(size=(40, 12, 14))
+    moved = np.pad(fields, ((0, 0), (0, 0), (1, 0)), mode="edge")[:, :, :-1]  # value at x comes from x - 1
+    coef = mod.fit_stencil_ridge(fields, moved, ridge=1e-3)
+    assert coef.shape == (26,)
+    assert coef[2 * 5 + 1] == pytest.approx(1.0, abs=1e-3)  # row dy = 2 (same row), column dx = 1 (west)
+    assert np.abs(np.delete(coef, 2 * 5 + 1)).max() < 1e-3
+    fresh = rng.normal(size=(12, 14))
+    pred = (mod.stencil_features(fresh) @ coef).reshape(fresh.shape)
+    truth = np.pad(fresh, ((0, 0), (1, 0)), mode="edge")[:, :-1]
+    assert np.abs(pred - truth).max() < 1e-2 and np.abs(fresh - truth).mean() > 0.5
