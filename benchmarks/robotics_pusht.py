@@ -34,11 +34,14 @@ import torch  # noqa: E402
 STATE_KEYS = {"state": ["state[0:4]", "state[4:5]@sincos"], "image": ["state[0:2]"]}
 
 
-def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn") -> dict:
+def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn", future_frames: int = 1) -> dict:
     common = dict(action_dim=2, horizon=16, n_obs=2, num_heads=4, variant=variant,
                   dim=64 if quick else 128, depth_dual=2 if quick else 4, depth_tail=1)
     if obs == "state":
-        return dict(common, state_dim=6, image_size=0, crop_size=0, future_target="state")
+        return dict(common, state_dim=6, image_size=0, crop_size=0, future_target="state",
+                    **({"future_frames": future_frames} if future_frames > 1 else {}))
+    if future_frames > 1:
+        raise SystemExit("--future-frames > 1 needs --obs state (a trajectory of future states)")
     vit = dict(encoder="vit", vit_patch=12, vit_dim=32 if quick else 64, vit_depth=1 if quick else 2, vit_heads=4)
     return dict(common, state_dim=2, image_size=96, crop_size=84, enc_channels=16 if quick else 32,
                 future_target="ema", ema_decay=0.995, **(vit if encoder == "vit" else {}))
@@ -60,6 +63,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--time-dist", default="gr00t_beta", choices=["gr00t_beta", "uniform", "logit_normal"])
     ap.add_argument("--lambda-wm", type=float, default=1.0)
+    ap.add_argument("--future-frames", type=int, default=1,
+                    help="state obs: future states t+16/K..t+16 as K vision tokens (1 = DUST's single t+16)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (training on CPU, evaluation)")
     ap.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the latency figure (default --threads)")
@@ -87,8 +92,10 @@ def main(argv=None) -> dict:
     max_steps_eval = 60 if args.quick else 300
     data_kw = dict(path=args.data, fmt=None, state_keys=STATE_KEYS[args.obs], use_image=args.obs == "image",
                    batch_size=args.batch_size, val_episodes=6, max_episodes=20 if args.quick else None, seed=args.seed)
+    if args.future_frames > 1:
+        data_kw["future_frames"] = args.future_frames
     data = RoboticsDataModule(**data_kw)
-    nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder)
+    nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder, args.future_frames)
     ok = dict(variant=args.variant, time_dist=args.time_dist, lambda_wm=args.lambda_wm)
     module = build_module(nk, ok, lr=args.lr, warmup_steps=0)
     precision = resolve_precision(args.precision, "gpu" if device == "cuda" else "cpu")

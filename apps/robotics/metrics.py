@@ -63,7 +63,7 @@ def offline_metrics(net, dataset, n_samples: int = 128, n_action_steps: int = 4,
                        generator=torch.Generator().manual_seed(seed))
     res = {"n_samples": int(keep.sum()), "action_mse": float(((out["action_norm"] - truth) ** 2).mean())}
     if out["future"] is not None:
-        fut = net.future_tokens(batch["future_state"], batch.get("future_image"))
+        fut = net.future_tokens(batch["future_state"], batch.get("future_image"), batch.get("future_states"))
         res["future_cosine"] = float(torch.nn.functional.cosine_similarity(out["future"], fut, dim=-1).mean())
         res["future_mse"] = float(((out["future"] - fut) ** 2).mean())
         curve = {}

@@ -16,7 +16,9 @@ Vision targets (``future_target``), all without pretrained weights:
                    4x4 pooled map;
   ``random_conv``  a frozen, seeded random CNN of the same shape, 4x4 pooled map;
   ``patches``      the normalised image average-pooled to 16x16, cut into 4x4 patches (48-d);
-  ``state``        the normalised future state vector as one token (state-only policies).
+  ``state``        the normalised future state vector as one token (state-only policies); with
+                   ``future_frames = K > 1`` K tokens, the states at t + F/K, ..., t + F (a trajectory
+                   world model: the action tokens attend to an imagined path, not only its end).
 Feature-map targets are LayerNorm-ed per token (no affine) so their scale is fixed while the EMA moves.
 Normalisation statistics live in buffers, so a checkpoint carries them and a policy takes raw input.
 """
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apps.robotics.data.windows import future_offsets
 from dualsci.nn import DualStreamConfig, DualStreamTransformer
 
 FutureTarget = Literal["ema", "random_conv", "patches", "state"]
@@ -84,6 +87,8 @@ class DustPolicyNet(nn.Module):
             vision head).
         n_tasks: > 0 adds a learned task embedding (multi-task data, e.g. LeRobot ``task_index``) to
             every observation token and the condition; 0 = single task.
+        future_frames: K future states as K vision tokens (``future_target='state'`` only; the data
+            module must use the same K). 1 = DUST's single future observation.
     """
 
     def __init__(self, action_dim: int = 2, state_dim: int = 2, horizon: int = 16, n_obs: int = 2,
@@ -91,7 +96,8 @@ class DustPolicyNet(nn.Module):
                  dim: int = 128, num_heads: int = 4, depth_dual: int = 4, depth_tail: int = 1,
                  mlp_ratio: float = 4.0, enc_channels: int = 32, grid: int = 4,
                  future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust", n_tasks: int = 0,
-                 encoder: str = "cnn", vit_patch: int = 12, vit_dim: int = 64, vit_depth: int = 2, vit_heads: int = 4):
+                 encoder: str = "cnn", vit_patch: int = 12, vit_dim: int = 64, vit_depth: int = 2, vit_heads: int = 4,
+                 future_frames: int = 1):
         super().__init__()
         self.encoder_kind = check_option("encoder", encoder, ENCODERS)
         self.future_target = check_option("future_target", future_target, FUTURE_TARGETS)
@@ -102,6 +108,10 @@ class DustPolicyNet(nn.Module):
             raise ValueError(f"crop_size ({crop_size}) must be <= image_size ({image_size})")
         self.action_dim, self.state_dim, self.horizon, self.n_obs = action_dim, state_dim, horizon, n_obs
         self.future_offset = horizon if future_offset is None else future_offset
+        self.future_frames = int(future_frames)
+        if self.future_frames > 1 and future_target != "state":
+            raise ValueError(f"future_frames={future_frames} needs future_target='state' (got {future_target!r})")
+        self.future_steps = future_offsets(self.future_offset, self.future_frames)  # validates K
         self.image_size, self.crop_size, self.grid, self.ema_decay = image_size, crop_size, grid, ema_decay
         self.use_image = image_size > 0
         d = dim
@@ -146,7 +156,7 @@ class DustPolicyNet(nn.Module):
         elif future_target == "patches":
             self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
         else:
-            self.target_dim, self.n_future = state_dim, 1
+            self.target_dim, self.n_future = state_dim, self.future_frames
         # action_only: the core runs a zero-token stream (joint attention reduces to self-attention).
         self.n_future_tokens = 0 if variant == "action_only" else self.n_future
         head_dim = d // num_heads
@@ -167,8 +177,8 @@ class DustPolicyNet(nn.Module):
     def _positions_b(self) -> Tensor:
         if self.n_future_tokens == 0:
             return torch.zeros(0, 3)
-        if self.n_future_tokens == 1:
-            return torch.tensor([[float(self.future_offset), 0.0, 0.0]])
+        if self.future_target == "state":  # one token per future frame, at that frame
+            return torch.tensor([[float(f), 0.0, 0.0] for f in self.future_steps])
         g = self.grid
         rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
         return torch.stack([torch.full((g * g,), float(self.future_offset)), rows.reshape(-1).float() + 1,
@@ -260,10 +270,20 @@ class DustPolicyNet(nn.Module):
         return tok, tok.mean(dim=1)
 
     @torch.no_grad()
-    def future_tokens(self, future_state: Tensor, future_image: Tensor | None = None) -> Tensor:
-        """Vision-stream target ``(B, L_b, target_dim)`` of the future observation (no gradient)."""
+    def future_tokens(self, future_state: Tensor, future_image: Tensor | None = None,
+                      future_states: Tensor | None = None) -> Tensor:
+        """Vision-stream target ``(B, L_b, target_dim)`` of the future observation (no gradient).
+
+        ``future_states (B, K, D_s)`` (the windows' item) is needed when ``future_frames = K > 1``.
+        """
         if self.future_target == "state":
-            return self.normalize_state(future_state)[:, None, :]
+            if self.future_frames == 1:
+                return self.normalize_state(future_state)[:, None, :]
+            if future_states is None or future_states.shape[1] != self.future_frames:
+                got = None if future_states is None else tuple(future_states.shape)
+                raise ValueError(f"future_frames={self.future_frames} needs future_states (B, "
+                                 f"{self.future_frames}, {self.state_dim}) from the windows, got {got}")
+            return self.normalize_state(future_states)
         x = self.normalize_image(future_image)
         if self.future_target == "patches":
             x = F.adaptive_avg_pool2d(x, 16)

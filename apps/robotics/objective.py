@@ -87,7 +87,7 @@ class DustObjective:
             u_a, _ = net(obs_tok, cond, xt_a, t_a, None, t_a)
             loss_b = torch.zeros((), device=dev)
         else:
-            x0_b = net.future_tokens(batch["future_state"], batch.get("future_image"))
+            x0_b = net.future_tokens(batch["future_state"], batch.get("future_image"), batch.get("future_states"))
             t_b = t_a if self.variant == "joint_noise" else self._times(b, dev)
             if self.variant == "joint_noise":
                 # Shared time for action samples; video-only samples still need a vision time.

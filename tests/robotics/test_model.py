@@ -110,3 +110,19 @@ def test_action_only_has_an_empty_vision_stream():
     u2, _ = ao(tok, cond, x, t, None, t)
     assert u.abs().mean() > 0
     torch.testing.assert_close(u, u2)
+
+
+def test_state_trajectory_target_tokens_and_positions():
+    net = tiny_net(image_size=0, future_target="state", future_frames=4)  # horizon 8: frames 2, 4, 6, 8
+    assert net.n_future_tokens == 4 and net.pos_b[:, 0].tolist() == [2.0, 4.0, 6.0, 8.0]
+    states = torch.randn(3, 4, 4)
+    fut = net.future_tokens(states[:, -1], None, states)
+    assert fut.shape == (3, 4, 4) and torch.allclose(fut, net.normalize_state(states))
+    tok, cond = net.encode_obs(torch.randn(3, 2, 4), None)
+    u_a, u_b = net(tok, cond, torch.randn(3, 8, 2), torch.rand(3), fut, torch.rand(3))
+    assert u_a.shape == (3, 8, 2) and u_b.shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="future_states"):
+        net.future_tokens(states[:, -1])
+    with pytest.raises(ValueError, match="future_target='state'"):
+        tiny_net(future_target="ema", future_frames=2)
+    assert tiny_net(image_size=0, future_target="state", variant="action_only", future_frames=4).n_future_tokens == 0

@@ -93,3 +93,34 @@ def test_mismatched_variant_is_an_error(toy_eps):
     net, b = _setup(toy_eps, variant="action_only")
     with pytest.raises(ValueError, match="does not match"):
         DustObjective(variant="dust").loss(net, b)
+
+
+def test_state_trajectory_world_model_trains_and_feeds_the_diagnostics(toy_eps):
+    from types import SimpleNamespace
+
+    from apps.robotics.data.module import RoboticsDataModule
+    from apps.robotics.data.windows import WindowDataset
+    from apps.robotics.metrics import offline_metrics
+
+    torch.manual_seed(0)
+    net = tiny_net(image_size=0, future_target="state", future_frames=4)
+    ds = WindowDataset(toy_eps, ["state"], n_obs=2, horizon=8, use_image=False, future_frames=4)
+    net.set_stats(dataset_stats(ds))
+    b = ds.__getitems__(list(range(0, len(ds), max(1, len(ds) // 16)))[:16])
+    obj = DustObjective(variant="dust", time_dist="uniform")
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    first = sum(obj.loss(net.train(), b)["loss_vision"].item() for _ in range(4))
+    for _ in range(40):
+        loss = obj.loss(net, b)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert sum(obj.loss(net, b)["loss_vision"].item() for _ in range(4)) < 0.8 * first
+    res = offline_metrics(net, ds, n_samples=8)
+    assert set(res["corrupted_future_action_mse"]) == {"0.0", "0.1", "0.5", "1.0"} and -1 <= res["future_cosine"] <= 1
+    # The windows and the network must agree on the number of future frames.
+    dm = RoboticsDataModule(None, state_keys=["state"], use_image=False, horizon=8, val_episodes=0, toy_episodes=4,
+                            toy_res=16)
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(net=net))
+    with pytest.raises(ValueError, match="future_frames=4"):
+        dm.setup("fit")

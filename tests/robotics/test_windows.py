@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from apps.robotics.data import EpisodeSet
-from apps.robotics.data.windows import WindowDataset, dataset_stats
+from apps.robotics.data.windows import WindowDataset, dataset_stats, future_offsets
 
 
 def _eps():
@@ -48,3 +49,23 @@ def test_stats_skip_video_only_actions():
     assert st["action"]["min"].item() == 103 and st["action"]["max"].item() == 107
     assert st["state"]["min"].item() == 0 and st["state"]["max"].item() == 7
     assert not ds[0]["has_action"] and ds[4]["has_action"]
+
+
+def test_future_offsets_spacing_and_bounds():
+    assert future_offsets(16, 4) == [4, 8, 12, 16]
+    assert future_offsets(16, 1) == [16]
+    assert future_offsets(4, 3) == [1, 3, 4]
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="future_frames"):
+            future_offsets(16, bad)
+
+
+def test_future_state_trajectory_is_clamped_to_the_episode():
+    ds = WindowDataset(_eps(), ["state"], n_obs=2, horizon=4, use_image=False, future_frames=2)
+    assert ds[3]["future_states"][:, 0].tolist() == [5, 7]   # t + 2, t + 4 inside episode 1 (frames 3..7)
+    assert ds[5]["future_states"][:, 0].tolist() == [7, 7]   # t + 2 = 7, t + 4 clamped to the last frame
+    assert ds[0]["future_states"][:, 0].tolist() == [2, 2]   # episode 0 ends at frame 2
+    assert ds[5]["future_state"].item() == ds[5]["future_states"][-1, 0].item()  # the last one is t + F
+    batch = ds.__getitems__([0, 3, 5])
+    assert batch["future_states"].shape == (3, 2, 1)
+    assert "future_states" not in WindowDataset(_eps(), ["state"], horizon=4, use_image=False)[0]

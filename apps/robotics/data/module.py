@@ -21,6 +21,7 @@ class RoboticsDataModule(pl.LightningDataModule):
         state_keys: column spec of the state vector (e.g. ``["state[0:2]"]`` agent position).
         use_image: feed images (``image`` field) to the policy.
         n_obs, horizon, future_offset: window shape (future frame at t + future_offset, default H).
+        future_frames: future states per window for a trajectory world model (must equal the net's).
         batch_size, num_workers: loader settings (``num_workers=0`` on 2-core machines).
         val_episodes: episodes held out for validation (the last ones).
         max_episodes: use only the first N episodes (quick runs).
@@ -36,7 +37,7 @@ class RoboticsDataModule(pl.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, val_episodes: int = 4, max_episodes: int | None = None,
                  video_only_path: str | None = None, toy_episodes: int = 100, toy_video_only: int = 0,
                  toy_res: int = 32, min_episode_length: int | None = None, task_key: str | None = None,
-                 seed: int = 0):
+                 seed: int = 0, future_frames: int = 1):
         super().__init__()
         self.save_hyperparameters()
         self.stats: dict | None = None
@@ -74,7 +75,7 @@ class RoboticsDataModule(pl.LightningDataModule):
         kw = dict(state_keys=list(h.state_keys), n_obs=h.n_obs, horizon=h.horizon, future_offset=h.future_offset,
                   use_image=h.use_image,
                   min_length=h.horizon if h.min_episode_length is None else h.min_episode_length,
-                  task_key=h.task_key)
+                  task_key=h.task_key, future_frames=h.future_frames)
         self.train_set = WindowDataset(eps.select(train_ids), **kw)
         self.val_set = WindowDataset(eps.select(val_ids), **kw) if len(val_ids) else None
         self.stats = dataset_stats(self.train_set)
@@ -97,6 +98,10 @@ class RoboticsDataModule(pl.LightningDataModule):
             got = None if ds.image is None else tuple(ds.image.shape[2:])
             raise ValueError(f"{ds.eps.source}: images are {got}, the model expects "
                              f"({net.image_size}, {net.image_size})")
+        net_frames = getattr(net, "future_frames", 1)
+        if net_frames != self.hparams.future_frames:
+            raise ValueError(f"{ds.eps.source}: the data module gives {self.hparams.future_frames} future frames, "
+                             f"the model expects future_frames={net_frames}")
         if not bool(net.stats_set):
             net.set_stats(self.stats)
 

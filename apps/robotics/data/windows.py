@@ -6,6 +6,8 @@ episodes):
   actions    t .. t+H-1         (after the episode end: repeat the last action)
   future obs t+F                (F = future_offset, default H: the frame right after the chunk;
                                  clamped to the last frame)
+  future states t+F/K .. t+F    (with future_frames = K > 1: K states evenly spaced up to t+F, the
+                                 future trajectory of a state-target world model)
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from torch.utils.data import Dataset
 from apps.robotics.data.episodes import EpisodeSet, gather_columns
 
 
+def future_offsets(future_offset: int, future_frames: int) -> list[int]:
+    """Frame offsets of ``future_frames`` future states evenly spaced up to ``future_offset``.
+
+    ``future_offsets(16, 4) == [4, 8, 12, 16]``; ``future_offsets(16, 1) == [16]``. Offsets are
+    distinct and positive, so ``future_frames`` may not exceed ``future_offset``.
+    """
+    f, k = int(future_offset), int(future_frames)
+    if k < 1 or k > f:
+        raise ValueError(f"future_frames must be in [1, future_offset={f}], got {k}")
+    return [round(f * (j + 1) / k) for j in range(k)]
+
+
 class WindowDataset(Dataset):
     """Windows over an `EpisodeSet`.
 
@@ -25,22 +39,27 @@ class WindowDataset(Dataset):
         state_keys: column spec for the state vector (see `gather_columns`), e.g.
             ``["keypoint", "state[0:2]"]`` for PushT keypoints + agent position.
         n_obs: observation horizon. horizon: action chunk length H. future_offset: F.
+        future_frames: K; K > 1 adds the item ``future_states`` (states at `future_offsets(F, K)`).
         use_image: include ``obs_image`` / ``future_image``.
         min_length: episodes shorter than this are an error (windows are edge-padded, but an
             episode shorter than the action horizon is usually a recording fault).
         task_key: per-frame integer task id field (e.g. LeRobot ``task_index``) -> item ``task``.
     Items:
         ``obs_state (n_obs, D_s)``, ``action (H, D_a)``, ``future_state (D_s,)``, ``has_action ()`` bool,
+        with ``future_frames > 1`` also ``future_states (K, D_s)`` (clamped to the episode's last frame),
         and with images ``obs_image (n_obs, 3, h, w)`` uint8, ``future_image (3, h, w)`` uint8.
         Values are raw (not normalised): the model owns the normaliser, so a policy takes raw obs.
     """
 
     def __init__(self, eps: EpisodeSet, state_keys: list[str], n_obs: int = 2, horizon: int = 16,
                  future_offset: int | None = None, use_image: bool = True, action_key: str = "action",
-                 image_key: str = "image", min_length: int = 1, task_key: str | None = None):
+                 image_key: str = "image", min_length: int = 1, task_key: str | None = None,
+                 future_frames: int = 1):
         self.eps = eps
         self.n_obs, self.horizon = int(n_obs), int(horizon)
         self.future_offset = int(horizon if future_offset is None else future_offset)
+        self.future_frames = int(future_frames)
+        self.future_steps = torch.tensor(future_offsets(self.future_offset, self.future_frames))
         required = [image_key] if use_image else []
         eps.validate(min_length=min_length, required=tuple(required))
         self.state = torch.from_numpy(gather_columns(eps.fields, state_keys, eps.source))
@@ -92,6 +111,8 @@ class WindowDataset(Dataset):
         fut = torch.minimum(i + self.future_offset, self.end[i] - 1)
         batch = {"obs_state": self.state[obs], "action": self.action[act], "future_state": self.state[fut],
                  "has_action": self.has_action[i]}
+        if self.future_frames > 1:
+            batch["future_states"] = self.state[torch.minimum(i[:, None] + self.future_steps, e - 1)]
         if self.image is not None:
             batch["obs_image"] = self.image[obs]
             batch["future_image"] = self.image[fut]
