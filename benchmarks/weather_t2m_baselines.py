@@ -18,6 +18,9 @@ all fitted on the training period only:
   grid cell and init hour (00/12 UTC) — a MOS-style local linear model;
 * ``persistence_plus_mean_change``: init state + the training-period mean change over the lead for that
   cell and init hour (the raw, unsmoothed version of ``persistence_plus_cycle``);
+* ``persistence_plus_yesterday_change``: init state + the change over the same hours one day earlier,
+  ``x(t0) + x(t0 + L mod 24 − 24 h) − x(t0 − 24 h)`` (persistence at whole days): the daily cycle of the
+  current regime rather than the training period's — nothing fitted, only the day before the init;
 * ``stencil_ridge``: ``D(valid hour)`` + a ridge regression of the departure at the valid time on the
   init's departures in the 5×5 neighbourhood of the cell (edge-padded) + an intercept, one set of 26
   weights per lead and init hour shared by every cell — a linear model that can see upstream
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_idx = np.flatnonzero(train)
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
-                               "damped_per_cell_hour", "persistence_plus_mean_change", "stencil_ridge")}
+                               "damped_per_cell_hour", "persistence_plus_mean_change",
+                               "persistence_plus_yesterday_change", "stencil_ridge")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
         # Local fits on training inits whose valid time is also in the training period.
@@ -125,6 +129,13 @@ def main(argv: list[str] | None = None) -> dict:
             local = clim[hours[j]] + local_a[hours[i]] * anomaly[i]
             mse["damped_per_cell_hour"].append(((local - y) ** 2 * w).mean())
             mse["persistence_plus_mean_change"].append(((x[i] + mean_change[hours[i]] - y) ** 2 * w).mean())
+            # The same hours a day earlier: data before the init, available at forecast time.
+            day = np.timedelta64(24, "h")
+            back, back_valid = index.get(times[i] - day), index.get(times[i] - day + np.timedelta64(lead % 24, "h"))
+            if back is None or back_valid is None:
+                raise WeatherDataError(a.data, f"the init {times[i]} needs the 24 h before it in the file", "time")
+            yday = x[i] + x[back_valid] - x[back]
+            mse["persistence_plus_yesterday_change"].append(((yday - y) ** 2 * w).mean())
             ridge = clim[hours[j]] + (stencil_features(anomaly[i]) @ stencil[hours[i]]).reshape(y.shape)
             mse["stencil_ridge"].append(((ridge - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}

@@ -71,6 +71,7 @@ def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark):
         assert v["damped_anomaly_persistence"] < 0.01  # no anomaly to damp: the cycle itself
         assert v["damped_per_cell_hour"] < 0.01 and v["persistence_plus_mean_change"] < 0.01  # local fits exact too
         assert v["stencil_ridge"] < 0.01
+        assert v["persistence_plus_yesterday_change"] < 1e-3  # yesterday's cycle repeats exactly
         if lead in ("6", "12"):
             assert v["persistence"] > 1.0  # the cycle moved; persistence misses it
         else:
