@@ -38,8 +38,7 @@ def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn", future
     common = dict(action_dim=2, horizon=16, n_obs=2, num_heads=4, variant=variant,
                   dim=64 if quick else 128, depth_dual=2 if quick else 4, depth_tail=1)
     if obs == "state":
-        return dict(common, state_dim=6, image_size=0, crop_size=0, future_target="state",
-                    **({"future_frames": future_frames} if future_frames > 1 else {}))
+        return dict(common, state_dim=6, image_size=0, crop_size=0, future_target="state", future_frames=future_frames)
     if future_frames > 1:
         raise SystemExit("--future-frames > 1 needs --obs state (a trajectory of future states)")
     vit = dict(encoder="vit", vit_patch=12, vit_dim=32 if quick else 64, vit_depth=1 if quick else 2, vit_heads=4)
@@ -91,9 +90,8 @@ def main(argv=None) -> dict:
     curve = [int(v) for v in args.curve.split(",") if v] if not args.quick else [4, 8]
     max_steps_eval = 60 if args.quick else 300
     data_kw = dict(path=args.data, fmt=None, state_keys=STATE_KEYS[args.obs], use_image=args.obs == "image",
-                   batch_size=args.batch_size, val_episodes=6, max_episodes=20 if args.quick else None, seed=args.seed)
-    if args.future_frames > 1:
-        data_kw["future_frames"] = args.future_frames
+                   batch_size=args.batch_size, val_episodes=6, max_episodes=20 if args.quick else None, seed=args.seed,
+                   future_frames=args.future_frames)
     data = RoboticsDataModule(**data_kw)
     nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder, args.future_frames)
     ok = dict(variant=args.variant, time_dist=args.time_dist, lambda_wm=args.lambda_wm)

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {}
     anomaly = x - clim[hours]  # departure from the smooth daily cycle, every hour
     train_idx = np.flatnonzero(train)
+    day = np.timedelta64(24, "h")
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
                                "damped_per_cell_hour", "persistence_plus_mean_change",
@@ -130,7 +131,6 @@ def main(argv: list[str] | None = None) -> dict:
             mse["damped_per_cell_hour"].append(((local - y) ** 2 * w).mean())
             mse["persistence_plus_mean_change"].append(((x[i] + mean_change[hours[i]] - y) ** 2 * w).mean())
             # The same hours a day earlier: data before the init, available at forecast time.
-            day = np.timedelta64(24, "h")
             back, back_valid = index.get(times[i] - day), index.get(times[i] - day + np.timedelta64(lead % 24, "h"))
             if back is None or back_valid is None:
                 raise WeatherDataError(a.data, f"the init {times[i]} needs the 24 h before it in the file", "time")
