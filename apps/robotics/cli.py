@@ -22,6 +22,7 @@ def rollout_main(argv: list[str]) -> int:
     """Closed-loop evaluation of a checkpoint (success, coverage with Wilson CIs, latency, videos)."""
     from dualsci.io import atomic_dir, write_json_atomic
 
+    from apps.robotics.planning import make_score
     from apps.robotics.rollout import evaluate
     from apps.robotics.sampling import Policy
     from apps.robotics.train import load_policy_net
@@ -39,6 +40,10 @@ def rollout_main(argv: list[str]) -> int:
     ap.add_argument("--execute", type=int, default=8, help="actions executed per chunk (receding horizon)")
     ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
                     help="ACT temporal ensembling with weight exp(-M*i) (re-plans every step)")
+    ap.add_argument("--plan-samples", type=int, default=1, metavar="N",
+                    help="world-model planning: sample N chunks, execute the one whose imagined future scores best")
+    ap.add_argument("--plan-score", default="pusht_coverage", choices=["pusht_coverage"],
+                    help="score of an imagined future state (with --plan-samples > 1)")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--res", type=int, default=32, help="toy_push image size")
     ap.add_argument("--out", required=True)
@@ -49,8 +54,14 @@ def rollout_main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"error: {exc}")
         return 2
-    policy = Policy(net, info["state_keys"], n_action_steps=args.n_a, n_vision_steps=args.n_o, phase=args.phase,
-                    mode=args.mode, execute=args.execute, temporal_ensemble=args.temporal_ensemble)
+    try:
+        score = make_score(args.plan_score, info["state_keys"]) if args.plan_samples > 1 else None
+        policy = Policy(net, info["state_keys"], n_action_steps=args.n_a, n_vision_steps=args.n_o, phase=args.phase,
+                        mode=args.mode, execute=args.execute, temporal_ensemble=args.temporal_ensemble,
+                        plan_samples=args.plan_samples, plan_score=score)
+    except ValueError as exc:
+        print(f"error: {args.ckpt}: {exc}")
+        return 2
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         res = evaluate(policy, args.env, args.episodes, args.seed0, args.max_steps, n_videos=args.videos,
                        video_dir=tmp / "videos", res=args.res)

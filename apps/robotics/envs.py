@@ -171,6 +171,33 @@ class PushTEnv:
         self.env.close()
 
 
+# gym-pusht's T block in body coordinates (``add_tee``: scale 30, length 4) as one polygon, and its goal pose.
+PUSHT_T_VERTICES = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120), (-15, 30), (-60, 30)],
+                            np.float64)
+PUSHT_GOAL_POSE = (256.0, 256.0, np.pi / 4)
+
+
+def pusht_coverage(pose: np.ndarray) -> np.ndarray:
+    """gym-pusht's goal coverage of the T at block poses ``(N, 3)`` = x, y, angle -> ``(N,)`` in [0, 1].
+
+    The env's own ``_get_coverage`` for a block at that pose (area of T ∩ goal T over the goal's area),
+    computed with vectorised shapely and without a physics space, so imagined poses can be scored in bulk.
+    """
+    import shapely
+
+    pose = np.asarray(pose, np.float64).reshape(-1, 3)
+
+    def placed(x, y, a):
+        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
+        vx, vy = PUSHT_T_VERTICES[:, 0], PUSHT_T_VERTICES[:, 1]
+        return np.stack([x[:, None] + c * vx - s * vy, y[:, None] + s * vx + c * vy], -1)  # (N, 8, 2)
+
+    block = shapely.polygons(placed(pose[:, 0], pose[:, 1], pose[:, 2]))
+    gx, gy, ga = PUSHT_GOAL_POSE
+    goal = shapely.polygons(placed(np.array([gx]), np.array([gy]), np.array([ga])))[0]
+    return shapely.area(shapely.intersection(block, goal)) / shapely.area(goal)
+
+
 def make_env(name: str, image: bool = True, max_steps: int | None = None, res: int = 32):
     """Environment factory: ``toy_push`` (built-in) or ``pusht`` (gym-pusht)."""
     if name == "toy_push":

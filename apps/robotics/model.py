@@ -210,6 +210,11 @@ class DustPolicyNet(nn.Module):
     def normalize_state(self, s: Tensor) -> Tensor:
         return self._scale(s, self.state_min, self.state_max)
 
+    def unnormalize_state(self, s: Tensor) -> Tensor:
+        """Inverse of `normalize_state`: e.g. imagined future states (``future_target='state'``) in raw units."""
+        rng = (self.state_max - self.state_min).clamp_min(1e-6)
+        return (s + 1.0) * 0.5 * rng + self.state_min
+
     def normalize_action(self, a: Tensor) -> Tensor:
         return self._scale(a, self.action_min, self.action_max)
 

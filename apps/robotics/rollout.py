@@ -67,6 +67,8 @@ def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 1000
         "latency_batch_size": n_episodes, "nfe_per_chunk": policy.nfe_per_chunk,
         "n_action_steps": policy.n_action_steps, "n_vision_steps": policy.n_vision_steps, "phase": policy.phase,
         "execute": policy.execute, "temporal_ensemble": policy.temporal_ensemble,
+        "plan_samples": getattr(policy, "plan_samples", 1),
+        "plan_score_mean": float(np.mean(policy.plan_scores)) if getattr(policy, "plan_scores", None) else None,
         "episode_max_coverage": max_cov.tolist(), "episode_success": success.tolist(),
         "episode_steps": steps.tolist(), "eval_seconds": wall,
     })

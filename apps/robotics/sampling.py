@@ -120,11 +120,14 @@ class Policy:
         temporal_ensemble: None, or ACT's m: re-plan every step and average all chunks covering the
             step with weights ``exp(-m·i)``, i = 0 the oldest.
         seed: sampler noise seed (reset by `reset`).
+        plan_samples, plan_score: world-model planning (`apps.robotics.planning.best_of_n`): draw
+            ``plan_samples`` chunks per observation and execute the one whose imagined future scores
+            highest under ``plan_score`` (needed when ``plan_samples > 1``).
     """
 
     def __init__(self, net: DustPolicyNet, state_keys: list[str], n_action_steps: int = 4, n_vision_steps: int = 4,
                  phase: str = "end", mode: str = "policy", execute: int = 8, temporal_ensemble: float | None = None,
-                 seed: int = 0):
+                 seed: int = 0, plan_samples: int = 1, plan_score=None):
         self.net = net.eval()
         self.state_keys = list(state_keys)
         self.n_action_steps, self.n_vision_steps = n_action_steps, n_vision_steps
@@ -134,6 +137,15 @@ class Policy:
             raise ValueError(f"execute must be in [1, {net.horizon}], got {execute}")
         self.execute, self.temporal_ensemble, self.seed = execute, temporal_ensemble, seed
         joint_schedule(n_action_steps, n_vision_steps, phase)  # validate early
+        if plan_samples < 1:
+            raise ValueError(f"plan_samples must be >= 1, got {plan_samples}")
+        if plan_samples > 1:
+            from apps.robotics.planning import check_plannable
+
+            check_plannable(net)
+            if plan_score is None:
+                raise ValueError("plan_samples > 1 needs a plan_score (e.g. apps.robotics.planning.make_score)")
+        self.plan_samples, self.plan_score = int(plan_samples), plan_score
         self.latencies_ms: list[float] = []
         self.nfe_per_chunk = 0
         self.reset()
@@ -144,6 +156,7 @@ class Policy:
         self.queue: deque = deque()
         self.chunks: list[list] = []  # [chunk (B, H, D_a) numpy, age]
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.plan_scores: list[float] = []  # imagined score of each chosen chunk (planning only)
         self.batched = True
 
     def _prepare(self, obs: dict) -> tuple[Tensor, Tensor | None]:
@@ -170,9 +183,15 @@ class Policy:
     def predict_action_chunk(self, obs_state: Tensor, obs_image: Tensor | None) -> np.ndarray:
         """``obs_state (B, n_obs, D_s)``, ``obs_image (B, n_obs, 3, h, w)`` -> raw chunk ``(B, H, D_a)``."""
         t0 = time.perf_counter()
-        out = sample_chunk(self.net, obs_state, obs_image, n_action_steps=self.n_action_steps,
-                           n_vision_steps=self.n_vision_steps, phase=self.phase, mode=self.mode,
-                           generator=self.generator, task=getattr(self, "task", None))
+        kw = dict(n_action_steps=self.n_action_steps, n_vision_steps=self.n_vision_steps, phase=self.phase,
+                  mode=self.mode, generator=self.generator, task=getattr(self, "task", None))
+        if self.plan_samples > 1:
+            from apps.robotics.planning import best_of_n
+
+            out = best_of_n(self.net, obs_state, obs_image, self.plan_samples, self.plan_score, **kw)
+            self.plan_scores.extend(out["score"].tolist())
+        else:
+            out = sample_chunk(self.net, obs_state, obs_image, **kw)
         self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
         self.nfe_per_chunk = out["nfe"]
         return out["action"].cpu().numpy()

@@ -35,6 +35,9 @@ def test_fit_then_rollout(tmp_path):
     res = json.loads((out / "eval.json").read_text())
     assert res["n_episodes"] == 2 and res["episode_steps"] == [4, 4]
     assert Path(res["videos"][0]).exists()
+    # planning scores imagined states: this image-target policy has none -> clear error, nothing written
+    rc = main(["rollout", "--ckpt", str(ckpt), "--env", "toy_push", "--plan-samples", "4", "--out", str(tmp_path / "p")])
+    assert rc == 2 and not (tmp_path / "p").exists()
 
 
 def test_rollout_bad_checkpoint_writes_nothing(tmp_path, capsys):
