@@ -21,6 +21,10 @@ all fitted on the training period only:
 * ``persistence_plus_yesterday_change``: init state + the change over the same hours one day earlier,
   ``x(t0) + x(t0 + L mod 24 − 24 h) − x(t0 − 24 h)`` (persistence at whole days): the daily cycle of the
   current regime rather than the training period's — nothing fitted, only the day before the init;
+* ``mean_change_plus_tendency``: ``persistence_plus_mean_change`` + ``b·(Δ − mean Δ)`` with ``Δ`` the change
+  over the ``TENDENCY_HOURS`` before the init (a cloud or front arriving shows in the last hours first)
+  and ``mean Δ`` its training-period mean for that cell and init hour; one ``b`` per lead and init hour,
+  least squares over all training inits and cells;
 * ``stencil_ridge``: ``D(valid hour)`` + a ridge regression of the departure at the valid time on the
   init's departures in the 5×5 neighbourhood of the cell (edge-padded) + an intercept, one set of 26
   weights per lead and init hour shared by every cell — a linear model that can see upstream
@@ -52,6 +56,7 @@ from dualsci.io import write_json_atomic  # noqa: E402
 LEADS = (6, 12, 24, 48)
 STENCIL_RADIUS = 2
 STENCIL_RIDGE = 100.0
+TENDENCY_HOURS = 3
 
 
 def stencil_features(field: np.ndarray, radius: int = STENCIL_RADIUS) -> np.ndarray:
@@ -105,12 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
                                "damped_per_cell_hour", "persistence_plus_mean_change",
-                               "persistence_plus_yesterday_change", "stencil_ridge")}
+                               "persistence_plus_yesterday_change", "mean_change_plus_tendency", "stencil_ridge")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
         # Local fits on training inits whose valid time is also in the training period.
         fit_i = train_idx[np.isin(train_idx + lead, train_idx)]
-        local_a, mean_change, stencil = {}, {}, {}
+        local_a, mean_change, stencil, mean_tend, tend_b = {}, {}, {}, {}, {}
+        fit_i = fit_i[fit_i >= TENDENCY_HOURS]  # the tendency needs the hours before the init
         for h0 in (0, 12):
             sel = fit_i[hours[fit_i] == h0]
             if len(sel) == 0:
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
             local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
             mean_change[h0] = (x[sel + lead] - x[sel]).mean(0)
             stencil[h0] = fit_stencil_ridge(a0, a1)
+            tend = x[sel] - x[sel - TENDENCY_HOURS]
+            mean_tend[h0] = tend.mean(0)
+            dt, dy = tend - mean_tend[h0], x[sel + lead] - x[sel] - mean_change[h0]
+            tend_b[h0] = float((dt * dy).sum() / max((dt * dt).sum(), 1e-12))
         for i in inits:
             j = index[times[i] + np.timedelta64(lead, "h")]
             y = x[j]
@@ -136,6 +146,11 @@ def main(argv: list[str] | None = None) -> dict:
                 raise WeatherDataError(a.data, f"the init {times[i]} needs the 24 h before it in the file", "time")
             yday = x[i] + x[back_valid] - x[back]
             mse["persistence_plus_yesterday_change"].append(((yday - y) ** 2 * w).mean())
+            if i < TENDENCY_HOURS or times[i - TENDENCY_HOURS] != times[i] - np.timedelta64(TENDENCY_HOURS, "h"):
+                raise WeatherDataError(a.data, f"the init {times[i]} needs the {TENDENCY_HOURS} h before it", "time")
+            tend = x[i] - x[i - TENDENCY_HOURS] - mean_tend[hours[i]]
+            pred = x[i] + mean_change[hours[i]] + tend_b[hours[i]] * tend
+            mse["mean_change_plus_tendency"].append(((pred - y) ** 2 * w).mean())
             ridge = clim[hours[j]] + (stencil_features(anomaly[i]) @ stencil[hours[i]]).reshape(y.shape)
             mse["stencil_ridge"].append(((ridge - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
