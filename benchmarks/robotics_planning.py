@@ -40,6 +40,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--val-seed0", type=int, default=200000)
     ap.add_argument("--seed0", type=int, default=100000)
+    ap.add_argument("--score", default="pusht_coverage", choices=["pusht_coverage", "pusht_pose"],
+                    help="score of the imagined block pose at t + 16 (goal coverage, or minus the T-vertex distance)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sampler-seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -55,7 +57,7 @@ def main(argv=None) -> dict:
 
     net, info = load_policy_net(args.policy)
     keys = info["state_keys"]
-    score = make_score("pusht_coverage", keys)
+    score = make_score(args.score, keys)
 
     def run(n: int, seed0: int) -> dict:
         pol = Policy(net, keys, n_action_steps=4, n_vision_steps=4, execute=8, seed=args.sampler_seed,
@@ -79,7 +81,7 @@ def main(argv=None) -> dict:
                  plan_score=score if chosen > 1 else None)
     lat = chunk_latency(pol, obs, repeats=20)
     res = {
-        "policy": str(args.policy), "state_keys": keys, "candidates": candidates, "chosen_n": chosen,
+        "policy": str(args.policy), "score": args.score, "state_keys": keys, "candidates": candidates, "chosen_n": chosen,
         "validation": {str(n): r for n, r in val.items()}, "test": {str(n): r for n, r in test.items()},
         "plain_mean_max_coverage": test[1]["mean_max_coverage"],
         "planned_mean_max_coverage": test[chosen]["mean_max_coverage"],

@@ -177,6 +177,23 @@ PUSHT_T_VERTICES = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (
 PUSHT_GOAL_POSE = (256.0, 256.0, np.pi / 4)
 
 
+def _place_t(pose: np.ndarray) -> np.ndarray:
+    """The T's vertices at block poses ``(N, 3)`` (x, y, angle), in world pixels: ``(N, 8, 2)``."""
+    x, y, a = (pose[:, k, None] for k in range(3))
+    vx, vy = PUSHT_T_VERTICES[:, 0], PUSHT_T_VERTICES[:, 1]
+    return np.stack([x + np.cos(a) * vx - np.sin(a) * vy, y + np.sin(a) * vx + np.cos(a) * vy], -1)
+
+
+def pusht_vertex_distance(pose: np.ndarray) -> np.ndarray:
+    """Mean distance in pixels between the T's 8 vertices at block poses ``(N, 3)`` and at the goal -> ``(N,)``.
+
+    A pose error that, unlike coverage, still ranks poses that do not overlap the goal at all.
+    """
+    pose = np.asarray(pose, np.float64).reshape(-1, 3)
+    goal = _place_t(np.asarray([PUSHT_GOAL_POSE], np.float64))
+    return np.linalg.norm(_place_t(pose) - goal, axis=-1).mean(-1)
+
+
 def pusht_coverage(pose: np.ndarray) -> np.ndarray:
     """gym-pusht's goal coverage of the T at block poses ``(N, 3)`` = x, y, angle -> ``(N,)`` in [0, 1].
 
@@ -185,16 +202,8 @@ def pusht_coverage(pose: np.ndarray) -> np.ndarray:
     """
     import shapely
 
-    pose = np.asarray(pose, np.float64).reshape(-1, 3)
-
-    def placed(x, y, a):
-        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
-        vx, vy = PUSHT_T_VERTICES[:, 0], PUSHT_T_VERTICES[:, 1]
-        return np.stack([x[:, None] + c * vx - s * vy, y[:, None] + s * vx + c * vy], -1)  # (N, 8, 2)
-
-    block = shapely.polygons(placed(pose[:, 0], pose[:, 1], pose[:, 2]))
-    gx, gy, ga = PUSHT_GOAL_POSE
-    goal = shapely.polygons(placed(np.array([gx]), np.array([gy]), np.array([ga])))[0]
+    block = shapely.polygons(_place_t(np.asarray(pose, np.float64).reshape(-1, 3)))
+    goal = shapely.polygons(_place_t(np.asarray([PUSHT_GOAL_POSE], np.float64)))[0]
     return shapely.area(shapely.intersection(block, goal)) / shapely.area(goal)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apps.robotics.envs import pusht_coverage
+from apps.robotics.envs import pusht_coverage, pusht_vertex_distance
 
 FutureScore = Callable[[Tensor], Tensor]
 
@@ -34,6 +34,8 @@ _PUSHT_LAYOUTS = {
 class PushTCoverageScore:
     """gym-pusht goal coverage of the T at the imagined block pose of future frame `frame` (default the last).
 
+    Subclasses score the same pose otherwise (`score_pose`).
+
     Args:
         state_keys: the policy's state spec; one of ``["state[0:4]", "state[4:5]@sincos"]`` (agent xy,
             block xy, sin, cos) or ``["state"]`` (agent xy, block xy, angle).
@@ -47,6 +49,10 @@ class PushTCoverageScore:
                              f"supported: {[list(k) for k in _PUSHT_LAYOUTS]}")
         self.layout, self.frame = layout, int(frame)
 
+    @staticmethod
+    def score_pose(pose: np.ndarray) -> np.ndarray:
+        return pusht_coverage(pose)
+
     def __call__(self, future_states: Tensor) -> Tensor:
         s = future_states[:, self.frame].detach().double().cpu().numpy()  # (B, D_s)
         x, y = s[:, self.layout["xy"][0]], s[:, self.layout["xy"][1]]
@@ -54,10 +60,18 @@ class PushTCoverageScore:
             angle = np.arctan2(s[:, self.layout["sincos"][0]], s[:, self.layout["sincos"][1]])
         else:
             angle = s[:, self.layout["angle"]]
-        return torch.from_numpy(pusht_coverage(np.stack([x, y, angle], 1))).float()
+        return torch.from_numpy(self.score_pose(np.stack([x, y, angle], 1))).float()
 
 
-SCORES = {"pusht_coverage": PushTCoverageScore}
+class PushTPoseScore(PushTCoverageScore):
+    """Minus the mean distance (pixels) of the T's vertices at the imagined pose from the goal's."""
+
+    @staticmethod
+    def score_pose(pose: np.ndarray) -> np.ndarray:
+        return -pusht_vertex_distance(pose)
+
+
+SCORES = {"pusht_coverage": PushTCoverageScore, "pusht_pose": PushTPoseScore}
 
 
 def make_score(name: str, state_keys: list[str]) -> FutureScore:

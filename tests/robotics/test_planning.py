@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from apps.robotics.envs import PUSHT_GOAL_POSE, pusht_coverage
+from apps.robotics.envs import PUSHT_GOAL_POSE, pusht_coverage, pusht_vertex_distance
 from apps.robotics.planning import PushTCoverageScore, best_of_n, make_score
 from apps.robotics.sampling import Policy, sample_chunk
 from tests.robotics.conftest import tiny_net
@@ -47,10 +47,21 @@ def test_coverage_limits_and_score_layouts():
     assert s.shape == (2,) and s[0] == pytest.approx(1.0, abs=1e-5) and s[1] == 0.0
     raw = PushTCoverageScore(["state"])(torch.tensor([[[0, 0, gx, gy, ga]]], dtype=torch.float32))
     assert raw[0] == pytest.approx(1.0, abs=1e-5)
+    pose = make_score("pusht_pose", SINCOS_KEYS)(torch.cat([at_goal, far]))
+    assert pose[0] == pytest.approx(0.0, abs=1e-3) and pose[1] < -100  # minus the vertex distance in pixels
     with pytest.raises(ValueError, match="no known block columns"):
         PushTCoverageScore(["state[0:2]"])
     with pytest.raises(ValueError, match="plan score must be one of pusht_coverage"):
         make_score("reward", SINCOS_KEYS)
+
+
+def test_vertex_distance():
+    gx, gy, ga = PUSHT_GOAL_POSE
+    d = pusht_vertex_distance(np.array([[gx, gy, ga], [gx + 30, gy - 40, ga], [gx, gy, ga + np.pi]]))
+    assert d[0] == pytest.approx(0.0, abs=1e-9) and d[1] == pytest.approx(50.0)  # a shift moves every vertex
+    # half a turn about the body origin moves vertex v to -v: mean 2|v| over the 8 vertices
+    v = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120), (-15, 30), (-60, 30)], float)
+    assert d[2] == pytest.approx(2 * np.linalg.norm(v, axis=1).mean())
 
 
 def test_best_of_n_executes_the_best_imagined_future():
