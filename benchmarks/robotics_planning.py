@@ -1,6 +1,7 @@
 """Claim: world-model best-of-N planning (score each sampled chunk by the PushT coverage of the block pose the
 policy imagines at t + 16, execute the best) raises closed-loop coverage over plain sampling of the same
-trained DUST policy (state trajectory target, ``--future-frames``).
+trained DUST policy (state trajectory target, ``--future-frames``). Measured 2026-12-06 on two K = 4 policies:
+no reliable gain (docs/robotics.md); ``--score pusht_pose`` scores minus the T-vertex distance instead.
 
     python benchmarks/robotics_planning.py --policy outputs/ckpt/robotics_dust_ff4_pair58_seed3.pt \\
         --candidates 1,4,8,16 --episodes 50 --threads 1 --out outputs/bench/robotics_planning_seed3.json

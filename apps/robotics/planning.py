@@ -45,7 +45,7 @@ class PushTCoverageScore:
     def __init__(self, state_keys: list[str], frame: int = -1):
         layout = _PUSHT_LAYOUTS.get(tuple(state_keys))
         if layout is None:
-            raise ValueError(f"PushT coverage score: state spec {list(state_keys)} has no known block columns; "
+            raise ValueError(f"PushT score: state spec {list(state_keys)} has no known block columns; "
                              f"supported: {[list(k) for k in _PUSHT_LAYOUTS]}")
         self.layout, self.frame = layout, int(frame)
 
@@ -75,7 +75,7 @@ SCORES = {"pusht_coverage": PushTCoverageScore, "pusht_pose": PushTPoseScore}
 
 
 def make_score(name: str, state_keys: list[str]) -> FutureScore:
-    """A named future score (``pusht_coverage``) for a policy with the given state spec."""
+    """A named future score (``pusht_coverage`` or ``pusht_pose``) for a policy with the given state spec."""
     if name not in SCORES:
         raise ValueError(f"plan score must be one of {', '.join(SCORES)}; got {name!r}")
     return SCORES[name](state_keys)

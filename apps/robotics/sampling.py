@@ -143,6 +143,8 @@ class Policy:
             from apps.robotics.planning import check_plannable
 
             check_plannable(net)
+            if mode != "policy":
+                raise ValueError(f"planning scores the futures the policy imagines: it needs mode='policy', got {mode!r}")
             if plan_score is None:
                 raise ValueError("plan_samples > 1 needs a plan_score (e.g. apps.robotics.planning.make_score)")
         self.plan_samples, self.plan_score = int(plan_samples), plan_score

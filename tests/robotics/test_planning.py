@@ -87,6 +87,8 @@ def test_planning_needs_state_futures_and_a_score():
                   lambda f: f[:, 0, 0])
     with pytest.raises(ValueError, match="variant='action_only'"):
         Policy(_state_net(variant="action_only"), SINCOS_KEYS, plan_samples=2, plan_score=lambda f: f[:, 0, 0])
+    with pytest.raises(ValueError, match="needs mode='policy'"):
+        Policy(_state_net(), SINCOS_KEYS, mode="marginal", plan_samples=2, plan_score=lambda f: f[:, 0, 0])
     with pytest.raises(ValueError, match="needs a plan_score"):
         Policy(_state_net(), SINCOS_KEYS, plan_samples=2)
     with pytest.raises(ValueError, match="plan_samples must be >= 1"):
