@@ -30,6 +30,8 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from apps.robotics.planning import SCORES, make_score  # noqa: E402
+
 KEEP = ("n_episodes", "success_rate", "success_rate_ci95", "mean_max_coverage", "mean_max_coverage_ci95",
         "latency_ms_per_chunk", "plan_samples", "plan_score_mean", "eval_seconds", "episode_max_coverage")
 
@@ -41,7 +43,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--val-seed0", type=int, default=200000)
     ap.add_argument("--seed0", type=int, default=100000)
-    ap.add_argument("--score", default="pusht_coverage", choices=["pusht_coverage", "pusht_pose"],
+    ap.add_argument("--score", default="pusht_coverage", choices=list(SCORES),
                     help="score of the imagined block pose at t + 16 (goal coverage, or minus the T-vertex distance)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sampler-seed", type=int, default=0)
@@ -51,7 +53,6 @@ def main(argv=None) -> dict:
     from dualsci.io import write_json_atomic
 
     from apps.robotics.envs import PushTEnv
-    from apps.robotics.planning import make_score
     from apps.robotics.rollout import chunk_latency, evaluate
     from apps.robotics.sampling import Policy
     from apps.robotics.train import load_policy_net

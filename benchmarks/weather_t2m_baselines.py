@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> dict:
         # Local fits on training inits whose valid time is also in the training period.
         fit_i = train_idx[np.isin(train_idx + lead, train_idx)]
         local_a, mean_change, stencil, mean_tend, tend_b = {}, {}, {}, {}, {}
-        fit_i = fit_i[fit_i >= TENDENCY_HOURS]  # the tendency needs the hours before the init
         for h0 in (0, 12):
             sel = fit_i[hours[fit_i] == h0]
             if len(sel) == 0:
@@ -125,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
             local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
             mean_change[h0] = (x[sel + lead] - x[sel]).mean(0)
             stencil[h0] = fit_stencil_ridge(a0, a1)
+            sel = sel[sel >= TENDENCY_HOURS]  # the tendency needs the hours before the init
             tend = x[sel] - x[sel - TENDENCY_HOURS]
             mean_tend[h0] = tend.mean(0)
             dt, dy = tend - mean_tend[h0], x[sel + lead] - x[sel] - mean_change[h0]

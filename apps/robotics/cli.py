@@ -22,7 +22,7 @@ def rollout_main(argv: list[str]) -> int:
     """Closed-loop evaluation of a checkpoint (success, coverage with Wilson CIs, latency, videos)."""
     from dualsci.io import atomic_dir, write_json_atomic
 
-    from apps.robotics.planning import make_score
+    from apps.robotics.planning import SCORES, make_score
     from apps.robotics.rollout import evaluate
     from apps.robotics.sampling import Policy
     from apps.robotics.train import load_policy_net
@@ -42,7 +42,7 @@ def rollout_main(argv: list[str]) -> int:
                     help="ACT temporal ensembling with weight exp(-M*i) (re-plans every step)")
     ap.add_argument("--plan-samples", type=int, default=1, metavar="N",
                     help="world-model planning: sample N chunks, execute the one whose imagined future scores best")
-    ap.add_argument("--plan-score", default="pusht_coverage", choices=["pusht_coverage", "pusht_pose"],
+    ap.add_argument("--plan-score", default="pusht_coverage", choices=list(SCORES),
                     help="score of an imagined future state (with --plan-samples > 1)")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--res", type=int, default=32, help="toy_push image size")

@@ -184,14 +184,16 @@ def _place_t(pose: np.ndarray) -> np.ndarray:
     return np.stack([x + np.cos(a) * vx - np.sin(a) * vy, y + np.sin(a) * vx + np.cos(a) * vy], -1)
 
 
+_GOAL_T = _place_t(np.asarray([PUSHT_GOAL_POSE], np.float64))  # (1, 8, 2), scored against on every chunk
+
+
 def pusht_vertex_distance(pose: np.ndarray) -> np.ndarray:
     """Mean distance in pixels between the T's 8 vertices at block poses ``(N, 3)`` and at the goal -> ``(N,)``.
 
     A pose error that, unlike coverage, still ranks poses that do not overlap the goal at all.
     """
     pose = np.asarray(pose, np.float64).reshape(-1, 3)
-    goal = _place_t(np.asarray([PUSHT_GOAL_POSE], np.float64))
-    return np.linalg.norm(_place_t(pose) - goal, axis=-1).mean(-1)
+    return np.linalg.norm(_place_t(pose) - _GOAL_T, axis=-1).mean(-1)
 
 
 def pusht_coverage(pose: np.ndarray) -> np.ndarray:
@@ -203,7 +205,7 @@ def pusht_coverage(pose: np.ndarray) -> np.ndarray:
     import shapely
 
     block = shapely.polygons(_place_t(np.asarray(pose, np.float64).reshape(-1, 3)))
-    goal = shapely.polygons(_place_t(np.asarray([PUSHT_GOAL_POSE], np.float64)))[0]
+    goal = shapely.polygons(_GOAL_T)[0]
     return shapely.area(shapely.intersection(block, goal)) / shapely.area(goal)
 
 
