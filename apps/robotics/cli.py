@@ -45,6 +45,8 @@ def rollout_main(argv: list[str]) -> int:
     ap.add_argument("--plan-score", default="pusht_coverage", choices=list(SCORES),
                     help="score of an imagined future state (with --plan-samples > 1)")
     ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--show-imagined", action="store_true",
+                    help="draw the future the policy imagines with each chunk into the videos (state-target DUST policies)")
     ap.add_argument("--res", type=int, default=32, help="toy_push image size")
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
@@ -59,12 +61,16 @@ def rollout_main(argv: list[str]) -> int:
         policy = Policy(net, info["state_keys"], n_action_steps=args.n_a, n_vision_steps=args.n_o, phase=args.phase,
                         mode=args.mode, execute=args.execute, temporal_ensemble=args.temporal_ensemble,
                         plan_samples=args.plan_samples, plan_score=score)
+        if args.show_imagined:
+            from apps.robotics.imagined import check_drawable
+
+            check_drawable(net, info["state_keys"], args.env)
     except ValueError as exc:
         print(f"error: {args.ckpt}: {exc}")
         return 2
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         res = evaluate(policy, args.env, args.episodes, args.seed0, args.max_steps, n_videos=args.videos,
-                       video_dir=tmp / "videos", res=args.res)
+                       video_dir=tmp / "videos", res=args.res, show_imagined=args.show_imagined)
         res["videos"] = [str(Path(args.out) / "videos" / Path(p).name) for p in res.get("videos", [])]
         res["checkpoint"] = str(args.ckpt)
         write_json_atomic(tmp / "eval.json", res)

@@ -31,6 +31,25 @@ _PUSHT_LAYOUTS = {
 }
 
 
+def pusht_layout(state_keys: list[str]) -> dict:
+    """Where a policy's state spec keeps the PushT block pose (column indices), or a ValueError."""
+    layout = _PUSHT_LAYOUTS.get(tuple(state_keys))
+    if layout is None:
+        raise ValueError(f"PushT state spec {list(state_keys)} has no known block columns; "
+                         f"supported: {[list(k) for k in _PUSHT_LAYOUTS]}")
+    return layout
+
+
+def pusht_block_pose(states: np.ndarray, layout: dict) -> np.ndarray:
+    """Block poses ``(N, 3)`` = x, y, angle (world pixels, radians) from raw state vectors ``(N, D_s)``."""
+    x, y = states[:, layout["xy"][0]], states[:, layout["xy"][1]]
+    if "sincos" in layout:
+        angle = np.arctan2(states[:, layout["sincos"][0]], states[:, layout["sincos"][1]])
+    else:
+        angle = states[:, layout["angle"]]
+    return np.stack([x, y, angle], 1)
+
+
 class PushTCoverageScore:
     """gym-pusht goal coverage of the T at the imagined block pose of future frame `frame` (default the last).
 
@@ -43,11 +62,7 @@ class PushTCoverageScore:
     """
 
     def __init__(self, state_keys: list[str], frame: int = -1):
-        layout = _PUSHT_LAYOUTS.get(tuple(state_keys))
-        if layout is None:
-            raise ValueError(f"PushT score: state spec {list(state_keys)} has no known block columns; "
-                             f"supported: {[list(k) for k in _PUSHT_LAYOUTS]}")
-        self.layout, self.frame = layout, int(frame)
+        self.layout, self.frame = pusht_layout(state_keys), int(frame)
 
     @staticmethod
     def score_pose(pose: np.ndarray) -> np.ndarray:
@@ -55,12 +70,7 @@ class PushTCoverageScore:
 
     def __call__(self, future_states: Tensor) -> Tensor:
         s = future_states[:, self.frame].detach().double().cpu().numpy()  # (B, D_s)
-        x, y = s[:, self.layout["xy"][0]], s[:, self.layout["xy"][1]]
-        if "sincos" in self.layout:
-            angle = np.arctan2(s[:, self.layout["sincos"][0]], s[:, self.layout["sincos"][1]])
-        else:
-            angle = s[:, self.layout["angle"]]
-        return torch.from_numpy(self.score_pose(np.stack([x, y, angle], 1))).float()
+        return torch.from_numpy(self.score_pose(pusht_block_pose(s, self.layout))).float()
 
 
 class PushTPoseScore(PushTCoverageScore):
@@ -81,10 +91,10 @@ def make_score(name: str, state_keys: list[str]) -> FutureScore:
     return SCORES[name](state_keys)
 
 
-def check_plannable(net) -> None:
-    """Planning scores imagined *states*: the net needs a vision stream with ``future_target='state'``."""
+def check_plannable(net, purpose: str = "planning") -> None:
+    """Planning (or drawing, `purpose`) uses imagined *states*: a vision stream with ``future_target='state'``."""
     if net.variant == "action_only" or net.future_target != "state":
-        raise ValueError(f"planning needs imagined future states (future_target='state' and a vision stream); "
+        raise ValueError(f"{purpose} needs imagined future states (future_target='state' and a vision stream); "
                          f"this policy has variant={net.variant!r}, future_target={net.future_target!r}")
 
 

@@ -19,12 +19,19 @@ from apps.robotics.metrics import summarise_episodes
 
 def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 100000, max_steps: int | None = None,
              n_videos: int = 0, video_dir: str | Path | None = None, video_scale: int = 2,
-             success_threshold: float = 0.95, res: int = 32) -> dict:
+             success_threshold: float = 0.95, res: int = 32, show_imagined: bool = False) -> dict:
     """Roll `policy` (`apps.robotics.sampling.Policy`) in `n_episodes` environments.
+
+    With ``show_imagined`` the videos also draw the future the policy imagined with its latest chunk
+    (`apps.robotics.imagined`; state-target DUST policies only, else ValueError before any rollout).
 
     Returns a dict with ``success_rate``, ``mean_max_coverage`` and their ``_ci95`` (Wilson),
     ``latency_ms_per_chunk`` (median), ``nfe_per_chunk``, per-episode lists and video paths.
     """
+    if show_imagined:
+        from apps.robotics.imagined import check_drawable, overlay_imagined
+
+        check_drawable(policy.net, policy.state_keys, env)
     envs = [make_env(env, image=policy.net.use_image, max_steps=max_steps, res=res) for _ in range(n_episodes)]
     limit = envs[0].max_steps
     obs_list, max_cov = [], np.zeros(n_episodes)
@@ -36,26 +43,35 @@ def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 1000
     success = np.zeros(n_episodes, bool)
     steps = np.zeros(n_episodes, int)
     frames: list[list[np.ndarray]] = [[e.render(video_scale)] for e in envs[:n_videos]]
-    policy.reset()
-    policy.latencies_ms.clear()
-    t0 = time.perf_counter()
-    for _ in range(limit):
-        batch = {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-        actions = policy.select_action(batch)
-        for i, e in enumerate(envs):
-            if done[i]:
-                continue
-            o, _, terminated, truncated, info = e.step(actions[i])
-            obs_list[i] = o
-            steps[i] += 1
-            max_cov[i] = max(max_cov[i], float(info["coverage"]))
-            success[i] = success[i] or max_cov[i] >= success_threshold or bool(info.get("is_success", False))
-            done[i] = success[i] or truncated or steps[i] >= limit
-            if i < n_videos:
-                frames[i].append(e.render(video_scale))
-        if done.all():
-            break
-    wall = time.perf_counter() - t0
+    recording = getattr(policy, "record_imagined", False)
+    policy.record_imagined = recording or show_imagined
+    try:
+        policy.reset()
+        policy.latencies_ms.clear()
+        t0 = time.perf_counter()
+        for _ in range(limit):
+            batch = {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+            actions = policy.select_action(batch)
+            imagined = policy.imagined if show_imagined else None  # (B, K, D_s) of the latest chunk
+            for i, e in enumerate(envs):
+                if done[i]:
+                    continue
+                o, _, terminated, truncated, info = e.step(actions[i])
+                obs_list[i] = o
+                steps[i] += 1
+                max_cov[i] = max(max_cov[i], float(info["coverage"]))
+                success[i] = success[i] or max_cov[i] >= success_threshold or bool(info.get("is_success", False))
+                done[i] = success[i] or truncated or steps[i] >= limit
+                if i < n_videos:
+                    frame = e.render(video_scale)
+                    if imagined is not None:
+                        frame = overlay_imagined(frame, imagined[i], policy.state_keys, env)
+                    frames[i].append(frame)
+            if done.all():
+                break
+        wall = time.perf_counter() - t0
+    finally:
+        policy.record_imagined = recording
     for e in envs:
         if hasattr(e, "close"):
             e.close()

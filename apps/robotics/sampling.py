@@ -123,11 +123,13 @@ class Policy:
         plan_samples, plan_score: world-model planning (`apps.robotics.planning.best_of_n`): draw
             ``plan_samples`` chunks per observation and execute the one whose imagined future scores
             highest under ``plan_score`` (needed when ``plan_samples > 1``).
+        record_imagined: keep the raw imagined future states of the latest chunk in ``self.imagined``
+            (``(B, K, D_s)`` numpy; needs ``future_target='state'``), e.g. to draw them into videos.
     """
 
     def __init__(self, net: DustPolicyNet, state_keys: list[str], n_action_steps: int = 4, n_vision_steps: int = 4,
                  phase: str = "end", mode: str = "policy", execute: int = 8, temporal_ensemble: float | None = None,
-                 seed: int = 0, plan_samples: int = 1, plan_score=None):
+                 seed: int = 0, plan_samples: int = 1, plan_score=None, record_imagined: bool = False):
         self.net = net.eval()
         self.state_keys = list(state_keys)
         self.n_action_steps, self.n_vision_steps = n_action_steps, n_vision_steps
@@ -148,6 +150,11 @@ class Policy:
             if plan_score is None:
                 raise ValueError("plan_samples > 1 needs a plan_score (e.g. apps.robotics.planning.make_score)")
         self.plan_samples, self.plan_score = int(plan_samples), plan_score
+        if record_imagined:
+            from apps.robotics.planning import check_plannable
+
+            check_plannable(net, "record_imagined")
+        self.record_imagined = bool(record_imagined)
         self.latencies_ms: list[float] = []
         self.nfe_per_chunk = 0
         self.reset()
@@ -159,6 +166,7 @@ class Policy:
         self.chunks: list[list] = []  # [chunk (B, H, D_a) numpy, age]
         self.generator = torch.Generator().manual_seed(self.seed)
         self.plan_scores: list[float] = []  # imagined score of each chosen chunk (planning only)
+        self.imagined: np.ndarray | None = None  # (B, K, D_s) raw imagined states of the latest chunk
         self.batched = True
 
     def _prepare(self, obs: dict) -> tuple[Tensor, Tensor | None]:
@@ -195,6 +203,9 @@ class Policy:
         else:
             out = sample_chunk(self.net, obs_state, obs_image, **kw)
         self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        if self.record_imagined:  # best_of_n already returns raw states, sample_chunk normalised ones
+            future = out["future"] if self.plan_samples > 1 else self.net.unnormalize_state(out["future"])
+            self.imagined = future.cpu().numpy()
         self.nfe_per_chunk = out["nfe"]
         return out["action"].cpu().numpy()
 

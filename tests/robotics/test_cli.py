@@ -38,6 +38,9 @@ def test_fit_then_rollout(tmp_path):
     # planning scores imagined states: this image-target policy has none -> clear error, nothing written
     rc = main(["rollout", "--ckpt", str(ckpt), "--env", "toy_push", "--plan-samples", "4", "--out", str(tmp_path / "p")])
     assert rc == 2 and not (tmp_path / "p").exists()
+    # the same for drawing the imagined future into the videos
+    rc = main(["rollout", "--ckpt", str(ckpt), "--env", "toy_push", "--show-imagined", "--out", str(tmp_path / "s")])
+    assert rc == 2 and not (tmp_path / "s").exists()
 
 
 def test_rollout_bad_checkpoint_writes_nothing(tmp_path, capsys):
