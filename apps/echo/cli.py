@@ -150,14 +150,14 @@ def synth_main(argv: Sequence[str]) -> int:
 
 def main(args: Sequence[str] | None = None):
     from apps.echo.data import EchoDataModule
-    from dualsci.training import DiffusionModule, build_cli
+    from dualsci.training import DiffusionModule, build_cli, console_exit
 
     configure_threads()
     result = build_cli(DiffusionModule, EchoDataModule, extra_subcommands={"segment": segment_main, "synth": synth_main},
                        args=args, default_config_files=[CONFIG_DIR / "demo.yaml"], prog="dualsci-echo")
     if isinstance(result, int) and result != 0:
-        sys.exit(result)
-    return result
+        sys.exit(result)  # a failed verb exits non-zero whoever called it (as before)
+    return console_exit(result, args)
 
 
 if __name__ == "__main__":

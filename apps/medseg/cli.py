@@ -29,12 +29,13 @@ def _evaluate(argv: list[str]):
 
 def main(args: Sequence[str] | None = None):
     """Entry point of ``dualsci-medseg``."""
-    from dualsci.training import DiffusionModule, build_cli
+    from dualsci.training import DiffusionModule, build_cli, console_exit
 
     from apps.medseg.datamodule import MedSegDataModule
 
-    return build_cli(DiffusionModule, MedSegDataModule, args=args, prog="dualsci-medseg",
-                     extra_subcommands={"generate": _generate, "evaluate": _evaluate})
+    result = build_cli(DiffusionModule, MedSegDataModule, args=args, prog="dualsci-medseg",
+                       extra_subcommands={"generate": _generate, "evaluate": _evaluate})
+    return console_exit(result, args)
 
 
 if __name__ == "__main__":

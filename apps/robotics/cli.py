@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from apps.robotics.data.convert import convert_main
@@ -115,15 +114,13 @@ def serve_main(argv: list[str]) -> int:
 
 def main(args: list[str] | None = None):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from dualsci.training import DiffusionModule, build_cli
+    from dualsci.training import DiffusionModule, build_cli, console_exit
 
     from apps.robotics.data.module import RoboticsDataModule
 
     verbs = {"rollout": rollout_main, "convert": convert_main, "make-toy": make_toy_main, "serve": serve_main}
     out = build_cli(DiffusionModule, RoboticsDataModule, extra_subcommands=verbs, args=args, prog="dualsci-robotics")
-    if isinstance(out, int) and args is None:
-        sys.exit(out)
-    return out
+    return console_exit(out, args)
 
 
 if __name__ == "__main__":

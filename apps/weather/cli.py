@@ -9,6 +9,7 @@ forecast store, ``apps.weather.calibration``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -154,10 +155,18 @@ VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, 
 
 def main(args: Sequence[str] | None = None):
     """Entry point of ``dualsci-weather``."""
+    from apps.weather.data import WeatherDataError
     from apps.weather.datamodule import WeatherDataModule
-    from dualsci.training import DiffusionModule, build_cli
+    from dualsci.training import DiffusionModule, build_cli, console_exit
 
-    return build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args, prog="dualsci-weather")
+    try:
+        result = build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args, prog="dualsci-weather")
+    except WeatherDataError as exc:
+        if args is not None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # the message names file, variable and problem
+        sys.exit(2)
+    return console_exit(result, args)
 
 
 if __name__ == "__main__":

@@ -241,6 +241,19 @@ def build_cli(
     return _DualsciCLI(model_class, datamodule_class, final_checkpoint=final_checkpoint, links=link_list, **options)
 
 
+def console_exit(result: Any, args: Sequence[str] | None) -> Any:
+    """Give a Python caller `result`; end a console-script run with the right exit status.
+
+    Console scripts run ``sys.exit(main())``, and a returned object that is neither an int nor None
+    makes Python print it and exit with status 1, so a successful verb (returning a path, a dict or the
+    LightningCLI object) would look failed. With ``args=None`` (the process's own command line) this
+    exits with the verb's int status, 0 for any other result; with explicit ``args`` it returns `result`.
+    """
+    if args is not None:
+        return result
+    sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """``dualsci``: the core's toy problem (two coupled streams) through the standard CLI."""
     from dualsci.training.module import DiffusionModule

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from dualsci.training import DiffusionModule, DualsciTrainer, build_cli, resolve_precision
+from dualsci.training import DiffusionModule, DualsciTrainer, build_cli, console_exit, resolve_precision
 
 from test_training_module import TinyData
 
@@ -162,3 +162,13 @@ def test_resolve_precision_on_cuda_asks_cuda(monkeypatch):
     assert resolve_precision("auto", "gpu") == "bf16-mixed" and asked == ["cuda"]
     assert resolve_precision("16-mixed", "gpu") == "16-mixed" and asked == ["cuda"]
     assert resolve_precision("auto", "cpu") == "bf16-mixed" and asked == ["cuda", "cpu"]
+
+
+def test_console_exit_gives_a_status_to_console_scripts_and_results_to_python():
+    assert console_exit({"rmse": 1.0}, ["evaluate"]) == {"rmse": 1.0}
+    assert console_exit(2, []) == 2
+    # console scripts run sys.exit(main()): any non-int result would otherwise exit 1 after success
+    for result, status in [({"rmse": 1.0}, 0), ("out.zarr", 0), (None, 0), (0, 0), (2, 2), (True, 0)]:
+        with pytest.raises(SystemExit) as exit_info:
+            console_exit(result, None)
+        assert exit_info.value.code == status

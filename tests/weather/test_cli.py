@@ -70,3 +70,16 @@ def test_cli_fit_forecast_evaluate(tmp_path):
                 "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--sampler", "dpmpp_2m",
                 "--no-progress", "--calibration", str(cpath)])
     assert (tmp_path / "fc2_calibrated.zarr").is_dir() and fc2.endswith("fc2.zarr")
+    # as a console script runs it (sys.exit(main())): success exits 0, bad input exits 2 with a one-line error
+    import subprocess
+    import sys
+
+    def console(*argv):
+        code = "import sys; from apps.weather.cli import main; sys.argv[0] = 'dualsci-weather'; sys.exit(main())"
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600)
+
+    ok = console("evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev_cli"), "--no-report")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (tmp_path / "ev_cli" / "scores.json").exists()
+    bad = console("evaluate", "--forecast", str(tmp_path / "missing.zarr"), "--truth", str(data), "--out", str(tmp_path / "ev_bad"))
+    assert bad.returncode != 0 and "missing.zarr" in bad.stderr and not (tmp_path / "ev_bad").exists()
