@@ -50,6 +50,27 @@ def load_episodes(path: str | os.PathLike, fmt: str | None = None, **kw) -> Epis
     raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
 
 
+def load_first_episodes(path: str | os.PathLike, fmt: str | None = None, n: int | None = None,
+                        **kw) -> EpisodeSet:
+    """Read the first `n` episodes of a dataset (all of them when it has fewer, or `n` is None).
+
+    Zarr and LeRobot read only those episodes' frames; robomimic reads the file, then keeps them.
+    """
+    fmt = fmt or detect_format(path)
+    if n is None:
+        return load_episodes(path, fmt, **kw)
+    if fmt == "zarr":
+        from apps.robotics.data.zarr_io import count_replay_episodes
+
+        return load_episodes(path, fmt, episodes=list(range(min(n, count_replay_episodes(path)))), **kw)
+    if fmt.startswith("lerobot"):
+        from apps.robotics.data.lerobot import lerobot_episode_ids
+
+        return load_episodes(path, fmt, episodes=lerobot_episode_ids(path)[:n], **kw)
+    eps = load_episodes(path, fmt, **kw)
+    return eps.select(range(min(n, eps.n_episodes)))
+
+
 def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite: bool = False, **v3) -> Path:
     """Write `eps` in format `fmt` (one of `FORMATS`), atomically.
 
@@ -86,14 +107,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks-size", type=int, default=1000, help="lerobot_v3: files per chunk folder")
     args = ap.parse_args(argv)
     try:
-        kw = {}
-        if args.episodes is not None:
-            kw["episodes"] = list(range(args.episodes))
-        fmt = args.src_fmt or detect_format(args.src)
-        if fmt == "robomimic" and "episodes" in kw:
-            eps = load_episodes(args.src, fmt).select(kw["episodes"])
-        else:
-            eps = load_episodes(args.src, fmt, **kw)
+        eps = load_first_episodes(args.src, args.src_fmt, args.episodes)
         eps.validate()
         v3 = dict(data_files_size_in_mb=args.data_mb, video_files_size_in_mb=args.video_mb,
                   chunks_size=args.chunks_size) if args.to == "lerobot_v3" else {}

@@ -42,6 +42,8 @@ class EpisodeSet:
         fps: frames per second (10 for PushT).
         source: file the set came from (used in error messages).
         meta: free-form metadata carried through conversions (task names, env args).
+        episode_ids: `(E,)` the file's index of each episode (default 0..E-1). Subsets (`select`,
+            readers given ``episodes=``) keep them, so errors name the episode as the file numbers it.
     """
 
     fields: dict[str, np.ndarray]
@@ -50,9 +52,13 @@ class EpisodeSet:
     fps: float = 10.0
     source: str = "<memory>"
     meta: dict = field(default_factory=dict)
+    episode_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64).reshape(-1)
+        if self.episode_ids is None:
+            self.episode_ids = np.arange(len(self.episode_ends))
+        self.episode_ids = np.asarray(self.episode_ids, dtype=np.int64).reshape(-1)
         if self.has_action is None:
             self.has_action = np.full(len(self.episode_ends), "action" in self.fields, dtype=bool)
         self.has_action = np.asarray(self.has_action, dtype=bool).reshape(-1)
@@ -63,8 +69,9 @@ class EpisodeSet:
             bad = int(np.argmax(np.diff(np.concatenate([[0], ends])) <= 0))
             raise data_error(self.source, "episode_ends must be strictly increasing (empty episode)",
                              episode=bad, key="meta/episode_ends")
-        if len(self.has_action) != len(ends):
-            raise data_error(self.source, f"has_action has {len(self.has_action)} entries for {len(ends)} episodes")
+        for name, arr in (("has_action", self.has_action), ("episode_ids", self.episode_ids)):
+            if len(arr) != len(ends):
+                raise data_error(self.source, f"{name} has {len(arr)} entries for {len(ends)} episodes")
         for name, arr in self.fields.items():
             if len(arr) != ends[-1]:
                 raise data_error(self.source, f"has {len(arr)} frames but episode_ends says {int(ends[-1])}",
@@ -93,6 +100,10 @@ class EpisodeSet:
         s, t = int(self.starts[e]), int(self.episode_ends[e])
         return {k: v[s:t] for k, v in self.fields.items()}
 
+    def file_episode(self, e: int) -> int:
+        """The file's index of episode `e` of this set (what error messages name)."""
+        return int(self.episode_ids[e])
+
     def episode_index(self) -> np.ndarray:
         """`(N,)` episode id of every frame."""
         return np.repeat(np.arange(self.n_episodes), self.lengths)
@@ -103,7 +114,7 @@ class EpisodeSet:
         idx = np.concatenate([np.arange(self.starts[e], self.episode_ends[e]) for e in episodes])
         ends = np.cumsum(self.lengths[episodes])
         return EpisodeSet({k: v[idx] for k, v in self.fields.items()}, ends, self.has_action[episodes],
-                          self.fps, self.source, dict(self.meta))
+                          self.fps, self.source, dict(self.meta), self.episode_ids[episodes])
 
     @staticmethod
     def concat(sets: list["EpisodeSet"]) -> "EpisodeSet":
@@ -111,6 +122,7 @@ class EpisodeSet:
         zero-filled and those episodes get ``has_action = False``."""
         keys = sorted(set().union(*[s.fields for s in sets]))
         fields, ends, has_action, offset = {}, [], [], 0
+        ids = np.concatenate([s.episode_ids for s in sets])  # each part keeps its own file's numbering
         for k in keys:
             ref = next(s.fields[k] for s in sets if k in s.fields)
             parts = [s.fields[k] if k in s.fields else np.zeros((s.n_frames,) + ref.shape[1:], ref.dtype)
@@ -121,7 +133,7 @@ class EpisodeSet:
             offset += s.n_frames
             has_action.append(s.has_action & ("action" in s.fields))
         return EpisodeSet(fields, np.concatenate(ends), np.concatenate(has_action), sets[0].fps,
-                          "+".join(s.source for s in sets), dict(sets[0].meta))
+                          "+".join(s.source for s in sets), dict(sets[0].meta), ids)
 
     # ------------------------------------------------------------------------------ validation
     def validate(self, min_length: int = 1, required: tuple[str, ...] = ()) -> None:
@@ -134,7 +146,7 @@ class EpisodeSet:
         if len(short):
             e = int(short[0])
             raise data_error(self.source, f"episode has {int(self.lengths[e])} frames, shorter than the "
-                             f"required horizon of {min_length}", episode=e)
+                             f"required horizon of {min_length}", episode=self.file_episode(e))
         epi = self.episode_index()
         for k, v in self.fields.items():
             if not np.issubdtype(v.dtype, np.floating):
@@ -147,7 +159,7 @@ class EpisodeSet:
                 row = int(np.argmax(bad_rows))
                 e = int(epi[row])
                 raise data_error(self.source, f"non-finite value (NaN/inf) at frame {row - int(self.starts[e])}",
-                                 episode=e, key=k)
+                                 episode=self.file_episode(e), key=k)
 
 
 _SLICE = re.compile(r"^([\w./-]+)\[(-?\d*):(-?\d*)\]$")

@@ -112,7 +112,14 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
     has_action = np.array([("action" in feats) and (e not in video_only) for e in ids], bool)
     tasks = [ep_table[e].get("tasks") for e in ids]
     return EpisodeSet(out, ends, has_action, fps=fps, source=str(root),
-                      meta={"tasks": tasks, "robot_type": info.get("robot_type")})
+                      meta={"tasks": tasks, "robot_type": info.get("robot_type")}, episode_ids=ids)
+
+
+def lerobot_episode_ids(root: str | os.PathLike) -> list[int]:
+    """The episode indices a LeRobot dataset lists in its meta, sorted (no frames are read)."""
+    root = Path(root)
+    info = read_info(root)
+    return sorted(_episode_table(root, info, info["codebase_version"].startswith("v3")))
 
 
 def _episode_table(root: Path, info: dict, v3: bool) -> dict[int, dict]:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from apps.robotics.data.convert import detect_format, load_episodes
+from apps.robotics.data.convert import detect_format, load_episodes, load_first_episodes
 from apps.robotics.data.episodes import EpisodeSet
 from apps.robotics.data.windows import WindowDataset, collate_batch, dataset_stats
 
@@ -51,12 +51,8 @@ class RoboticsDataModule(pl.LightningDataModule):
             eps = generate_toy_push(h.toy_episodes, seed=h.seed, res=h.toy_res, video_only=h.toy_video_only)
         else:
             fmt = h.fmt or detect_format(h.path)
-            kw = {"episodes": list(range(h.max_episodes))} if h.max_episodes and fmt.startswith(("zarr", "lerobot")) else {}
-            if fmt == "zarr" and not h.use_image:
-                kw["skip_images"] = True  # state-only: do not decompress the frames (GBs on PushT)
-            eps = load_episodes(h.path, fmt, **kw)
-            if h.max_episodes and eps.n_episodes > h.max_episodes:
-                eps = eps.select(range(h.max_episodes))
+            kw = {"skip_images": True} if fmt == "zarr" and not h.use_image else {}  # state-only: no frames
+            eps = load_first_episodes(h.path, fmt, h.max_episodes or None, **kw)
         if h.video_only_path:
             extra = load_episodes(h.video_only_path)
             extra.has_action[:] = False

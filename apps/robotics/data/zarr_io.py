@@ -83,7 +83,16 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         lengths = ends[episodes] - starts[episodes]
         ends = np.cumsum(lengths)
         has_action = None if has_action is None else has_action[episodes]
-    return EpisodeSet(fields, ends, has_action, fps=fps, source=str(path))
+    return EpisodeSet(fields, ends, has_action, fps=fps, source=str(path), episode_ids=episodes)
+
+
+def count_replay_episodes(path: str | os.PathLike) -> int:
+    """Number of episodes in a replay zarr (reads only ``meta/episode_ends``' shape)."""
+    path = Path(path)
+    g = _open(path)
+    if "meta" not in g or "episode_ends" not in g["meta"]:
+        raise data_error(str(path), "missing array", key="meta/episode_ends")
+    return int(g["meta/episode_ends"].shape[0])
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

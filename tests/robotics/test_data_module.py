@@ -1,0 +1,43 @@
+"""`RoboticsDataModule`: episode limits larger than the file, and errors naming the file's episode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.robotics.data import DataError
+from apps.robotics.data.module import RoboticsDataModule
+from apps.robotics.data.zarr_io import write_replay_zarr
+
+
+def _module(path, **kw):
+    args = dict(state_keys=["state"], use_image=False, horizon=4, val_episodes=1)
+    args.update(kw)
+    return RoboticsDataModule(str(path), **args)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "lerobot_v2.1"])
+def test_max_episodes_beyond_the_file_uses_every_episode(tmp_path, toy_eps, fmt):
+    from apps.robotics.data.convert import save_episodes
+
+    eps = toy_eps.select(range(4))  # action-bearing episodes only
+    path = save_episodes(eps, tmp_path / "d", fmt)
+    dm = _module(path, max_episodes=20)
+    assert dm.load().n_episodes == 4
+    assert _module(path, max_episodes=3).load().episode_ids.tolist() == [0, 1, 2]
+
+
+def test_nan_in_a_validation_episode_names_the_file_episode(tmp_path, toy_eps):
+    eps = toy_eps.select(range(4))
+    eps.fields["state"][eps.starts[3] + 1, 0] = np.nan  # the last episode: the validation split
+    path = write_replay_zarr(eps, tmp_path / "nan.zarr")
+    with pytest.raises(DataError, match=r"nan\.zarr, episode 3, key 'state'"):
+        _module(path).setup("fit")
+    # two held out: file episode 3 is the validation subset's episode 1
+    with pytest.raises(DataError, match=r"nan\.zarr, episode 3, key 'state'"):
+        _module(path, val_episodes=2).setup("fit")
+
+
+def test_select_keeps_file_episode_ids(toy_eps):
+    sub = toy_eps.select([3, 1]).select([1])
+    assert sub.episode_ids.tolist() == [1]
