@@ -2,7 +2,7 @@
 
 ``python benchmarks/weather_t2m_baselines.py --data FILE --train START:END --test START:END --out X.json``
 
-Same inits (00/12 UTC of the test period with 48 h of truth after them), leads (6, 12, 24, 48 h), grid
+Same inits (00/12 UTC in the test period with truth in the file at every lead), leads (6, 12, 24, 48 h), grid
 crop and WB2 scoring (cell-area weights, RMSE after the time mean) as ``weather_t2m_uk.py``. Baselines,
 all fitted on the training period only:
 
@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather  # noqa: E402
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, verifiable_inits  # noqa: E402
 from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
@@ -82,18 +82,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test", required=True, help="START:END (inclusive)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    (tr0, tr1), (te0, te1) = (s.split(":", 1) for s in (a.train, a.test))
+    (tr0, tr1), (te0, te1) = (split_period(s) for s in (a.train, a.test))
     ds = crop_to_multiple(open_weather(a.data, variables=["2m_temperature"]), 4)
     times = ds.time.values
     x = load_block(ds, ["2m_temperature"], slice(None))[:, 0].astype(np.float64)  # (T, H, W)
     hours = (times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
-    train = (times >= np.datetime64(tr0)) & (times <= np.datetime64(tr1) + np.timedelta64(23, "h"))
-    test = (times >= np.datetime64(te0)) & (times <= np.datetime64(te1) + np.timedelta64(23, "h"))
+    train = (times >= np.datetime64(tr0, "h")) & (times <= period_end_hour(tr1))
+    test = (times >= np.datetime64(te0, "h")) & (times <= period_end_hour(te1))
     if train.sum() < 24 or not test.any():
         raise WeatherDataError(a.data, f"need >= 24 h of training data and some test data ({a.train}, {a.test})", "time")
     index = {t: i for i, t in enumerate(times)}
-    test_end = times[test][-1]
-    inits = [i for i in np.flatnonzero(test) if hours[i] in (0, 12) and times[i] + np.timedelta64(max(LEADS), "h") <= test_end]
+    inits = [index[np.datetime64(t, "ns")] for t in verifiable_inits(times, te0, period_end_hour(te1), LEADS)]
     hod = np.stack([x[train & (hours == h)].mean(0) if (train & (hours == h)).any() else x[train].mean(0) for h in range(24)])
     train_ds = ds.isel(time=np.flatnonzero(train))
     stats = compute_stats(train_ds)

@@ -3,11 +3,13 @@
 ``python benchmarks/weather_t2m_uk.py --data FILE --train START:END --test START:END --out X.json [--quick]``
 
 Trains the pixel-space forecaster (4 frames of 6 h per block) on the training period, forecasts from
-every 00/12 UTC init of the test period whose 48 h lead stays inside the test period, with ≥ 10
-members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
+every 00/12 UTC init in the test period that has truth in the file at every lead (the 48 h verification
+may reach past END; ``verification_end`` in the JSON), with ≥ 10 members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
 unbiased SSR). Baselines: persistence (the analysis at the init) and the diurnal climatology of the
 training period (hour-of-day mean; seasonal harmonics only when training spans a year).
-Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any period).
+Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any period). Periods are
+inclusive ``START:END`` of ISO dates or hours (``2019-03-01:2019-03-17``, ``2019-03-01T06:2019-03-10T18``);
+a date alone as END covers that whole day.
 
 Spread calibration (``apps.weather.calibration``, opt-in with ``--val-days N``; default 0 = the model
 trains on the whole ``--train`` period and no calibration is fitted): the last N days of the training period
@@ -51,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
-from apps.weather.data import WeatherDataError, open_weather  # noqa: E402
+from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, verifiable_inits  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
@@ -65,18 +67,19 @@ SCORE_KEYS = ("rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse", "ma
 
 
 def _split(spec: str) -> tuple[str, str]:
-    if ":" not in spec:
-        raise SystemExit(f"period {spec!r} must be START:END")
-    a, b = spec.split(":", 1)
-    return a, b
+    try:
+        start, end = split_period(spec)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if start is None or end is None:
+        raise SystemExit(f"period {spec!r} needs both START and END")
+    return start, end
 
 
-def _inits(times: np.ndarray, start: np.datetime64, end: np.datetime64, history: int = 0) -> list[np.datetime64]:
-    """00/12 UTC times in [start, end] whose 48 h lead is still <= end (and with ``history`` 6 h states before them)."""
-    first = times[0] + np.timedelta64(6 * history, "h")
-    sel = times[(times >= max(start, first)) & (times <= end)]
-    hours = sel.astype("datetime64[h]").astype(np.int64) % 24
-    return [t for t, h in zip(sel, hours) if h in (0, 12) and t + np.timedelta64(max(LEADS), "h") <= end]
+def _inits(times: np.ndarray, start: np.datetime64, end: np.datetime64, history: int = 0,
+           truth_end: np.datetime64 | None = None) -> list[np.datetime64]:
+    """The benchmark's inits: `verifiable_inits` at 00/12 UTC with the 6/12/24/48 h leads, history 6 h apart."""
+    return verifiable_inits(times, start, end, LEADS, [6 * k for k in range(1, history + 1)], truth_end)
 
 
 def _lr_factor(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> float:
@@ -132,20 +135,21 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = _split(a.train), _split(a.test)
     probe = open_weather(a.data, variables=["2m_temperature"])
     times = probe.time.values
-    test_start = np.datetime64(test[0])
-    test_end = np.datetime64(test[1]) + np.timedelta64(23, "h")
+    test_start, test_end = np.datetime64(test[0], "h"), period_end_hour(test[1])
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
     inits = _inits(times, test_start, test_end, a.history)
     if not inits:
-        raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with 48 h of truth after it", "time")
+        raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {a.history} state(s) 6 h apart "
+                               f"before it and truth at +{'/'.join(map(str, LEADS))} h in the file", "time")
     # validation = the last --val-days days of the training period; the model trains on the rest
     train_end_day = np.datetime64(train[1], "D")
     fit_end = str(train_end_day - np.timedelta64(a.val_days, "D")) if a.val_days else train[1]
     val_inits: list[np.datetime64] = []
     if a.val_days:
         val_start = train_end_day - np.timedelta64(a.val_days - 1, "D")
-        val_inits = _inits(times, val_start.astype("datetime64[h]"), train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"), a.history)
+        val_end = train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h")
+        val_inits = _inits(times, val_start.astype("datetime64[h]"), val_end, a.history, truth_end=val_end)
         if not val_inits:
             raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
     fit_period = f"{train[0]}:{fit_end}"
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             return forecast(ckpt, a.data, Path(tmp) / f"{name}.zarr", opts, progress=False)
 
-        clim_period = (train[0], fit_end + "T23")
+        clim_period = (train[0], str(period_end_hour(fit_end)))
         calib_path = None
         calib = None
         if val_inits:
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": a.checkpoint or a.keep_checkpoint,
         "members": a.members,
         "n_inits": len(inits),
+        "inits": [str(t) for t in inits],
+        "verification_end": str(inits[-1] + np.timedelta64(max(LEADS), "h")),
         "grid": res["grid"],
         "climatology": res["climatology"],
         "torch_threads": torch.get_num_threads(),

@@ -87,6 +87,7 @@ def calibrate_main(argv: list[str]) -> str:
 
 def evaluate_main(argv: list[str]) -> dict:
     """Score a forecast against truth (WB2 definitions): scores.json, scores.csv, report.html."""
+    from apps.weather.data import split_period
     from apps.weather.evaluate import evaluate
 
     p = argparse.ArgumentParser(prog="dualsci-weather evaluate", description=evaluate_main.__doc__)
@@ -100,7 +101,7 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--track-start", default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
     a = p.parse_args(argv)
-    period = tuple(a.climatology_period.split(":", 1)) if a.climatology_period else None
+    period = split_period(a.climatology_period) if a.climatology_period else None
     start = tuple(float(v) for v in a.track_start.split(",")) if a.track_start else None
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
@@ -113,6 +114,7 @@ def evaluate_main(argv: list[str]) -> dict:
 def encode_main(argv: list[str]) -> str:
     """Encode a dataset with a trained autoencoder into a latent zarr (forecaster input)."""
     from apps.weather.autoencoder import encode_dataset
+    from apps.weather.data import split_period
 
     p = argparse.ArgumentParser(prog="dualsci-weather encode", description=encode_main.__doc__)
     p.add_argument("--checkpoint", required=True)
@@ -120,7 +122,7 @@ def encode_main(argv: list[str]) -> str:
     p.add_argument("--out", required=True)
     p.add_argument("--period", default=None, help="START:END")
     a = p.parse_args(argv)
-    period = tuple(a.period.split(":", 1)) if a.period else None
+    period = split_period(a.period) if a.period else None
     out = encode_dataset(a.checkpoint, a.data, a.out, period)
     print(f"wrote {out}")
     return str(out)

@@ -11,6 +11,7 @@ Bad input raises :class:`WeatherDataError` naming the file, the variable and the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -245,6 +246,52 @@ def _roll_regional_longitudes(ds: xr.Dataset) -> xr.Dataset:
     if gaps[big] > 1.5 * spacing and big != len(lon) - 1:
         return ds.roll(longitude=-(big + 1), roll_coords=True)
     return ds
+
+
+_PERIOD = re.compile(r"^(.*?):(?=\d{4}-|$)(.*)$")  # split at the ':' before the END date (times may hold ':')
+
+
+def split_period(spec: str) -> tuple[str | None, str | None]:
+    """``"START:END"`` -> ``(START, END)`` strings (either may be empty -> None), inclusive.
+
+    START and END are ISO dates or times (``2019-03-01``, ``2019-03-10T18``, ``2019-03-10T18:00``); a date
+    alone as END means the whole day (pandas' partial-string slicing).
+    """
+    m = _PERIOD.match(spec.strip())
+    if m is None:
+        raise ValueError(f"period {spec!r} must be 'START:END' (e.g. 2019-03-01:2019-03-18 or 2019-03-01T06:2019-03-10T18)")
+    start, end = m.group(1), m.group(2)
+    return (start or None, end or None)
+
+
+def period_end_hour(end: str) -> np.datetime64:
+    """The last hour an inclusive period END covers: END itself if it has a time, else 23 UTC of that day."""
+    if "T" in end:
+        return np.datetime64(end, "h")
+    return np.datetime64(end, "D").astype("datetime64[h]") + np.timedelta64(23, "h")
+
+
+def verifiable_inits(times: np.ndarray, start, end, leads: Sequence[int], history_hours: Sequence[int] = (),
+                     truth_end=None, init_hours: Sequence[int] = (0, 12)) -> list[np.datetime64]:
+    """Init times in ``[start, end]`` (hours of day `init_hours`) with every state a forecast needs present.
+
+    Needed: the states `history_hours` before the init and the truth at every lead (hours after it), all
+    found in `times` by time (a gap drops the init, never shifts it), the last lead not after `truth_end`
+    (default: the last time), so every lead is scored on the same inits.
+
+    Returns:
+        ``datetime64[h]`` inits, ascending.
+    """
+    hours = np.asarray(times).astype("datetime64[h]").astype(np.int64)
+    have = set(hours.tolist())
+    last = hours[-1] if truth_end is None else np.datetime64(truth_end, "h").astype(np.int64)
+    lo, hi = (np.datetime64(t, "h").astype(np.int64) for t in (start, end))
+    out = []
+    for t in sorted(h for h in have if lo <= h <= hi and h % 24 in init_hours):
+        needed = [t - b for b in history_hours] + [t + lead for lead in leads]
+        if t + max(leads) <= last and all(n in have for n in needed):
+            out.append(np.datetime64(int(t), "h"))
+    return out
 
 
 def open_weather(

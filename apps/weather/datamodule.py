@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, split_period
 from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
 from apps.weather.prior import PriorKind, check_prior, fit_damping, fit_diurnal, prior_tendency
 from dualsci.training import DiffusionModule
@@ -144,12 +144,7 @@ class WeatherDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _period(spec: str | None) -> tuple[str | None, str | None] | None:
-        if spec is None:
-            return None
-        if ":" not in spec:
-            raise ValueError(f"period {spec!r} must be 'START:END' (e.g. 2019-03-01:2019-03-18)")
-        start, end = spec.split(":", 1)
-        return (start or None, end or None)
+        return None if spec is None else split_period(spec)
 
     def _resolve_path(self) -> str:
         if self.path is not None:

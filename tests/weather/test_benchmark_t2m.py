@@ -93,3 +93,24 @@ def test_stencil_ridge_learns_advection(load_benchmark):
     pred = (mod.stencil_features(fresh) @ coef).reshape(fresh.shape)
     truth = np.pad(fresh, ((0, 0), (1, 0)), mode="edge")[:, :-1]
     assert np.abs(pred - truth).max() < 1e-2 and np.abs(fresh - truth).mean() > 0.5
+
+
+def test_test_inits_any_period(load_benchmark):
+    """Inits: 00/12 UTC in the period (END a date = the whole day; END with an hour = that hour), the history
+    states and every lead present in the file by time (a gap drops the init, never shifts it)."""
+    bench = load_benchmark("weather_t2m_uk")
+    times = pd.date_range("2019-03-01", "2019-03-10T23", freq="h").values
+    h = lambda s: np.datetime64(s, "h")  # noqa: E731
+    one_day = bench._inits(times, h("2019-03-05T00"), h("2019-03-05T23"), history=1)
+    assert [str(t) for t in one_day] == ["2019-03-05T00", "2019-03-05T12"]  # truth after END comes from the file
+    assert [str(t) for t in bench._inits(times, h("2019-03-07T00"), h("2019-03-10T23"))] == ["2019-03-07T00", "2019-03-07T12", "2019-03-08T00", "2019-03-08T12"]
+    assert bench._inits(times, h("2019-03-01T00"), h("2019-03-01T12"), history=1) == [h("2019-03-01T12")]
+    within = bench._inits(times, h("2019-03-02T00"), h("2019-03-05T00"), truth_end=h("2019-03-05T00"))
+    assert [str(t) for t in within] == ["2019-03-02T00", "2019-03-02T12", "2019-03-03T00"]
+    gap = times[times != np.datetime64("2019-03-04T18")]
+    assert h("2019-03-05T00") not in bench._inits(gap, h("2019-03-05T00"), h("2019-03-05T12"), history=1)
+    # 03-04T18 is the 6 h lead of 03-04T12 and no time of 03-04T00's (its leads: T06, T12, 05T00, 06T00)
+    assert bench._inits(gap, h("2019-03-04T00"), h("2019-03-04T12")) == [h("2019-03-04T00")]
+    assert bench._split("2019-03-01T06:00:2019-03-10T18") == ("2019-03-01T06:00", "2019-03-10T18")
+    with pytest.raises(SystemExit):
+        bench._split("2019-03-01")

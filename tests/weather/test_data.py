@@ -154,3 +154,15 @@ def test_fsspec_url_netcdf_and_unknown_protocol(tmp_path):
     assert got["mean_sea_level_pressure"].shape == (6, 3, 3)
     with pytest.raises(WeatherDataError, match="nosuchproto://bucket/x.zarr"):
         open_weather("nosuchproto://bucket/x.zarr")
+
+
+def test_split_period_and_end_hour():
+    from apps.weather.data import period_end_hour, split_period
+
+    assert split_period("2019-03-01:2019-03-17") == ("2019-03-01", "2019-03-17")
+    assert split_period("2019-03-01T06:00:2019-03-10T18:00") == ("2019-03-01T06:00", "2019-03-10T18:00")
+    assert split_period(":2019-03-10") == (None, "2019-03-10") and split_period("2019-03-01:") == ("2019-03-01", None)
+    with pytest.raises(ValueError, match="START:END"):
+        split_period("2019-03-01")
+    assert str(period_end_hour("2019-03-10")) == "2019-03-10T23"
+    assert str(period_end_hour("2019-03-10T18")) == "2019-03-10T18"
