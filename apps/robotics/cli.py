@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from apps.robotics.argtypes import nonnegative_float, positive_int
 from apps.robotics.data.convert import convert_main
 
 
@@ -29,24 +30,24 @@ def rollout_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="dualsci-robotics rollout", description=rollout_main.__doc__)
     ap.add_argument("--ckpt", required=True, help="policy.pt (save_policy) or a Lightning .ckpt")
     ap.add_argument("--env", default="pusht", choices=["pusht", "toy_push"])
-    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--episodes", type=positive_int, default=50)
     ap.add_argument("--seed0", type=int, default=100000)
-    ap.add_argument("--max-steps", type=int, default=None, help="default: 300 for pusht, 80 for toy_push")
+    ap.add_argument("--max-steps", type=positive_int, default=None, help="default: 300 for pusht, 80 for toy_push")
     ap.add_argument("--n-a", type=int, default=4, help="action denoising steps N_A")
     ap.add_argument("--n-o", type=int, default=4, help="vision denoising steps N_o = q * N_A")
     ap.add_argument("--phase", default="end", choices=["end", "start"])
     ap.add_argument("--mode", default="policy", choices=["policy", "marginal"])
     ap.add_argument("--execute", type=int, default=8, help="actions executed per chunk (receding horizon)")
-    ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
+    ap.add_argument("--temporal-ensemble", type=nonnegative_float, default=None, metavar="M",
                     help="ACT temporal ensembling with weight exp(-M*i) (re-plans every step)")
-    ap.add_argument("--plan-samples", type=int, default=1, metavar="N",
+    ap.add_argument("--plan-samples", type=positive_int, default=1, metavar="N",
                     help="world-model planning: sample N chunks, execute the one whose imagined future scores best")
     ap.add_argument("--plan-score", default="pusht_coverage", choices=list(SCORES),
                     help="score of an imagined future state (with --plan-samples > 1)")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--show-imagined", action="store_true",
                     help="draw the future the policy imagines with each chunk into the videos (state-target DUST policies)")
-    ap.add_argument("--res", type=int, default=32, help="toy_push image size")
+    ap.add_argument("--res", type=positive_int, default=32, help="toy_push image size")
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
@@ -85,7 +86,7 @@ def make_toy_main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="dualsci-robotics make-toy", description=make_toy_main.__doc__)
     ap.add_argument("out")
-    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--episodes", type=positive_int, default=100)
     ap.add_argument("--video-only", type=int, default=0, help="extra episodes stored without actions")
     ap.add_argument("--res", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)

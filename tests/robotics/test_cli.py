@@ -75,3 +75,22 @@ def test_short_episodes_are_rejected(tmp_path):
     dm = RoboticsDataModule(str(path), state_keys=["state"], horizon=16, val_episodes=0)
     with pytest.raises(DataError, match=r"short\.zarr, episode \d+: episode has \d+ frames, shorter than the required horizon of 16"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("argv", [
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--max-steps", "0"],
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--max-steps", "-1"],
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--episodes", "0"],
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--temporal-ensemble", "nan"],
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--temporal-ensemble", "-0.1"],
+    ["convert", "a.zarr", "b.zarr", "--to", "zarr", "--episodes", "0"],
+    ["convert", "a.zarr", "b.zarr", "--to", "zarr", "--episodes", "-2"],
+    ["make-toy", "t.zarr", "--episodes", "0"],
+])
+def test_out_of_range_arguments_are_usage_errors(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "must be" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

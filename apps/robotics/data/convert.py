@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from apps.robotics.argtypes import positive_int
 from apps.robotics.data.episodes import DataError, EpisodeSet, data_error
 
 FORMATS = ("zarr", "lerobot_v2.1", "lerobot_v3", "robomimic")
@@ -100,7 +101,8 @@ def convert_main(argv: list[str] | None = None) -> int:
     ap.add_argument("dst")
     ap.add_argument("--to", required=True, choices=FORMATS)
     ap.add_argument("--from", dest="src_fmt", choices=FORMATS, default=None)
-    ap.add_argument("--episodes", type=int, default=None, help="convert only the first N episodes")
+    ap.add_argument("--episodes", type=positive_int, default=None,
+                    help="convert only the first N episodes (all when the file has fewer)")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--data-mb", type=float, default=100.0, help="lerobot_v3: data file size limit (MB)")
     ap.add_argument("--video-mb", type=float, default=200.0, help="lerobot_v3: video file size limit (MB)")
