@@ -68,12 +68,19 @@ def rollout_main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"error: {args.ckpt}: {exc}")
         return 2
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        res = evaluate(policy, args.env, args.episodes, args.seed0, args.max_steps, n_videos=args.videos,
-                       video_dir=tmp / "videos", res=args.res, show_imagined=args.show_imagined)
-        res["videos"] = [str(Path(args.out) / "videos" / Path(p).name) for p in res.get("videos", [])]
-        res["checkpoint"] = str(args.ckpt)
-        write_json_atomic(tmp / "eval.json", res)
+    try:
+        with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+            res = evaluate(policy, args.env, args.episodes, args.seed0, args.max_steps, n_videos=args.videos,
+                           video_dir=tmp / "videos", res=args.res, show_imagined=args.show_imagined)
+            res["videos"] = [str(Path(args.out) / "videos" / Path(p).name) for p in res.get("videos", [])]
+            res["checkpoint"] = str(args.ckpt)
+            write_json_atomic(tmp / "eval.json", res)
+    except FileExistsError as exc:
+        print(f"error: {exc} (pass --overwrite to replace it)")
+        return 2
+    except ValueError as exc:  # raised before the first step (policy/env mismatch): nothing written
+        print(f"error: {args.ckpt} on env {args.env}: {exc}")
+        return 2
     print(json.dumps({k: res[k] for k in ("success_rate", "success_rate_ci95", "mean_max_coverage",
                                           "mean_max_coverage_ci95", "latency_ms_per_chunk")}))
     return 0

@@ -126,7 +126,15 @@ def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # garbage, truncated or foreign pickles raise many types
+        # torch's messages go on for a page of advice (trusting the file, filing issues): the first
+        # sentence says what is wrong
+        detail = str(exc).strip().split(". ")[0].splitlines()[0][:160] if str(exc).strip() else ""
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: not a robotics policy checkpoint (holds a {type(blob).__name__})")
     if blob.get("format") == "dualsci-robotics-policy/1":
         net = DustPolicyNet(**blob["net_kwargs"])
         net.load_state_dict(blob["state_dict"])

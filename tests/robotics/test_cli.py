@@ -94,3 +94,36 @@ def test_out_of_range_arguments_are_usage_errors(tmp_path, monkeypatch, capsys, 
     assert exc.value.code == 2
     assert "must be" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _policy_file(path, **net):
+    """A `save_policy`-format checkpoint of an untrained tiny net (no training needed)."""
+    import torch
+
+    from tests.robotics.conftest import tiny_net
+
+    kw = dict(action_dim=2, state_dim=4, horizon=8, n_obs=2, image_size=16, crop_size=12, dim=32, num_heads=2,
+              depth_dual=1, depth_tail=1, enc_channels=8, grid=2, future_target="ema")
+    kw.update(net)
+    torch.save({"format": "dualsci-robotics-policy/1", "net_kwargs": kw, "objective_kwargs": {},
+                "data_kwargs": {"state_keys": ["state"]}, "state_dict": tiny_net(**kw).state_dict()}, path)
+    return path
+
+
+def test_rollout_clean_errors(tmp_path, capsys):
+    good = _policy_file(tmp_path / "p.pt")
+    (tmp_path / "taken").mkdir()
+    rc = main(["rollout", "--ckpt", str(good), "--env", "toy_push", "--out", str(tmp_path / "taken")])
+    assert rc == 2 and "taken" in capsys.readouterr().out and not any((tmp_path / "taken").iterdir())
+    (tmp_path / "g.pt").write_text("garbage\n")
+    (tmp_path / "t.pt").write_bytes(good.read_bytes()[:200])
+    for bad in ("g.pt", "t.pt"):
+        rc = main(["rollout", "--ckpt", str(tmp_path / bad), "--out", str(tmp_path / "o")])
+        out = capsys.readouterr().out
+        assert rc == 2 and out.startswith("error:") and bad in out and not (tmp_path / "o").exists()
+    five = _policy_file(tmp_path / "five.pt", state_dim=5)  # PushT-width state on the 4-column toy task
+    rc = main(["rollout", "--ckpt", str(five), "--env", "toy_push", "--res", "16", "--episodes", "1",
+               "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert rc == 2 and "five.pt" in out and "toy_push" in out and "state_dim=5" in out
+    assert not (tmp_path / "o").exists()
