@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import Tensor, nn
 
-from apps.weather.data import load_block, match_grid, open_weather
+from apps.weather.data import channel_levels, load_block, match_grid, open_weather
 from apps.weather.dataset import NormStats, time_blocks
 from apps.weather.objective import area_weights
 from dualsci.io import atomic_dir, sha256_file
@@ -146,7 +146,8 @@ def encode_dataset(checkpoint: str | os.PathLike, data: str | os.PathLike, out: 
     """Encode every time of ``data`` (optionally a period) into a latent zarr, streaming in blocks."""
     net, meta = load_autoencoder(checkpoint)
     stats = NormStats.from_dict(meta["stats"])
-    ds = open_weather(data, variables=sorted({c.partition("/")[0] for c in stats.channels}), period=period)
+    ds = open_weather(data, variables=sorted({c.partition("/")[0] for c in stats.channels}), levels=channel_levels(stats.channels),
+                      period=period)
     ds = match_grid(ds, meta["lat"], meta["lon"], str(data))
     statics = torch.zeros(1, 0, len(meta["lat"]), len(meta["lon"]))
     if stats.static_names:

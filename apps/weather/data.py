@@ -365,9 +365,15 @@ def select_region(ds: xr.Dataset, region: dict) -> xr.Dataset:
     return out
 
 
-def match_grid(ds: xr.Dataset, lat: Sequence[float], lon: Sequence[float], source: str = "<dataset>") -> xr.Dataset:
+def _describe_axis(values: np.ndarray) -> str:
+    return f"{len(values)} from {float(values[0]):g} to {float(values[-1]):g}" if len(values) else "empty"
+
+
+def match_grid(ds: xr.Dataset, lat: Sequence[float], lon: Sequence[float], source: str = "<dataset>",
+               expected: str = "the checkpoint") -> xr.Dataset:
     """Return ``ds`` on exactly the grid (lat, lon): equal, or a subset of its points (e.g. a model
-    trained on a cropped box); otherwise a :class:`WeatherDataError` naming both grids."""
+    trained on a cropped box); otherwise a :class:`WeatherDataError` naming both grids' coordinates
+    (``expected`` says whose grid ``(lat, lon)`` is)."""
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     have_lat, have_lon = ds["latitude"].values, ds["longitude"].values
     if len(have_lat) == len(lat) and len(have_lon) == len(lon) and np.allclose(have_lat, lat) and np.allclose(have_lon, lon):
@@ -377,7 +383,8 @@ def match_grid(ds: xr.Dataset, lat: Sequence[float], lon: Sequence[float], sourc
     if len(have_lat) and np.allclose(have_lat[ilat], lat, atol=1e-6) and np.allclose(have_lon[ilon], lon, atol=1e-6):
         return ds.isel(latitude=ilat, longitude=ilon)
     raise WeatherDataError(
-        source, f"grid {len(have_lat)}x{len(have_lon)} does not match the checkpoint grid {len(lat)}x{len(lon)} (nor contains it)"
+        source, f"grid (latitude {_describe_axis(have_lat)}; longitude {_describe_axis(have_lon)}) does not match "
+                f"{expected}'s grid (latitude {_describe_axis(lat)}; longitude {_describe_axis(lon)}), nor contains it",
     )
 
 
@@ -409,6 +416,12 @@ def channel_names(ds: xr.Dataset, variables: Iterable[str] | None = None) -> lis
         else:
             names.append(v)
     return names
+
+
+def channel_levels(channels: Iterable[str]) -> list[float] | None:
+    """The pressure levels named by channels like ``geopotential/500`` (sorted), or None when there are none."""
+    levels = sorted({float(lv) for _, _, lv in (ch.partition("/") for ch in channels) if lv})
+    return levels or None
 
 
 def check_finite(values: np.ndarray, source: str, variable: str) -> None:

@@ -128,8 +128,9 @@ def evaluate(
     """
     fc = xr.open_zarr(forecast_path, consolidated=False) if Path(forecast_path).is_dir() else xr.open_dataset(forecast_path)
     mdim = _ensemble_dim(fc)
-    truth = open_weather(truth_path, variables=[v for v in fc.data_vars])
-    truth = match_grid(truth, fc.latitude.values, fc.longitude.values, str(truth_path))
+    levels = [float(lv) for lv in fc["level"].values] if "level" in fc.dims else None
+    truth = open_weather(truth_path, variables=[v for v in fc.data_vars], levels=levels)
+    truth = match_grid(truth, fc.latitude.values, fc.longitude.values, str(truth_path), expected="the forecast")
     chans = list(channels) if channels is not None else channel_names(fc, list(fc.data_vars))
     inits = fc.time.values
     leads = fc.prediction_timedelta.values
@@ -146,16 +147,23 @@ def evaluate(
         clim = FileClimatology(str(climatology), chans, fc.latitude.values, fc.longitude.values)
         clim_record = clim.describe()
     else:
-        if climatology_period is None:
-            before = ttimes < inits.min()
-            clim_ds = truth.isel(time=np.flatnonzero(before)) if before.sum() >= 24 else truth
-        else:
+        before = np.flatnonzero(ttimes < inits.min())
+        if climatology_period is not None:
             clim_ds = truth.sel(time=slice(*climatology_period))
+            if clim_ds.sizes["time"] == 0:
+                raise WeatherDataError(str(truth_path), f"no truth times in the climatology period {climatology_period}", "time")
+        else:  # never the verification times while any earlier truth exists (hours it lacks use the nearest hour)
+            clim_ds = truth.isel(time=before) if len(before) else truth
         clim = Climatology(clim_ds, chans, harmonics)
         period = [str(clim_ds.time.values[0]), str(clim_ds.time.values[-1])]
-        clim_record = {"source": "harmonic fit on truth", "kind": "harmonic", "harmonics": clim.k, "period": period}
-    acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed)
+        clim_record = {"source": "harmonic fit on truth", "kind": "harmonic", "harmonics": clim.k, "period": period,
+                       "hours_of_day": len(clim.hours_present),
+                       "includes_verification_times": bool(np.datetime64(period[1]) >= inits.min())}
     tindex = {t: i for i, t in enumerate(ttimes)}
+    if not any(init in tindex and init + lead in tindex for init in inits for lead in leads):
+        raise WeatherDataError(str(truth_path), f"no (init, lead) pair of the forecast has truth: valid times "
+                               f"{inits.min() + leads.min()} .. {inits.max() + leads.max()}, truth {ttimes[0]} .. {ttimes[-1]}", "time")
+    acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed)
     skipped = 0
     for i, init in enumerate(inits):
         if init not in tindex:

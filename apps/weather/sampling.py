@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from apps.weather.data import UNITS, WeatherDataError, load_block, match_grid, open_weather
+from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, open_weather
 from apps.weather.dataset import NormStats
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
@@ -191,7 +191,7 @@ def forecast(
         raise ValueError(f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
     n_blocks = -(-options.lead_hours // (k * step))
     leads = np.arange(1, n_blocks * k + 1) * step
-    ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}))
+    ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}), levels=channel_levels(channels))
     src = str(data)
     ds = match_grid(ds, meta["lat"], meta["lon"], src)
     inits = [np.datetime64(t, "h") for t in options.inits]
@@ -215,17 +215,19 @@ def forecast(
     diurnal = meta.get("diurnal")  # (24, C, H, W) tensor when trained with prior="diurnal" or "damped"
     damping = meta.get("damping")  # (k, C) tensor when trained with prior="damped"
     n_hist = int(getattr(net, "history", 0))
-    hist_stride = 0
-    if n_hist:
-        if len(times) < 2:
-            raise WeatherDataError(src, "need a regular time axis to read the states before the init (history)", "time")
-        spacing = int((times[1] - times[0]).astype("timedelta64[h]").astype(np.int64))
-        hist_stride = step // spacing if spacing > 0 and step % spacing == 0 else 0
-        if not hist_stride:
-            raise WeatherDataError(src, f"time spacing {spacing} h does not divide the model step {step} h (history)", "time")
-        for t, ti in zip(inits, t_index):
-            if ti - n_hist * hist_stride < 0:
-                raise WeatherDataError(src, f"init {t} needs {n_hist} state(s) {step} h apart before it (history); the data starts at {times[0]}", "time")
+    # the history states (n_hist, step h apart, oldest first) are looked up by time: a gap is an error, not a shift
+    hist_index = []
+    for t in inits:
+        wanted = [t - np.timedelta64(step * (n_hist - j), "h") for j in range(n_hist)]
+        hits = [np.flatnonzero(times == w) for w in wanted]
+        absent = [str(w) for w, h in zip(wanted, hits) if not len(h)]
+        if absent:
+            raise WeatherDataError(src, f"init {t} needs {n_hist} state(s) {step} h apart before it (history); "
+                                        f"missing {', '.join(absent)} (data {times[0]} .. {times[-1]})", "time")
+        hist_index.append(np.array([int(h[0]) for h in hits], dtype=int))
+    # Read (and check) every state the run starts from before anything is written: bad input leaves no .partial.
+    for ti, hi in zip(t_index, hist_index):
+        load_block(ds, channels, np.concatenate([hi, [ti]]))
 
     bm = max(1, min(options.batch_members, options.members))
     partial = out.with_name(out.name + ".partial")
@@ -277,8 +279,7 @@ def forecast(
         statics = torch.from_numpy(statics_np).expand(len(members), -1, -1, -1)
         x_hist = None
         if n_hist:
-            idx = np.array([t_index[i_init] - hist_stride * (n_hist - j) for j in range(n_hist)])
-            x_hist = torch.from_numpy(stats.normalise(load_block(ds, channels, idx))).expand(len(members), -1, -1, -1, -1).clone()
+            x_hist = torch.from_numpy(stats.normalise(load_block(ds, channels, hist_index[i_init]))).expand(len(members), -1, -1, -1, -1).clone()
         for b in range(n_blocks):
             block_init = np.datetime64(init, "ns") + np.timedelta64(b * k * step, "h")
             init_ns = torch.full((len(members),), int(block_init.astype(np.int64)), dtype=torch.int64)

@@ -60,6 +60,19 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert len(saved["scores"]) == 4
     assert (tmp_path / "ev" / "scores.csv").read_text().startswith("variable,lead_hours,region")
     assert (tmp_path / "ev" / "report.html").exists() and (tmp_path / "ev" / "figs" / "stamps.png").exists()
+    assert saved["climatology"]["period"][1] < str(inits[0]) and not saved["climatology"]["includes_verification_times"]
+    # a truth with fewer than 24 h before the first init still keeps the climatology off the verification times
+    late = tmp_path / "late.zarr"
+    truth.isel(time=slice(110, None)).to_zarr(late, consolidated=False, zarr_format=3)
+    res_late = evaluate(fc_path, late, tmp_path / "ev_late", report=False)
+    assert [np.datetime64(t) for t in res_late["climatology"]["period"]] == list(truth.time.values[[110, 119]])
+    assert res_late["climatology"]["hours_of_day"] == 10 and not res_late["climatology"]["includes_verification_times"]
+    # a truth that covers no valid time is an error naming it, not an empty score table
+    early = tmp_path / "early.zarr"
+    truth.isel(time=slice(0, 100)).to_zarr(early, consolidated=False, zarr_format=3)
+    with pytest.raises(ValueError, match=r"early.zarr \[time\]: no \(init, lead\) pair of the forecast has truth"):
+        evaluate(fc_path, early, tmp_path / "ev_early", report=False)
+    assert not (tmp_path / "ev_early").exists()
 
 
 def _wb2_climatology(truth: xr.Dataset, hours) -> tuple[xr.Dataset, callable]:

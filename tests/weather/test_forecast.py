@@ -112,8 +112,29 @@ def test_forecast_bad_input(trained, tmp_path):
     root, data, ckpt = trained
     other = write_synthetic_zarr(tmp_path / "other.zarr", n_lat=4, n_lon=8, days=2, seed=1)
     opts = ForecastOptions(inits=["2000-01-01T00"], lead_hours=12, members=2, steps=2)
-    with pytest.raises(ValueError, match="does not match the checkpoint grid"):
+    with pytest.raises(ValueError, match=r"latitude 4 from .* does not match the checkpoint's grid \(latitude 8 from"):
         forecast(ckpt, other, tmp_path / "x.zarr", opts, progress=False)
     with pytest.raises(ValueError, match="not in the data"):
         forecast(ckpt, data, tmp_path / "y.zarr", ForecastOptions(inits=["1999-01-01T00"], lead_hours=12, members=2), progress=False)
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "y.zarr").exists()
+    # same coordinate count, shifted: the message shows where the grids differ
+    shifted_ds = xr.open_zarr(data).load()
+    shifted = tmp_path / "shifted.nc"
+    shifted_ds.assign_coords(latitude=shifted_ds.latitude + 1.0).to_netcdf(shifted)
+    with pytest.raises(ValueError, match=r"latitude 8 from -?[\d.]+ to [\d.]+; .* does not match the checkpoint's grid"):
+        forecast(ckpt, shifted, tmp_path / "s.zarr", opts, progress=False)
+    # bad input found only when the states are read (NaN at an init, a missing level): no .partial left behind,
+    # so the corrected run starts cleanly
+    nan_ds = shifted_ds.copy(deep=True)
+    nan_ds["temperature"].loc[dict(time="2000-01-02T00")] = np.nan
+    nan_path = tmp_path / "nan.nc"
+    nan_ds.to_netcdf(nan_path)
+    two_inits = ForecastOptions(inits=["2000-01-01T00", "2000-01-02T00"], lead_hours=12, members=2, steps=2)
+    with pytest.raises(ValueError, match=r"nan.nc \[temperature/\d+\]: .*NaN"):
+        forecast(ckpt, nan_path, tmp_path / "n.zarr", two_inits, progress=False)
+    assert not (tmp_path / "n.zarr").exists() and not (tmp_path / "n.zarr.partial").exists()
+    one_level = tmp_path / "one_level.nc"
+    shifted_ds.isel(level=[0]).to_netcdf(one_level)
+    with pytest.raises(ValueError, match=r"one_level.nc \[level\]: missing pressure level"):
+        forecast(ckpt, one_level, tmp_path / "l.zarr", opts, progress=False)
+    assert not (tmp_path / "l.zarr.partial").exists()

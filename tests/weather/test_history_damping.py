@@ -141,3 +141,16 @@ def test_damped_history_checkpoint_forecast(tmp_path, monkeypatch):
     early = ForecastOptions(inits=["2019-01-01T03"], lead_hours=12, members=2, steps=2, batch_members=2)
     with pytest.raises(Exception, match="history"):
         forecast(ckpt, str(path), tmp_path / "c.zarr", early, progress=False)
+    # the history state is found by time: a file without 2019-01-08T18 is an error naming it (before, the state
+    # one position earlier, 17 UTC, was used silently)
+    gap = tmp_path / "gap.nc"
+    xr.open_zarr(path, consolidated=False).load().drop_sel(time=np.datetime64("2019-01-08T18")).to_netcdf(gap)
+    with pytest.raises(ValueError, match=r"gap.nc \[time\]: init 2019-01-09T00 needs 1 state.*missing 2019-01-08T18"):
+        forecast(ckpt, str(gap), tmp_path / "g.zarr", opts, progress=False)
+    assert not (tmp_path / "g.zarr.partial").exists()
+    # a 6-hourly copy of the same file gives the same forecast (the states are looked up by time, not position)
+    six = tmp_path / "six.nc"
+    full = xr.open_zarr(path, consolidated=False).load()
+    full.isel(time=np.flatnonzero(full.time.dt.hour.values % 6 == 0)).to_netcdf(six)
+    c = xr.open_zarr(forecast(ckpt, str(six), tmp_path / "six.zarr", opts, progress=False), consolidated=False)
+    np.testing.assert_array_equal(c["2m_temperature"].values, va)
