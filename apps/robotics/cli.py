@@ -116,7 +116,11 @@ def serve_main(argv: list[str]) -> int:
     ap.add_argument("--n-o", type=int, default=4)
     ap.add_argument("--execute", type=int, default=8)
     args = ap.parse_args(argv)
-    serve(args.ckpt, port=args.port, n_action_steps=args.n_a, n_vision_steps=args.n_o, execute=args.execute)
+    try:
+        serve(args.ckpt, port=args.port, n_action_steps=args.n_a, n_vision_steps=args.n_o, execute=args.execute)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # checkpoint, settings or port (named)
+        print(f"error: {exc}")
+        return 2
     return 0
 
 

@@ -161,13 +161,17 @@ class Policy:
 
     def reset(self) -> None:
         """Forget history, queued actions and ensembles; re-seed the sampler."""
-        self.history: deque = deque(maxlen=self.net.n_obs)
-        self.queue: deque = deque()
-        self.chunks: list[list] = []  # [chunk (B, H, D_a) numpy, age]
+        self._forget_plan()
         self.generator = torch.Generator().manual_seed(self.seed)
         self.plan_scores: list[float] = []  # imagined score of each chosen chunk (planning only)
         self.imagined: np.ndarray | None = None  # (B, K, D_s) raw imagined states of the latest chunk
         self.batched = True
+
+    def _forget_plan(self) -> None:
+        """Drop observation history, queued actions and ensembled chunks (not the sampler seed)."""
+        self.history: deque = deque(maxlen=self.net.n_obs)
+        self.queue: deque = deque()
+        self.chunks: list[list] = []  # [chunk (B, H, D_a) numpy, age]
 
     def _prepare(self, obs: dict) -> tuple[Tensor, Tensor | None]:
         self.task = None
@@ -183,10 +187,18 @@ class Policy:
             fields = {k: v[None] for k, v in fields.items()}
         dev = self.net.state_min.device
         state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation")).to(dev)
+        # checked here, before the observation enters the history: a bad one must not poison later calls
+        if state.shape[1] != self.net.state_dim:
+            raise ValueError(f"observation: state spec {self.state_keys} gives {state.shape[1]} columns, "
+                             f"the policy expects {self.net.state_dim}")
         image = None
         if self.net.use_image:
             if "image" not in fields:
                 raise KeyError("observation has no 'image' but the policy was trained on images")
+            side = self.net.image_size
+            if fields["image"].shape[1:] != (side, side, 3) or len(fields["image"]) != len(state):
+                raise ValueError(f"observation: image is {fields['image'].shape[1:]}, "
+                                 f"the policy expects ({side}, {side}, 3) per observation")
             image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2))).to(dev)
         return state, image
 
@@ -212,6 +224,10 @@ class Policy:
     def select_action(self, obs: dict) -> np.ndarray:
         """Next action(s) ``(B, D_a)`` (or ``(D_a,)`` for an unbatched observation)."""
         state, image = self._prepare(obs)
+        if self.history and self.history[-1][0].shape[0] != state.shape[0]:
+            # another batch size is another set of episodes: queued actions and history of the old
+            # batch cannot serve it (a 1-row queue answered a 2-row request with 1 action), so re-plan
+            self._forget_plan()
         if not self.history:
             for _ in range(self.net.n_obs):  # edge padding, as in training windows
                 self.history.append((state, image))

@@ -77,3 +77,54 @@ def test_loopback_server(toy_eps):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _post(url, body: bytes):
+    """POST `body`; returns (status, decoded JSON) for success and HTTP errors alike."""
+    req = urllib.request.Request(url, body, method="POST")
+    try:
+        return 200, json.loads(urllib.request.urlopen(req, timeout=60).read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_server_bad_requests_and_batch_size_change():
+    from apps.robotics.server import make_server
+
+    srv = make_server(Policy(tiny_net(), ["state"], n_action_steps=1, n_vision_steps=1), port=0)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/act"
+        img = np.zeros((16, 16, 3), int)
+        for body in ({"obs": [1, 2, 3]}, {"obs": {"state": [0.1, 0.2, 0.3, 0.4], "image": (img + 300).tolist()}},
+                     {"obs": {"state": [0.1, 0.2], "image": img.tolist()}}, [1]):
+            code, out = _post(url, json.dumps(body).encode())
+            assert code == 400 and out["error"], body
+        code, out = _post(url, b"{not json")
+        assert code == 400
+        one = {"state": [0.1, 0.2, 0.3, 0.4], "image": img.tolist()}
+        code, out = _post(url, json.dumps({"obs": one}).encode())
+        assert code == 200 and np.shape(out["action"]) == (2,)
+        two = {"state": [[0.1, 0.2, 0.3, 0.4]] * 2, "image": [img.tolist()] * 2}
+        code, out = _post(url, json.dumps({"obs": two}).encode())
+        assert code == 200 and np.shape(out["action"]) == (2, 2)  # re-planned for the new batch size
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_serve_cli_clean_errors(tmp_path, capsys):
+    import socket
+
+    from apps.robotics.cli import main
+    from tests.robotics.test_cli import _policy_file
+
+    assert main(["serve", "--ckpt", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().out
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--ckpt", str(_policy_file(tmp_path / "p.pt")), "--port", str(port)]) == 2
+    assert f"127.0.0.1:{port}" in capsys.readouterr().out
