@@ -260,4 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except WeatherDataError as exc:  # bad input: one line naming file, variable and problem
+        sys.exit(f"error: {exc}")
