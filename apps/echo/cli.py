@@ -42,12 +42,13 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
 
     Raises ``InputError`` before writing anything when an input or the checkpoint is bad.
     """
-    from apps.echo.pipeline import biplane_from_cases, load_model, read_input, segment_input
+    from apps.echo.pipeline import biplane_from_cases, check_unique_names, load_model, read_input, segment_input
     from apps.echo.report import write_case, write_report, write_tables
     from dualsci.io import atomic_dir
 
     configure_threads()
     items = [read_input(f) for f in files]  # read everything first: nothing is written on bad input
+    check_unique_names(items)
     net, objective, config = load_model(ckpt)
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out}: output folder already exists (use --overwrite)")
@@ -149,12 +150,22 @@ def synth_main(argv: Sequence[str]) -> int:
 
 
 def main(args: Sequence[str] | None = None):
+    """Entry point of ``dualsci-echo``; as a console script a bad dataset prints one line and exits 2."""
+    from apps.echo.camus import CamusError
     from apps.echo.data import EchoDataModule
+    from apps.echo.echonet import EchoNetError
+    from apps.echo.pipeline import InputError
     from dualsci.training import DiffusionModule, build_cli, console_exit
 
     configure_threads()
-    result = build_cli(DiffusionModule, EchoDataModule, extra_subcommands={"segment": segment_main, "synth": synth_main},
-                       args=args, default_config_files=[CONFIG_DIR / "demo.yaml"], prog="dualsci-echo")
+    try:
+        result = build_cli(DiffusionModule, EchoDataModule, args=args, default_config_files=[CONFIG_DIR / "demo.yaml"],
+                           extra_subcommands={"segment": segment_main, "synth": synth_main}, prog="dualsci-echo")
+    except (CamusError, EchoNetError, InputError) as exc:
+        if args is not None:
+            raise  # called from Python (tests, notebooks): keep the exception
+        print(f"error: {exc}", file=sys.stderr)  # the message names the file and the problem
+        sys.exit(2)
     if isinstance(result, int) and result != 0:
         sys.exit(result)  # a failed verb exits non-zero whoever called it (as before)
     return console_exit(result, args)

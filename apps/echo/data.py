@@ -102,10 +102,25 @@ class EchoDataModule(pl.LightningDataModule):
         self.sets: dict[str, EchoFrames] = {}
 
     def prepare_data(self) -> None:
+        """Write the phantom if needed, then read the stage's splits: Lightning calls this before its
+        logger creates ``lightning_logs/version_N``, so bad data stops a run without leaving that folder."""
         if self.source == "phantom" and not self.root.exists():
             from apps.echo.writers import write_camus_2023
 
             write_camus_2023(self.root, self.hparams.n_patients, self.hparams.seed, tuple(self.hparams.phantom_shape))
+        state = getattr(getattr(self, "trainer", None), "state", None)
+        if state is not None and state.fn is not None:
+            self._build_stage(state.fn.value)
+
+    def _build_stage(self, stage: str | None) -> None:
+        """Datasets for ``stage`` (``fit | validate | test | predict``; None: all), cached in ``self.sets``."""
+        if stage in (None, "fit"):
+            self._build("training", True)
+            self._build("validation", False)
+        if stage in (None, "validate"):
+            self._build("validation", False)
+        if stage in (None, "test", "predict"):
+            self._build("testing", False)
 
     def split(self) -> dict[str, list[str]]:
         if self.source == "echonet":
@@ -128,13 +143,7 @@ class EchoDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
-        if stage in (None, "fit"):
-            self._build("training", True)
-            self._build("validation", False)
-        if stage in (None, "validate"):
-            self._build("validation", False)
-        if stage in (None, "test", "predict"):
-            self._build("testing", False)
+        self._build_stage(stage)
 
     def _loader(self, group: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.sets[group], batch_size=self.batch_size, shuffle=shuffle,

@@ -33,6 +33,10 @@ CAMUS_NAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)$")
 CAMUS_VIEW = re.compile(r"(patient\d+)_(2CH|4CH)")  # also half sequences / 2019 sequences
 
 
+# the only classes a checkpoint may build (the config is data: it must not import arbitrary code)
+ECHO_CLASSES = {"net": "apps.echo.model.EchoDNDNet", "objective": "apps.echo.objective.EchoDNDObjective"}
+
+
 class InputError(ValueError):
     """An input file that cannot be segmented; the message names it."""
 
@@ -57,17 +61,38 @@ def load_model(ckpt: str | os.PathLike):
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise InputError(f"{ckpt}: checkpoint not found")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    text = state.get("dualsci_config")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle errors, not a torch file: several exception types
+        raise InputError(f"{ckpt}: cannot read checkpoint ({err})") from err
+    text = state.get("dualsci_config") if isinstance(state, dict) else None
     if text is None:
         raise InputError(f"{ckpt}: no embedded dualsci config (was it written by `dualsci-echo fit`?)")
     config = yaml.safe_load(text)
-    model = config["model"]["init_args"]
+    model = _echo_model_spec(ckpt, config)
     net, objective = _instantiate(model["net"]), _instantiate(model["objective"])
-    weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(weights)
+    weights = {k[4:]: v for k, v in state.get("state_dict", {}).items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise InputError(f"{ckpt}: weights do not fit the model described in the checkpoint ({err})") from err
     net.eval()
     return net, objective, config
+
+
+def _echo_model_spec(ckpt: Path, config) -> dict:
+    """The model's ``init_args`` after checking they build the echo net and objective: another app's
+    checkpoint (e.g. medseg's) loads fine but fails later deep inside segmentation without naming the file."""
+    try:
+        model = config["model"]["init_args"]
+        found = {key: model[key]["class_path"] for key in ECHO_CLASSES}
+    except (TypeError, KeyError) as err:
+        raise InputError(f"{ckpt}: embedded config has no model.init_args.net/objective ({err!r})") from err
+    for key, expected in ECHO_CLASSES.items():
+        if found[key] != expected:
+            raise InputError(f"{ckpt}: model.{key} is {found[key]!r}, expected {expected!r} "
+                             "(not a `dualsci-echo fit` checkpoint)")
+    return model
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -119,7 +144,7 @@ def read_input(path: str | os.PathLike) -> EchoInput:
             from PIL import Image
 
             try:
-                arr = np.asarray(Image.open(path).convert("L"))
+                arr = _read_picture(Image.open(path))
             except Exception as err:
                 raise InputError(f"{path}: unreadable image ({err})") from err
             spacing, has_spacing = (1.0, 1.0), False
@@ -139,6 +164,30 @@ def read_input(path: str | os.PathLike) -> EchoInput:
     item = EchoInput(path, stem, arr, spacing, has_spacing, gt, m.groups() if m else None, fps=fps)
     _add_camus_info(item)
     return item
+
+
+def check_unique_names(items: list[EchoInput]) -> None:
+    """Refuse inputs whose case names (file names without extension) repeat, e.g. ``a/x.png`` and
+    ``b/x.png``: each case's output folder, its ``cases.csv`` rows and the CAMUS patient grouping are keyed
+    by that name, so one would overwrite the other. Renaming silently (``a_x``) would give case ids
+    that match no file the user knows; they rename the files or segment the folders in separate runs."""
+    seen: dict[str, Path] = {}
+    for item in items:
+        first = seen.setdefault(item.name, item.path)
+        if first is not item.path:
+            same = Path(first).resolve() == Path(item.path).resolve()
+            problem = "is given twice" if same else f"has the same case name {item.name!r} as {first}"
+            raise InputError(f"{item.path}: {problem}; outputs are named after the file, so case names must be "
+                             "unique (rename one, or segment them in separate runs)")
+
+
+def _read_picture(image) -> np.ndarray:
+    """Greyscale pixels of a PIL image. 16-bit / 32-bit integer and float greyscale stay in their own
+    dtype (``convert("L")`` would clip them to 0/255); the caller min–max scales non-uint8 arrays to
+    0–255 as for NIfTI/MHD. Colour and palette images go through ``convert("L")`` (luma)."""
+    if image.mode.startswith("I") or image.mode == "F":  # "I;16", "I;16B", "I", "F"
+        return np.asarray(image).astype(np.float32)
+    return np.asarray(image.convert("L"))
 
 
 def _video_fps(path: Path) -> float | None:

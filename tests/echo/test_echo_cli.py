@@ -118,3 +118,55 @@ def test_configs_parse(name, capsys):
         main(["fit", "--config", str(CONFIG_DIR / f"{name}.yaml"), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "apps.echo.model.EchoDNDNet" in capsys.readouterr().out
+
+
+def test_segment_bad_checkpoint_names_it(ckpt, tmp_path, capsys):
+    """A truncated checkpoint, or another app's (medseg's MedSegNet has no ``encode``), is an input error."""
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    truncated = tmp_path / "trunc.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:5000])
+    state = torch.load(ckpt, weights_only=True)
+    state["dualsci_config"] = state["dualsci_config"].replace("apps.echo.model.EchoDNDNet", "apps.medseg.model.MedSegNet")
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    out = tmp_path / "seg"
+    for bad, problem in ((truncated, "cannot read checkpoint"), (other, "not a `dualsci-echo fit` checkpoint")):
+        capsys.readouterr()
+        assert segment_main([str(image), "--ckpt", str(bad), "--out", str(out)]) == 2 and not out.exists()
+        err = capsys.readouterr().err
+        assert f"{bad}: " in err and problem in err
+
+
+def test_segment_refuses_two_inputs_with_one_case_name(ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / sub / "x.png")
+    out = tmp_path / "seg"
+    rc = segment_main([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--ckpt", str(ckpt),
+                       "--out", str(out)])
+    assert rc == 2 and not out.exists() and "same case name 'x'" in capsys.readouterr().err
+
+
+def test_fit_on_bad_data_exits_2_and_leaves_no_version_folder(tmp_path, monkeypatch, capsys):
+    """As a console script (args None) a data error is one line and exit 2; the data is read in
+    prepare_data, before Lightning's logger creates lightning_logs/version_0."""
+    from apps.echo.writers import write_camus_2023
+
+    root = write_camus_2023(tmp_path / "CAMUS_public", n_patients=2, seed=3, shape=(48, 40))
+    gt = next(root.glob("database_nifti/*/*_2CH_ED_gt.nii.gz"))
+    gt.unlink()
+    logs = tmp_path / "logs"
+    monkeypatch.setattr("sys.argv", ["dualsci-echo", "fit", "--data.init_args.source", "camus",
+                                     "--data.init_args.root", str(root), "--trainer.max_steps", "1",
+                                     "--trainer.default_root_dir", str(logs)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {gt}: ground truth (_gt) missing" in err and "Traceback" not in err
+    assert not logs.exists()

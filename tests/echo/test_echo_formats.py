@@ -188,3 +188,37 @@ def test_echonet_duplicate_tracings_keep_first_block(echonet_root, tmp_path):
     (root / "VolumeTracings.csv").write_text("\n".join(lines + [l.replace(",", ",9", 1) for l in block]) + "\n")
     tracings, dups = echonet.read_tracings(root)
     assert dups == 1 and len(tracings[name.removesuffix(".avi")][int(first_frame)]) == 21
+
+
+def test_png_16bit_keeps_its_grey_levels(tmp_path):
+    """A 16-bit PNG used to go through convert("L"), which clips it to 0/255 (black and white)."""
+    from PIL import Image
+
+    from apps.echo.pipeline import read_input
+
+    ramp = np.tile(np.linspace(0, 60000, 64).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+    frames = read_input(tmp_path / "grey16.png").frames
+    assert frames.dtype == np.uint8 and frames.shape == (1, 32, 64)
+    assert len(np.unique(frames)) > 50 and frames.min() == 0 and frames.max() == 255  # min–max scaled, graded
+    assert np.all(np.diff(frames[0, 0].astype(int)) >= 0)  # the ramp stays a ramp
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(tmp_path / "grey8.png")
+    assert np.all(read_input(tmp_path / "grey8.png").frames == 200)  # 8-bit images are not rescaled
+
+
+def test_duplicate_case_names_are_refused(tmp_path):
+    """a/x.png and b/x.png would write one output folder and two indistinguishable cases.csv rows."""
+    from PIL import Image
+
+    from apps.echo.pipeline import InputError, check_unique_names, read_input
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / sub / "x.png")
+    a, b = read_input(tmp_path / "a" / "x.png"), read_input(tmp_path / "b" / "x.png")
+    check_unique_names([a])
+    with pytest.raises(InputError, match=r"b/x.png: has the same case name 'x' as .*a/x.png"):
+        check_unique_names([a, b])
+    with pytest.raises(InputError, match="is given twice"):
+        check_unique_names([a, read_input(tmp_path / "a" / ".." / "a" / "x.png")])
