@@ -98,3 +98,27 @@ def test_state_only_module_skips_image_arrays(tmp_path, toy_eps):
     dm.setup("fit")
     assert "obs_image" not in dm.train_set[0] and dm.train_set[0]["obs_state"].shape[-1] == toy_eps.fields["state"].shape[-1]
     assert "image" in RoboticsDataModule(str(path), state_keys=["state"], use_image=True, horizon=8).load().fields
+
+
+def test_nan_image_pixels_are_an_error_not_black(tmp_path, toy_eps):
+    from apps.robotics.data.convert import convert_main
+
+    eps = toy_eps.select(range(4))
+    eps.fields["image"] = eps.fields["image"].astype(np.float32)
+    eps.fields["image"][eps.starts[2] + 1, 3, 4, 0] = np.nan
+    path = write_replay_zarr(eps, tmp_path / "nanimg.zarr")
+    with pytest.raises(DataError, match=r"nanimg\.zarr, episode 2, key 'data/img'.*NaN.*frame 1"):
+        read_replay_zarr(path)
+    with pytest.raises(DataError, match=r"episode 2, key 'data/img'"):
+        read_replay_zarr(path, episodes=[3, 2])
+    assert read_replay_zarr(path, episodes=[0, 1]).n_episodes == 2  # clean episodes still read
+    assert convert_main([str(path), str(tmp_path / "o.zarr"), "--to", "zarr"]) == 2
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_damaged_chunk_names_file_and_array(tmp_path, toy_eps):
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr", chunk_frames=8)
+    chunk = out / "data" / "state" / "2.0"  # as QA found it: a middle chunk cut to 20 bytes
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(DataError, match=r"t\.zarr, key 'data/state': cannot read"):
+        read_replay_zarr(out)

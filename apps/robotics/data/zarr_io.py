@@ -51,7 +51,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         raise data_error(str(path), "missing array", key="meta/episode_ends")
     if "data" not in g:
         raise data_error(str(path), "missing group", key="data")
-    ends = np.asarray(g["meta/episode_ends"][:], dtype=np.int64)
+    ends = np.asarray(_read(g["meta/episode_ends"], slice(None), path, "meta/episode_ends"), dtype=np.int64)
     has_action = np.asarray(g["meta/has_action"][:], bool) if "has_action" in g["meta"] else None
     names = sorted(g["data"].array_keys()) if keys is None else list(keys)
     if skip_images:
@@ -65,6 +65,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         for e in episodes:
             if not 0 <= e < len(ends):
                 raise data_error(str(path), f"episode id out of range (file has {len(ends)})", episode=e)
+    ids = list(range(len(ends))) if episodes is None else episodes
     fields = {}
     for k in names:
         arr = g["data"][k]
@@ -72,18 +73,41 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
             raise data_error(str(path), f"has {arr.shape[0] if arr.shape else 0} frames but "
                              f"meta/episode_ends says {int(ends[-1])}", key=f"data/{k}")
         if episodes is None:
-            x = arr[:]
+            x = _read(arr, slice(None), path, f"data/{k}")
         else:
-            x = np.concatenate([arr[int(starts[e]):int(ends[e])] for e in episodes])
+            x = np.concatenate([_read(arr, slice(int(starts[e]), int(ends[e])), path, f"data/{k}", e) for e in episodes])
         name = _TO_MEM.get(k, k)
         if name == "image":
+            _check_finite(x, np.cumsum(ends[ids] - starts[ids]), ids, path, k)
             x = _to_uint8(x)
         fields[name] = x
     if episodes is not None:
-        lengths = ends[episodes] - starts[episodes]
-        ends = np.cumsum(lengths)
+        ends = np.cumsum(ends[episodes] - starts[episodes])
         has_action = None if has_action is None else has_action[episodes]
     return EpisodeSet(fields, ends, has_action, fps=fps, source=str(path), episode_ids=episodes)
+
+
+def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) -> np.ndarray:
+    """Decompress `rows` of one array; a damaged chunk (truncated file, bad codec data) becomes a
+    `DataError` naming the file and the array (``data/<field>``) instead of a codec traceback."""
+    try:
+        return arr[rows]
+    except Exception as exc:  # blosc/zstd/numcodecs raise RuntimeError, ValueError, OSError ...
+        raise data_error(str(path), f"cannot read the stored chunks ({type(exc).__name__}: {exc})",
+                         episode=episode, key=key) from exc
+
+
+def _check_finite(x: np.ndarray, local_ends: np.ndarray, ids: list[int], path: Path, key: str) -> None:
+    """`DataError` for NaN/inf float pixels, checked before the uint8 cast would turn them into 0."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        e = int(np.searchsorted(local_ends, row, side="right"))
+        frame = row - (int(local_ends[e - 1]) if e else 0)
+        raise data_error(str(path), f"non-finite value (NaN/inf) at frame {frame}", episode=ids[e],
+                         key=f"data/{key}")
 
 
 def count_replay_episodes(path: str | os.PathLike) -> int:
