@@ -122,3 +122,19 @@ def test_damaged_chunk_names_file_and_array(tmp_path, toy_eps):
     chunk.write_bytes(chunk.read_bytes()[:20])
     with pytest.raises(DataError, match=r"t\.zarr, key 'data/state': cannot read"):
         read_replay_zarr(out)
+
+
+def test_zip_destination_is_a_zip_store(tmp_path, toy_eps):
+    import zipfile
+
+    from apps.robotics.data.convert import convert_main
+
+    src = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    dst = tmp_path / "out.zarr.zip"
+    assert convert_main([str(src), str(dst), "--to", "zarr"]) == 0
+    assert dst.is_file() and zipfile.is_zipfile(dst)
+    back = load_episodes(dst)
+    np.testing.assert_array_equal(back.fields["image"], toy_eps.fields["image"])
+    assert back.has_action.tolist() == toy_eps.has_action.tolist()
+    assert convert_main([str(src), str(dst), "--to", "zarr"]) == 2  # exists, no --overwrite
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch left

@@ -127,27 +127,54 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def write_replay_zarr(eps: EpisodeSet, path: str | os.PathLike, image_float: bool = True,
                       chunk_frames: int = 161, overwrite: bool = False) -> Path:
-    """Write `eps` as a replay-buffer zarr directory (atomically: nothing partial on failure).
+    """Write `eps` as a replay-buffer zarr, atomically (nothing partial on failure): a directory, or
+    a zip store when `path` ends in ``.zip`` (e.g. ``out.zarr.zip``, which the reader opens as one).
 
     Args:
         image_float: store ``img`` as float32 0-255 like the PushT file (else uint8).
     """
-    import zarr
-
     from dualsci.io import atomic_dir
 
     path = Path(path)
+    if path.suffix == ".zip":
+        return _write_zip(eps, path, image_float, chunk_frames, overwrite)
     with atomic_dir(path, overwrite=overwrite) as tmp:
-        g = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        data = g.create_group("data")
-        for name, x in eps.fields.items():
-            x = np.asarray(x)
-            if name == "image" and image_float:
-                x = x.astype(np.float32)
-            chunks = (min(chunk_frames, len(x)),) + tuple(x.shape[1:])
-            data.create_array(_TO_FILE.get(name, name), data=x, chunks=chunks)
-        meta = g.create_group("meta")
-        meta.create_array("episode_ends", data=eps.episode_ends.astype(np.int64))
-        if not eps.has_action.all():
-            meta.create_array("has_action", data=eps.has_action.astype(bool))
+        _fill_group(eps, tmp, image_float, chunk_frames)
+    return path
+
+
+def _fill_group(eps: EpisodeSet, folder: Path, image_float: bool, chunk_frames: int) -> None:
+    """Write the replay-buffer arrays (zarr format 2) into the empty directory `folder`."""
+    import zarr
+
+    g = zarr.open_group(str(folder), mode="w", zarr_format=2)
+    data = g.create_group("data")
+    for name, x in eps.fields.items():
+        x = np.asarray(x)
+        if name == "image" and image_float:
+            x = x.astype(np.float32)
+        chunks = (min(chunk_frames, len(x)),) + tuple(x.shape[1:])
+        data.create_array(_TO_FILE.get(name, name), data=x, chunks=chunks)
+    meta = g.create_group("meta")
+    meta.create_array("episode_ends", data=eps.episode_ends.astype(np.int64))
+    if not eps.has_action.all():
+        meta.create_array("has_action", data=eps.has_action.astype(bool))
+
+
+def _write_zip(eps: EpisodeSet, path: Path, image_float: bool, chunk_frames: int, overwrite: bool) -> Path:
+    """Build the store in a scratch directory, then pack it into `path` (stored, not deflated: the
+    chunks are already compressed) through an atomic rename."""
+    import tempfile
+    import zipfile
+
+    from dualsci.io import atomic_write
+
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: output file already exists (refusing to overwrite)")
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent if path.parent.exists() else None) as d:
+        _fill_group(eps, Path(d), image_float, chunk_frames)
+        with atomic_write(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+            for f in sorted(Path(d).rglob("*")):
+                if f.is_file():
+                    zf.write(f, f.relative_to(d).as_posix())
     return path
