@@ -176,3 +176,18 @@ def test_lerobot_v3_splits_files_at_size_limits_and_reads_back(tmp_path, toy_eps
     with pytest.raises(ValueError, match="must be > 0"):
         write_lerobot(toy_eps, tmp_path / "bad", data_files_size_in_mb=0)
     assert not (tmp_path / "bad").exists()
+
+
+def test_truncated_info_json_and_grayscale_frames_name_the_source(tmp_path, toy_eps):
+    from apps.robotics.data import EpisodeSet
+
+    root = write_lerobot(toy_eps, tmp_path / "ds", version="v3.0", image_mode="image")
+    info = root / "meta" / "info.json"
+    info.write_text(info.read_text()[:40])
+    with pytest.raises(DataError, match=r"ds/meta/info\.json: invalid JSON"):
+        detect_format(root)
+    gray = EpisodeSet({**toy_eps.fields, "image": toy_eps.fields["image"][..., 0]}, toy_eps.episode_ends,
+                      toy_eps.has_action, source="gray.zarr")
+    with pytest.raises(DataError, match=r"gray\.zarr, key 'image': camera frames must be \(N, H, W, 3\)"):
+        write_lerobot(gray, tmp_path / "g")
+    assert not (tmp_path / "g").exists()

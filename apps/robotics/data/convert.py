@@ -18,9 +18,9 @@ def detect_format(path: str | os.PathLike) -> str:
     if not path.exists():
         raise data_error(str(path), "file not found")
     if path.is_dir() and (path / "meta" / "info.json").exists():
-        import json
+        from apps.robotics.data.lerobot import load_info_json
 
-        v = json.loads((path / "meta" / "info.json").read_text()).get("codebase_version", "")
+        v = load_info_json(path / "meta" / "info.json").get("codebase_version", "")
         return "lerobot_v3" if str(v).startswith("v3") else "lerobot_v2.1"
     if path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists()):
         return "zarr"

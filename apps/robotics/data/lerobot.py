@@ -47,14 +47,22 @@ def _file_name(name: str) -> str:
     return "observation." + name
 
 
+def load_info_json(info_path: Path) -> dict:
+    """Parse ``meta/info.json``; a truncated or non-object file is a `DataError` naming it."""
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise data_error(str(info_path), f"invalid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise data_error(str(info_path), f"expected a JSON object, got {type(info).__name__}")
+    return info
+
+
 def read_info(root: Path) -> dict:
     info_path = root / "meta" / "info.json"
     if not info_path.exists():
         raise data_error(str(root), "not a LeRobot dataset", key="meta/info.json")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise data_error(str(info_path), f"invalid JSON ({exc})") from exc
+    info = load_info_json(info_path)
     version = info.get("codebase_version")
     if version not in SUPPORTED:
         raise data_error(str(info_path), f"LeRobot codebase_version {version!r} is not supported "
@@ -196,6 +204,14 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
 
 
 # ------------------------------------------------------------------------------------------- writers
+def _check_images(eps: EpisodeSet) -> None:
+    """Camera fields must be RGB `(N, H, W, 3)`: checked before writing, so the error names the source
+    and key (the video encoder would only know its scratch buffer)."""
+    for name, x in eps.fields.items():
+        if (name == "image" or name.startswith("image_")) and (x.ndim != 4 or x.shape[-1] != 3):
+            raise data_error(eps.source, f"camera frames must be (N, H, W, 3) RGB, got {tuple(x.shape)}", key=name)
+
+
 def _features(eps: EpisodeSet, fps: float, image_mode: str = "video") -> dict:
     feats = {}
     for name, x in eps.fields.items():
@@ -305,6 +321,7 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
 
     if version not in ("v2.1", "v3.0"):
         raise ValueError(f"version must be one of 'v2.1', 'v3.0', got {version!r}")
+    _check_images(eps)
     feats = _features(eps, eps.fps, image_mode)
     cams = [k for k, f in feats.items() if f["dtype"] == "video"]
     root = Path(root)
