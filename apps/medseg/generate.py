@@ -80,28 +80,31 @@ def load_generator(path: str | Path) -> tuple[MedSegNet, PairObjective]:
 
 
 # ------------------------------------------------------------------------------------------ given masks
-def read_masks(source: str | Path, net: MedSegNet) -> list[tuple[str, torch.Tensor]]:
-    """Labelled axial slices ``(source "file:z", (S, S) long)`` of user label maps, in the model's ids.
+def read_masks(source: str | Path, net: MedSegNet) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
+    """Labelled axial slices ``(source "file:z", (S, S) long)`` of user label maps, in the model's ids,
+    and the model's labels that the folder's dictionary lacks (recorded in the manifest).
 
-    ``source``: an MSD / nnU-Net folder (label names from its dataset.json) or one label NIfTI (ids
-    must already be the model's). Volumes are reoriented to RAS; slices are padded square and resized
-    by nearest neighbour; empty slices are skipped; a map without any labelled voxel is an error.
+    ``source``: an MSD / nnU-Net folder (label names from its dataset.json; the labels it shares with
+    the model are mapped, the others are background) or one label NIfTI (ids must already be the
+    model's). Volumes are reoriented to RAS; slices are padded square and resized by nearest neighbour;
+    empty slices are skipped; a map without any labelled voxel is an error.
     """
-    import nibabel as nib
-
     from apps.medseg.data import fit_square, require_nonempty
     from apps.medseg.layouts import read_dataset
 
     source = Path(source)
+    if not source.exists():
+        raise GenerateError(f"{source}: --masks file or folder not found")
+    absent: list[str] = []
     if source.is_dir():
         idx = read_dataset(source)
-        _, lut = idx.labels.select(list(net.label_dict.foreground))
+        lut, absent = _shared_label_lut(idx.labels, net.label_dict, source)
         files = [(c.label, idx.labels, lut) for c in idx.cases]
     else:
         files = [(source, None, None)]
     out = []
     for path, src, lut in files:
-        raw = np.rint(np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)).astype(np.int64)
+        raw = _read_label_map(path)
         lab = src.remap(raw, lut, source=str(path)) if src is not None else raw
         net.label_dict.check_map(lab, source=str(path))
         require_nonempty(lab, str(path))
@@ -110,7 +113,36 @@ def read_masks(source: str | Path, net: MedSegNet) -> list[tuple[str, torch.Tens
             if lab[:, :, z].any():
                 m = fit_square(torch.from_numpy(lab[None, :, :, z]), net.image_size, "nearest")[0].long()
                 out.append((f"{path}:{z}", m))
-    return out
+    return out, absent
+
+
+def _shared_label_lut(src, model, source: Path) -> tuple[np.ndarray, list[str]]:
+    """``(lut, absent)``: ``lut[source id]`` is the model's id of that label name (0 for labels the model
+    does not know); ``absent`` the model's labels the dataset does not name. A real dataset rarely has
+    all of a model's labels, so only a dictionary sharing none of them is an error."""
+    lut = np.zeros(max(src.ids) + 1, dtype=np.int64)
+    for sid, name in src.ids.items():
+        if sid > 0 and name in model.foreground:
+            lut[sid] = model.id_of(name)
+    absent = [name for name in model.foreground if name not in src.ids.values()]
+    if not lut.any():
+        raise GenerateError(f"{source}: none of the model's labels {list(model.foreground)} is in the dataset's "
+                            f"dictionary {src.names}")
+    return lut, absent
+
+
+def _read_label_map(path: str | Path) -> np.ndarray:
+    """Integer label ids of a NIfTI reoriented to RAS; an unreadable or truncated file is a DataError
+    naming it (nibabel raises EOFError, zlib errors, ImageFileError... without the file name)."""
+    import nibabel as nib
+
+    from apps.medseg.data import DataError
+
+    try:
+        data = np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+    except Exception as err:
+        raise DataError(f"{path}: unreadable label NIfTI ({type(err).__name__}: {err})") from err
+    return np.rint(data).astype(np.int64)
 
 
 def _hash_masks(source: str | Path | None) -> str | None:
@@ -161,15 +193,17 @@ def generate(
     the slice and ``mask_modality``; ``prompts`` must then be empty. ``max_pairs`` stops after that many
     new pairs (used to test resumption).
     """
+    check_options(out, n, steps, batch, cfg, spacing, layouts)  # before anything is read or written
     net, objective = load_generator(checkpoint)
     given: list = []
+    absent: list[str] = []
     if masks is not None:
         if net.spatial_dims == 3:
             raise GenerateError("--masks (mask -> image for the slices of label maps) needs a 2-D generator; "
                                 "this checkpoint is 3-D (spatial_dims=3): give prompts instead")
         if prompts:
             raise GenerateError("give either prompts or masks, not both")
-        given = read_masks(masks, net)
+        given, absent = read_masks(masks, net)
         parsed = [net.vocab.make(mask_modality, labels=net.label_dict.present(m.numpy())) for _, m in given]
         prompts = [p.text() for p in parsed]
     else:
@@ -178,7 +212,8 @@ def generate(
         raise GenerateError("nothing to generate: no prompt, or no labelled slice in the masks")
     args = argparse.Namespace(n=n, seed=seed, steps=steps, cfg=tuple(float(c) for c in cfg), solver=solver,
                               spacing=tuple(float(s) for s in spacing), layouts=tuple(layouts), name=name,
-                              dataset_id=dataset_id, bf16=bool(bf16), masks=str(masks) if masks else None,
+                              dataset_id=dataset_id, bf16=bool(bf16),
+                              masks=str(Path(masks).resolve()) if masks else None,  # one folder, one spelling
                               mask_sha256=_hash_masks(masks))
     out = Path(out)
     ckpt_hash = sha256_file(checkpoint)
@@ -212,22 +247,47 @@ def generate(
             writer.add(f"p{i:02d}_s{s:06d}", img, msk, parsed[i], {
                 "prompt_index": i, "pair_index": j, "seed": s, "prompt_text": prompts[i],
                 "checkpoint_sha256": ckpt_hash, "sampler": sampler,
-                "mask_source": given[i][0] if given else None, "seconds": per_pair})
+                "mask_source": given[i][0] if given else None, "mask_labels_absent": absent,
+                "seconds": per_pair})
         writer.writer.finalize([r["id"] for r in writer.manifest.records()])
         bar.update(len(chunk))
     bar.close()
     records = writer.finalize()
     elapsed = time.time() - t_start
     return {"out": str(out), "pairs": len(records), "new_pairs": len(todo), "seconds": elapsed,
-            "pairs_per_second": len(todo) / elapsed if todo and elapsed > 0 else float("nan")}
+            "pairs_per_second": len(todo) / elapsed if todo and elapsed > 0 else float("nan"),
+            "mask_labels_absent": absent}
+
+
+def check_options(out, n, steps, batch, cfg, spacing, layouts) -> None:
+    """Raise :class:`GenerateError` for settings that cannot give a dataset, before ``out`` is created
+    (a folder left with a bad ``generate_config.json`` would refuse the corrected command as a resume)."""
+    from apps.medseg.layouts import LAYOUTS
+
+    for name, value in (("n", n), ("steps", steps), ("batch", batch)):
+        if value < 1:
+            raise GenerateError(f"--{name} must be >= 1, got {value}")
+    if not all(np.isfinite(c) for c in cfg):
+        raise GenerateError(f"--cfg must be finite numbers, got {list(cfg)}")
+    if not all(np.isfinite(s) and s > 0 for s in spacing):  # a zero zoom makes the NIfTI affine singular
+        raise GenerateError(f"--spacing must be positive finite millimetres, got {list(spacing)}")
+    bad = [x for x in layouts if x not in LAYOUTS]
+    if bad or not layouts:
+        raise GenerateError(f"--layouts: unknown {bad}; allowed: {list(LAYOUTS)}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise GenerateError(f"{out}: --out exists and is not a folder")
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
-    vals = tuple(float(v) for v in text.split(","))
+    """``n`` numbers from ``"a"`` (repeated) or ``"a,b,..."``; GenerateError naming the option otherwise."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
     if len(vals) == 1:
         vals = vals * n
     if len(vals) != n:
-        raise SystemExit(f"--{name}: expected {n} comma-separated numbers, got {text!r}")
+        raise GenerateError(f"--{name}: expected 1 or {n} comma-separated numbers, got {text!r}")
     return vals
 
 
@@ -261,12 +321,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        res = generate(a.ckpt, a.prompt, a.out, n=a.n, seed=a.seed, steps=a.steps, cfg=_floats(a.cfg, 2, "cfg"),
-                       batch=a.batch, solver=a.solver, spacing=_floats(a.spacing, 3, "spacing"),
+        cfg, spacing = _floats(a.cfg, 2, "cfg"), _floats(a.spacing, 3, "spacing")
+        res = generate(a.ckpt, a.prompt, a.out, n=a.n, seed=a.seed, steps=a.steps, cfg=cfg,
+                       batch=a.batch, solver=a.solver, spacing=spacing,
                        layouts=a.layouts.split(","), name=a.name, dataset_id=a.dataset_id, progress=not a.no_progress,
                        bf16=a.bf16, masks=a.masks, mask_modality=a.mask_modality)
     except (GenerateError, PromptError, LabelError, DataError, LayoutError) as err:
-        raise SystemExit(f"dualsci-medseg generate: {err}") from None
+        print(f"dualsci-medseg generate: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None  # 2: bad input, as argparse and `dualsci-echo segment`
     print(json.dumps(res))
     return res
 

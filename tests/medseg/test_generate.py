@@ -160,3 +160,63 @@ def test_cli_predict_writes_pairs_previews_and_manifest(tmp_path):
         main(predict)
     assert sorted(p.name for p in out.rglob("*")) == before
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".predict")] == []
+
+
+def test_masks_map_the_shared_labels_and_record_the_absent_ones(tiny_generator, tmp_path):
+    """A real dataset without one of the model's labels used to be refused ("label ... not in the dictionary")."""
+    from apps.medseg.phantom import write_phantom_msd
+
+    masks = write_phantom_msd(tmp_path / "masks", n_cases=1, seed=3, shape=(16, 16, 3))
+    meta = json.loads((masks / "dataset.json").read_text())
+    meta["labels"] = {k: ("stomach_wall" if v == "spleen" else v) for k, v in meta["labels"].items()}
+    (masks / "dataset.json").write_text(json.dumps(meta))
+    res = generate(tiny_generator, [], tmp_path / "m2i", n=1, steps=2, masks=masks, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "m2i" / "manifest.jsonl").read_text().splitlines()]
+    assert res["mask_labels_absent"] == ["spleen"] and recs and all(r["mask_labels_absent"] == ["spleen"] for r in recs)
+    assert all("spleen" not in r["realised_labels"] for r in recs)  # the source's "spleen" id is background now
+    meta["labels"] = {"0": "background", "1": "heart"}
+    (masks / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(GenerateError, match="none of the model's labels"):
+        generate(tiny_generator, [], tmp_path / "none", n=1, steps=2, masks=masks, progress=False)
+    assert not (tmp_path / "none").exists()
+
+
+def test_masks_resume_with_another_spelling_of_the_folder(tiny_generator, tmp_path, monkeypatch):
+    from apps.medseg.phantom import write_phantom_msd
+
+    write_phantom_msd(tmp_path / "masks", n_cases=1, seed=3, shape=(16, 16, 3))
+    monkeypatch.chdir(tmp_path)
+    generate(tiny_generator, [], tmp_path / "g", n=1, steps=2, masks="masks", progress=False, max_pairs=1)
+    res = generate(tiny_generator, [], tmp_path / "g", n=1, steps=2, masks=f"{tmp_path}/masks/", progress=False)
+    assert res["new_pairs"] >= 1 and res["pairs"] == res["new_pairs"] + 1
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["--cfg", "abc"], "--cfg: expected 1 or 2"), (["--steps", "0"], "--steps must be >= 1"),
+    (["--spacing", "0,1,1"], "--spacing must be positive"), (["--layouts", "bogus"], "--layouts: unknown ['bogus']"),
+    (["--n", "0"], "--n must be >= 1"), (["--n", "-2"], "--n must be >= 1"), (["--batch", "0"], "--batch must be")])
+def test_cli_bad_options_exit_2_and_write_nothing(tiny_generator, tmp_path, capsys, options, problem):
+    from apps.medseg.generate import main
+
+    out = tmp_path / "g"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(tiny_generator), "--prompt", "CT liver", "--out", str(out), "--no-progress", *options])
+    assert exit_info.value.code == 2 and not out.exists() and problem in capsys.readouterr().err
+
+
+def test_cli_bad_out_and_mask_files_name_them(tiny_generator, tmp_path, capsys):
+    from apps.medseg.generate import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    trunc = tmp_path / "trunc.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.uint8), np.eye(4)), trunc)
+    trunc.write_bytes(trunc.read_bytes()[:-40])
+    runs = [(["--prompt", "CT liver", "--out", str(a_file)], f"{a_file}: --out exists and is not a folder"),
+            (["--masks", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "g")], "nope.nii.gz: --masks file"),
+            (["--masks", str(trunc), "--out", str(tmp_path / "g")], f"{trunc}: unreadable label NIfTI")]
+    for options, problem in runs:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--ckpt", str(tiny_generator), "--no-progress", "--steps", "1", *options])
+        assert exit_info.value.code == 2 and problem in capsys.readouterr().err
+    assert not (tmp_path / "g").exists() and a_file.read_text() == "x"
