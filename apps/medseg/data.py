@@ -52,6 +52,7 @@ class Volume:
     case_id: str
     window: tuple[float, float] | None = None
     labels: LabelDict | None = None
+    source: str = ""  # the label file, named by errors found after reading (e.g. no labelled slice)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -67,7 +68,12 @@ def check_pair(image_path: str | os.PathLike, label_path: str | os.PathLike, ato
     if img.shape[:3] != lab.shape[:3]:
         raise DataError(f"{label_path}: shape {lab.shape} differs from image {image_path} shape {img.shape}")
     if not np.allclose(img.affine, lab.affine, atol=atol):
-        raise DataError(f"{label_path}: affine differs from image {image_path}:\n{lab.affine}\nvs\n{img.affine}")
+        raise DataError(f"{label_path}: affine {_one_line(lab.affine)} differs from image {image_path} affine "
+                        f"{_one_line(img.affine)}")  # one line: errors are printed as one line by the CLIs
+
+
+def _one_line(affine: np.ndarray) -> str:
+    return str(np.round(np.asarray(affine, float), 4).tolist())
 
 
 def load_case(
@@ -109,12 +115,27 @@ def load_case(
         chain.append(ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=-1.0, b_max=1.0, clip=True))
     if crop_foreground:
         chain.append(CropForegroundd(keys, source_key="image", select_fn=lambda x: x > -0.95, margin=2))
-    out = Compose(chain)({"image": str(image_path), "label": str(label_path)})
+    try:
+        out = Compose(chain)({"image": str(image_path), "label": str(label_path)})
+    except RuntimeError as err:  # MONAI wraps the reader's error without the file name
+        raise _unreadable_pair(image_path, label_path, err) from err
     image = out["image"][0].numpy().astype(np.float32)
+    if image.ndim != 3:  # the slice datasets index (X, Y, Z)
+        raise DataError(f"{image_path}: expected a 3-D volume (X, Y, Z), got shape {image.shape}")
     raw = np.rint(out["label"][0].numpy()).astype(np.int64)
     label = source_labels.remap(raw, lut, source=str(label_path))
     affine = np.asarray(out["image"].affine, dtype=np.float64)
-    return Volume(image, label, affine, modality, case_id or _case_name(image_path), window, labels)
+    return Volume(image, label, affine, modality, case_id or _case_name(image_path), window, labels, str(label_path))
+
+
+def _unreadable_pair(image_path, label_path, err: Exception) -> DataError:
+    """A DataError naming the file of the pair whose voxels cannot be read (truncated, corrupt)."""
+    for path in (image_path, label_path):
+        try:
+            np.asarray(nib.load(str(path)).dataobj)
+        except Exception as cause:  # nibabel / gzip raise EOFError, OSError, zlib.error...
+            return DataError(f"{path}: unreadable NIfTI ({type(cause).__name__}: {cause})")
+    return DataError(f"cannot read NIfTI pair {image_path} / {label_path}: {err}")
 
 
 def _case_name(path: str | os.PathLike) -> str:
@@ -203,7 +224,9 @@ class SliceDataset(Dataset):
                 prompt = self.vocab.make(vol.modality, "abdomen", patho, labels_in_vocab)
                 self.items.append(SliceItem(img.float(), msk, prompt, vol.case_id, z))
         if not self.items:
-            raise DataError("SliceDataset: no slice with labelled foreground in the given volumes / z-range")
+            files = ", ".join(v.source or v.case_id for v in self.volumes)
+            raise DataError(f"{files}: empty mask: no slice with labelled foreground (of the selected labels) "
+                            f"in z-range {tuple(self.z_range)}")
 
     def __len__(self) -> int:
         return len(self.items)

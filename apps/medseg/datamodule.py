@@ -85,6 +85,9 @@ class MedSegDataModule(pl.LightningDataModule):
             from apps.medseg.phantom import write_phantom_msd
 
             write_phantom_msd(h.root_cache, n_cases=h.phantom_cases, modality="CT", seed=h.phantom_seed)
+        # read the data now: Lightning calls prepare_data before its logger creates lightning_logs/version_N,
+        # so bad data stops a run without leaving an empty version folder (setup then reuses the sets)
+        self.setup()
 
     def volumes(self) -> list:
         h = self.hparams

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -154,8 +155,17 @@ def run_evaluation(real_train: SegData, real_test: SegData, synth: SegData, name
 
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate a synthetic dataset against real data (downstream, alignment, quality, memorisation)."""
-    from apps.medseg.report import write_report
+    from apps.medseg.data import DataError, LabelError
 
+    a = _parser().parse_args(argv)
+    try:
+        return _run(a)
+    except (DataError, LabelError, LayoutError) as err:  # bad input: one line naming the file, exit 2
+        print(f"dualsci-medseg evaluate: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dualsci-medseg evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", required=True, help="real dataset (MSD or nnU-Net v2 raw folder)")
@@ -173,7 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
                     help="training steps of the reference segmenter (alignment, features; with augmentation)")
     ap.add_argument("--held-out", type=float, default=0.3)
     ap.add_argument("--force", action="store_true", help="replace an existing evaluation in --out")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _run(a: argparse.Namespace) -> dict:
+    """Read the datasets (every input error before ``--out`` is created), evaluate, write the report."""
+    from apps.medseg.report import write_report
+
     out = Path(a.out)
     if (out / "evaluation.json").exists() and not a.force:
         raise SystemExit(f"{out}: already holds evaluation.json (use --force to replace it)")

@@ -86,7 +86,7 @@ def test_bad_pairs_are_refused(tmp_path):
     lab, lut = src.select(["liver"])
     with pytest.raises(DataError, match="lab_shape.nii.gz: shape"):
         load_case(tmp_path / "img.nii.gz", tmp_path / "lab_shape.nii.gz", src, lut, lab)
-    with pytest.raises(DataError, match="lab_aff.nii.gz: affine differs"):
+    with pytest.raises(DataError, match=r"lab_aff.nii.gz: affine \[\[2.0, .*\]\] differs from image .*img.nii.gz affine \[\[1.0"):
         load_case(tmp_path / "img.nii.gz", tmp_path / "lab_aff.nii.gz", src, lut, lab)
     with pytest.raises(LabelError, match="lab_bad.nii.gz: label values \\[9\\]"):
         load_case(tmp_path / "img.nii.gz", tmp_path / "lab_bad.nii.gz", src, lut, lab)
@@ -133,3 +133,46 @@ def test_empty_slices_kept_only_when_asked():
     assert len(both) == 2 and both.items[1].prompt.labels == ()
     with pytest.raises(DataError, match="no slice with labelled foreground"):
         SliceDataset([Volume(vol.image, lab * 0, vol.affine, "CT", "c", labels=vol.labels)], vocab, size=8)
+
+
+def test_unreadable_2d_and_empty_volumes_name_the_file(tmp_path):
+    """Truncated files (MONAI's RuntimeError), 2-D NIfTIs (IndexError in SliceDataset) and masks without
+    a labelled slice used to fail without naming the file."""
+    src = LabelDict.from_mapping({"1": "liver"})
+    lab, lut = src.select(["liver"])
+    label = np.zeros((32, 32, 4), np.uint8)
+    label[2:5, 2:5, 1] = 1
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 4), np.float32), np.eye(4)), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "lab.nii.gz")
+    noise = np.random.default_rng(0).random((32, 32, 4)).astype(np.float32)  # incompressible: header stays whole
+    nib.save(nib.Nifti1Image(noise, np.eye(4)), tmp_path / "noise.nii.gz")
+    blob = (tmp_path / "noise.nii.gz").read_bytes()
+    (tmp_path / "trunc.nii.gz").write_bytes(blob[: len(blob) // 3])
+    with pytest.raises(DataError, match=r"trunc.nii.gz: unreadable NIfTI \(EOFError"):
+        load_case(tmp_path / "trunc.nii.gz", tmp_path / "lab.nii.gz", src, lut, lab)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), tmp_path / "img2d.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.uint8), np.eye(4)), tmp_path / "lab2d.nii.gz")
+    with pytest.raises(DataError, match=r"img2d.nii.gz: expected a 3-D volume .* got shape \(8, 8\)"):
+        load_case(tmp_path / "img2d.nii.gz", tmp_path / "lab2d.nii.gz", src, lut, lab)
+    vol = load_case(tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz", src, lut, lab)
+    with pytest.raises(DataError, match=r"lab.nii.gz: empty mask: no slice with labelled foreground"):
+        SliceDataset([vol], PromptVocab(labels=("liver",)), size=8, z_range=(0.5, 1.0))
+
+
+def test_fit_console_script_on_bad_data_exits_2_without_version_folder(tmp_path, monkeypatch, capsys):
+    """The datamodule reads the data in prepare_data, before Lightning's logger creates version_0."""
+    from apps.medseg.cli import CONFIG_DIR, main
+
+    root = write_phantom_msd(tmp_path / "real", n_cases=1, seed=0, shape=(16, 16, 4))
+    label = next((root / "labelsTr").glob("*.nii.gz"))
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), label)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["dualsci-medseg", "fit", "--config", str(CONFIG_DIR / "demo.yaml"),
+                                     "--data.init_args.root", str(root), "--trainer.max_steps", "1",
+                                     "--trainer.default_root_dir", str(tmp_path / "fit")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"error: {label}: empty mask" in err and "Traceback" not in err
+    assert not (tmp_path / "fit").exists() and not (tmp_path / "outputs").exists()

@@ -107,3 +107,22 @@ def test_reference_segmenter_learns_the_real_ct(shared_file):
     d_tr = dice_hd95(predict(net, tr.images), tr.masks, 6)["dice"]
     d_te = dice_hd95(predict(net, te.images), te.masks, 6)["dice"]
     assert d_tr > 0.8 and d_te > 0.5, (d_tr, d_te)
+
+
+def test_evaluate_cli_bad_real_dataset_is_one_line_exit_2(tmp_path, capsys):
+    """Data errors used to be tracebacks; now: the file and the problem, exit 2, no output folder."""
+    import numpy as np
+    import nibabel as nib
+
+    real = write_phantom_msd(tmp_path / "real", n_cases=1, seed=0, shape=(16, 16, 6))
+    label = next((real / "labelsTr").glob("*.nii.gz"))
+    img = nib.load(label)
+    bad = np.asarray(img.dataobj).copy()
+    bad[0, 0, 0] = 99
+    nib.save(nib.Nifti1Image(bad, img.affine), label)
+    out = tmp_path / "ev"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--real", str(real), "--synthetic", str(real), "--out", str(out), "--size", "16"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and not out.exists()
+    assert err.startswith(f"dualsci-medseg evaluate: error: {label}: label values [99]") and "\n" not in err
