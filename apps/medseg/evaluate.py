@@ -153,6 +153,10 @@ def run_evaluation(real_train: SegData, real_test: SegData, synth: SegData, name
     return res
 
 
+class EvaluateError(ValueError):
+    """Refused evaluate request (an output folder that holds an evaluation or other data)."""
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate a synthetic dataset against real data (downstream, alignment, quality, memorisation)."""
     from apps.medseg.data import DataError, LabelError
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = _parser().parse_args(argv)
     try:
         return _run(a)
-    except (DataError, LabelError, LayoutError) as err:  # bad input: one line naming the file, exit 2
+    except (DataError, LabelError, LayoutError, EvaluateError) as err:  # bad input: one line naming the file, exit 2
         print(f"dualsci-medseg evaluate: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -192,9 +196,9 @@ def _run(a: argparse.Namespace) -> dict:
 
     out = Path(a.out)
     if (out / "evaluation.json").exists() and not a.force:
-        raise SystemExit(f"{out}: already holds evaluation.json (use --force to replace it)")
+        raise EvaluateError(f"{out}: already holds evaluation.json (use --force to replace it)")
     if out.exists() and any(p.name not in ("evaluation.json", "report.html", "figures") for p in out.iterdir()):
-        raise SystemExit(f"{out}: folder holds other data; choose an empty or new folder")
+        raise EvaluateError(f"{out}: folder holds other data; choose an empty or new folder")
     syn_root = find_dataset_root(a.synthetic)
     syn_labels = read_dataset(syn_root).labels.as_dict()
     names = a.labels.split(",") if a.labels else list(syn_labels.foreground)

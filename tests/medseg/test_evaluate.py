@@ -54,7 +54,7 @@ def test_run_evaluation_protocol_keys_and_seeds():
     assert res["reference"]["steps"] == 3 and 0 <= res["reference_real_train"]["dice"] <= 1
 
 
-def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path):
+def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path, capsys):
     real = write_phantom_msd(tmp_path / "real", n_cases=3, seed=0, shape=(16, 16, 6))
     syn = write_phantom_msd(tmp_path / "syn", n_cases=2, seed=5, shape=(16, 16, 6))
     out = tmp_path / "ev"
@@ -64,13 +64,15 @@ def test_evaluate_cli_writes_report_and_refuses_foreign_folder(tmp_path):
     assert res["labels"] == ["background", "liver", "spleen"]
     html = (out / "report.html").read_text()
     assert "figures/synthetic.png" in html and (out / "figures" / "synthetic.png").exists()
-    with pytest.raises(SystemExit, match="already holds"):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(out)])
+    assert exit_info.value.code == 2 and "already holds" in capsys.readouterr().err
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x.txt").write_text("x")
-    with pytest.raises(SystemExit, match="other data"):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(foreign)])
+    assert exit_info.value.code == 2 and "other data" in capsys.readouterr().err
 
 
 def test_augment_warps_image_and_mask_together():
