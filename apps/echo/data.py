@@ -136,8 +136,9 @@ class EchoDataModule(pl.LightningDataModule):
                 items = echonet_items(self.root, members[0])
             else:
                 items = camus_items(self.root, members, tuple(self.hparams.views), self.hparams.half_sequence)
-            if not items:
-                raise ValueError(f"{self.root}: the {group} split is empty")
+            if not items:  # the source's own error class: the CLI prints it as one line, exit 2
+                error = echonet.EchoNetError if self.source == "echonet" else camus.CamusError
+                raise error(f"{self.root}: the {group} split is empty")
             self.sets[group] = EchoFrames(items, self.image_size, train=train and self.hparams.augment, seed=self.hparams.seed)
         return self.sets[group]
 

@@ -170,3 +170,17 @@ def test_fit_on_bad_data_exits_2_and_leaves_no_version_folder(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert f"error: {gt}: ground truth (_gt) missing" in err and "Traceback" not in err
     assert not logs.exists()
+
+
+def test_empty_split_is_a_data_error(tmp_path):
+    """An empty training split is the source's own error (printed as one line by the CLI), naming the root."""
+    from apps.echo.camus import CamusError
+    from apps.echo.data import EchoDataModule
+    from apps.echo.writers import write_camus_2023
+
+    root = write_camus_2023(tmp_path / "CAMUS_public", n_patients=2, seed=3, shape=(48, 40))
+    (root / "database_split").mkdir(exist_ok=True)
+    for group in ("training", "validation", "testing"):
+        (root / "database_split" / f"subgroup_{group}.txt").write_text("")
+    with pytest.raises(CamusError, match=f"{root}: the training split is empty"):
+        EchoDataModule(source="camus", root=str(root)).setup("fit")
