@@ -70,7 +70,8 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     gen = generate(ckpt_dir / "last.ckpt", PROMPTS, out / "generated", n=n_per_prompt, steps=20, cfg=(2.0, 2.0),
                    batch=8, spacing=(5.0, 5.0, 6.0), progress=False)
     timings["generate"] = time.time() - t
-    log(f"demo: generated {gen['pairs']} pairs ({gen['pairs_per_second']:.2f} pairs/s)")
+    rate = gen["pairs_per_second"]  # None when every pair was already there (a resumed run)
+    log(f"demo: generated {gen['pairs']} pairs" + (f" ({rate:.2f} pairs/s)" if rate is not None else " (all resumed)"))
 
     t = time.time()
     names = LABELS[:5]  # the lesion is too rare in 6 phantoms for a per-class downstream score

@@ -255,7 +255,7 @@ def generate(
     records = writer.finalize()
     elapsed = time.time() - t_start
     return {"out": str(out), "pairs": len(records), "new_pairs": len(todo), "seconds": elapsed,
-            "pairs_per_second": len(todo) / elapsed if todo and elapsed > 0 else float("nan"),
+            "pairs_per_second": len(todo) / elapsed if todo and elapsed > 0 else None,  # None: JSON null on a resume
             "mask_labels_absent": absent}
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from apps.robotics.argtypes import nonnegative_float, positive_int
 from apps.robotics.data.convert import convert_main
+from apps.robotics.data.episodes import DataError
 
 
 def rollout_main(argv: list[str]) -> int:
@@ -131,7 +133,13 @@ def main(args: list[str] | None = None):
     from apps.robotics.data.module import RoboticsDataModule
 
     verbs = {"rollout": rollout_main, "convert": convert_main, "make-toy": make_toy_main, "serve": serve_main}
-    out = build_cli(DiffusionModule, RoboticsDataModule, extra_subcommands=verbs, args=args, prog="dualsci-robotics")
+    try:
+        out = build_cli(DiffusionModule, RoboticsDataModule, extra_subcommands=verbs, args=args, prog="dualsci-robotics")
+    except DataError as exc:
+        if args is not None:
+            raise  # called from Python: keep the exception
+        print(f"error: {exc}", file=sys.stderr)  # names the file, episode and key
+        sys.exit(2)
     return console_exit(out, args)
 
 

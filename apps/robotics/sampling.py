@@ -180,6 +180,11 @@ class Policy:
                 raise KeyError("observation has no 'task_index' but the policy was trained on several tasks")
             self.task = torch.as_tensor(np.asarray(obs["task_index"])).reshape(-1).long()
         fields = {k: np.asarray(v) for k, v in obs.items()}
+        for k, v in fields.items():  # one observation or a batch of them; anything else is a mistake
+            allowed = (3, 4) if k == "image" else (0, 1, 2) if k == "task_index" else (1, 2)
+            if v.ndim not in allowed:
+                raise ValueError(f"observation: {k!r} has shape {v.shape}; expected "
+                                 + ("(H, W, 3) or (B, H, W, 3)" if k == "image" else "(D,) or (B, D)"))
         self.batched = fields["state"].ndim == 2 if "state" in fields else next(iter(fields.values())).ndim > 1
         if "image" in fields:
             self.batched = fields["image"].ndim == 4

@@ -163,7 +163,7 @@ def main(args: Sequence[str] | None = None):
 
     try:
         result = build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args, prog="dualsci-weather")
-    except WeatherDataError as exc:
+    except (WeatherDataError, FileExistsError) as exc:  # bad input, or an output that exists
         if args is not None:
             raise
         print(f"error: {exc}", file=sys.stderr)  # the message names file, variable and problem

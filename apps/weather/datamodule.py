@@ -165,6 +165,14 @@ class WeatherDataModule(pl.LightningDataModule):
         ds = open_weather(self._resolve_path(), h.variables, h.levels, h.region, self._period(period), h.frequency)
         return crop_to_multiple(ds, h.crop_multiple) if h.crop_multiple else ds
 
+    def prepare_data(self) -> None:
+        """Open the periods lazily (and write the synthetic default if needed): Lightning calls this before
+        its logger creates ``lightning_logs/version_N``, so a missing file, variable or period stops the run
+        without leaving that folder."""
+        self.open(self.hparams.train_period)
+        if self.hparams.val_period:
+            self.open(self.hparams.val_period)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

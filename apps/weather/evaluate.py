@@ -87,6 +87,21 @@ class Climatology:
         return np.tensordot(x, self.beta[h], axes=1)
 
 
+def _open_forecast(path: str | os.PathLike) -> xr.Dataset:
+    """A forecast store (``forecast``'s zarr or NetCDF), or a WeatherDataError naming the file."""
+    if not Path(path).exists():
+        raise WeatherDataError(path, "forecast not found")
+    try:
+        fc = xr.open_zarr(path, consolidated=False) if Path(path).is_dir() else xr.open_dataset(path)
+    except Exception as exc:  # not zarr / NetCDF at all: several exception types
+        raise WeatherDataError(path, f"cannot open as a forecast store ({type(exc).__name__}: {exc})") from exc
+    missing = [d for d in ("time", "prediction_timedelta", "latitude", "longitude") if d not in fc.dims]
+    if missing:
+        raise WeatherDataError(path, f"not a forecast store: no {missing} dimension(s) (dims {sorted(map(str, fc.dims))}; "
+                                     "write one with `dualsci-weather forecast`)")
+    return fc
+
+
 def _ensemble_dim(fc: xr.Dataset) -> str | None:
     for d in ("realization", "number", "member", "idx"):
         if d in fc.dims:
@@ -126,7 +141,7 @@ def evaluate(
     Returns:
         The JSON-able result dict.
     """
-    fc = xr.open_zarr(forecast_path, consolidated=False) if Path(forecast_path).is_dir() else xr.open_dataset(forecast_path)
+    fc = _open_forecast(forecast_path)
     mdim = _ensemble_dim(fc)
     levels = [float(lv) for lv in fc["level"].values] if "level" in fc.dims else None
     truth = open_weather(truth_path, variables=[v for v in fc.data_vars], levels=levels)

@@ -75,8 +75,13 @@ def member_seed(seed: int, init: np.datetime64, member: int, block: int, stream:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[WeatherForecaster, WeatherEDMObjective, dict]:
     """Rebuild the forecaster (EMA weights when present) and its data description from a checkpoint."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ck.get("weather")
+    if not Path(path).exists():
+        raise WeatherDataError(path, "checkpoint not found")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, a pickle, not a torch file: many exception types
+        raise WeatherDataError(path, f"cannot read the checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc
+    meta = ck.get("weather") if isinstance(ck, dict) else None
     if meta is None or "net" not in meta:
         raise WeatherDataError(path, "not a weather forecaster checkpoint (no 'weather' description)")
     net = WeatherForecaster(**meta["net"])

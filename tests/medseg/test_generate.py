@@ -44,6 +44,9 @@ def test_resume_skips_done_pairs_and_refuses_other_settings(tiny_generator, tmp_
     generate(tiny_generator, PROMPTS, out, n=2, steps=2, progress=False)
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 4 and lines[:3] == first
+    again = generate(tiny_generator, PROMPTS, out, n=2, steps=2, progress=False)  # nothing left to do
+    assert again["new_pairs"] == 0 and again["pairs_per_second"] is None
+    json.dumps(again, allow_nan=False)  # the CLI prints it: valid JSON (NaN is not)
     with pytest.raises(GenerateError, match="other settings \\(\\['steps'\\]\\)"):
         generate(tiny_generator, PROMPTS, out, n=2, steps=5, progress=False)
 

@@ -127,3 +127,17 @@ def test_rollout_clean_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 2 and "five.pt" in out and "toy_push" in out and "state_dim=5" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_fit_on_missing_data_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    """As a console script a data error is one line, exit 2; data is read in prepare_data, before the
+    logger creates lightning_logs/version_0."""
+    logs = tmp_path / "logs"
+    monkeypatch.setattr("sys.argv", ["dualsci-robotics", "fit", "--config", str(CONFIG / "demo.yaml"),
+                                     "--data.init_args.path", str(tmp_path / "missing.zarr"),
+                                     "--trainer.max_steps", "1", "--trainer.default_root_dir", str(logs)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"error: {tmp_path / 'missing.zarr'}: file not found" in err
+    assert "Traceback" not in err and not logs.exists()

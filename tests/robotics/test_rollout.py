@@ -98,7 +98,8 @@ def test_server_bad_requests_and_batch_size_change():
         url = f"http://127.0.0.1:{srv.server_address[1]}/act"
         img = np.zeros((16, 16, 3), int)
         for body in ({"obs": [1, 2, 3]}, {"obs": {"state": [0.1, 0.2, 0.3, 0.4], "image": (img + 300).tolist()}},
-                     {"obs": {"state": [0.1, 0.2], "image": img.tolist()}}, [1]):
+                     {"obs": {"state": [0.1, 0.2], "image": img.tolist()}}, [1],
+                     {"obs": {"state": [[[0.1, 0.2, 0.3, 0.4]]] * 2, "image": [img.tolist()] * 2}}):  # (2, 1, 4) state
             code, out = _post(url, json.dumps(body).encode())
             assert code == 400 and out["error"], body
         code, out = _post(url, b"{not json")

@@ -59,6 +59,11 @@ class RoboticsDataModule(pl.LightningDataModule):
             eps = EpisodeSet.concat([eps, extra])
         return eps
 
+    def prepare_data(self) -> None:
+        """Read and check the data now: Lightning calls this before its logger creates
+        ``lightning_logs/version_N``, so bad data stops a run without leaving that folder."""
+        self.setup()
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
