@@ -155,20 +155,16 @@ def main(args: Sequence[str] | None = None):
     from apps.echo.data import EchoDataModule
     from apps.echo.echonet import EchoNetError
     from apps.echo.pipeline import InputError
-    from dualsci.training import DiffusionModule, build_cli, console_exit
+    from dualsci.training import DiffusionModule, build_cli, console_main
 
     configure_threads()
-    try:
-        result = build_cli(DiffusionModule, EchoDataModule, args=args, default_config_files=[CONFIG_DIR / "demo.yaml"],
-                           extra_subcommands={"segment": segment_main, "synth": synth_main}, prog="dualsci-echo")
-    except (CamusError, EchoNetError, InputError) as exc:
-        if args is not None:
-            raise  # called from Python (tests, notebooks): keep the exception
-        print(f"error: {exc}", file=sys.stderr)  # the message names the file and the problem
-        sys.exit(2)
+    result = console_main(lambda: build_cli(DiffusionModule, EchoDataModule, args=args,
+                                            default_config_files=[CONFIG_DIR / "demo.yaml"], prog="dualsci-echo",
+                                            extra_subcommands={"segment": segment_main, "synth": synth_main}),
+                          args, (CamusError, EchoNetError, InputError))
     if isinstance(result, int) and result != 0:
         sys.exit(result)  # a failed verb exits non-zero whoever called it (as before)
-    return console_exit(result, args)
+    return result
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -30,21 +29,15 @@ def _evaluate(argv: list[str]):
 
 def main(args: Sequence[str] | None = None):
     """Entry point of ``dualsci-medseg``; as a console script a bad dataset prints one line and exits 2."""
-    from dualsci.training import DiffusionModule, build_cli, console_exit
+    from dualsci.training import DiffusionModule, build_cli, console_main
 
     from apps.medseg.data import DataError, LabelError
     from apps.medseg.datamodule import MedSegDataModule
     from apps.medseg.layouts import LayoutError
 
-    try:
-        result = build_cli(DiffusionModule, MedSegDataModule, args=args, prog="dualsci-medseg",
-                           extra_subcommands={"generate": _generate, "evaluate": _evaluate})
-    except (DataError, LabelError, LayoutError) as exc:
-        if args is not None:
-            raise  # called from Python (tests, notebooks): keep the exception
-        print(f"error: {exc}", file=sys.stderr)  # the message names the file and the problem
-        sys.exit(2)
-    return console_exit(result, args)
+    return console_main(lambda: build_cli(DiffusionModule, MedSegDataModule, args=args, prog="dualsci-medseg",
+                                          extra_subcommands={"generate": _generate, "evaluate": _evaluate}),
+                        args, (DataError, LabelError, LayoutError))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from apps.robotics.argtypes import nonnegative_float, positive_int
@@ -128,19 +127,14 @@ def serve_main(argv: list[str]) -> int:
 
 def main(args: list[str] | None = None):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from dualsci.training import DiffusionModule, build_cli, console_exit
+    from dualsci.training import DiffusionModule, build_cli, console_main
 
     from apps.robotics.data.module import RoboticsDataModule
 
     verbs = {"rollout": rollout_main, "convert": convert_main, "make-toy": make_toy_main, "serve": serve_main}
-    try:
-        out = build_cli(DiffusionModule, RoboticsDataModule, extra_subcommands=verbs, args=args, prog="dualsci-robotics")
-    except DataError as exc:
-        if args is not None:
-            raise  # called from Python: keep the exception
-        print(f"error: {exc}", file=sys.stderr)  # names the file, episode and key
-        sys.exit(2)
-    return console_exit(out, args)
+    # a DataError names the file, episode and key
+    return console_main(lambda: build_cli(DiffusionModule, RoboticsDataModule, extra_subcommands=verbs, args=args,
+                                          prog="dualsci-robotics"), args, (DataError,))
 
 
 if __name__ == "__main__":

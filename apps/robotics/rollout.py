@@ -39,7 +39,6 @@ def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 1000
         o, info = e.reset(seed=seed0 + i)
         obs_list.append(o)
         max_cov[i] = info.get("coverage", 0.0)
-    check_state_fits(policy, obs_list[0], env)
     done = np.zeros(n_episodes, bool)
     success = np.zeros(n_episodes, bool)
     steps = np.zeros(n_episodes, int)
@@ -100,22 +99,6 @@ def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 1000
             paths.append(str(p))
         out["videos"] = paths
     return out
-
-
-def check_state_fits(policy, obs: dict, env: str) -> None:
-    """ValueError unless the policy's state spec, applied to the env's observation, gives the state
-    width the net was trained on (a 5-column PushT policy cannot drive the 4-column toy task)."""
-    net = policy.net
-    if not hasattr(net, "state_dim"):  # scripted policies read the observation themselves
-        return
-    from apps.robotics.data.episodes import gather_columns
-
-    fields = {k: np.asarray(v)[None] for k, v in obs.items()}
-    width = gather_columns(fields, policy.state_keys, f"env {env} observation").shape[1]
-    if width != net.state_dim:
-        shapes = {k: list(np.shape(v)) for k, v in obs.items() if k != "image"}
-        raise ValueError(f"the policy's state spec {policy.state_keys} gives {width} columns from the env "
-                         f"{env!r} observation {shapes}, but the policy expects state_dim={net.state_dim}")
 
 
 def chunk_latency(policy, obs: dict, repeats: int = 10) -> dict:

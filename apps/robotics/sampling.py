@@ -195,7 +195,7 @@ class Policy:
         # checked here, before the observation enters the history: a bad one must not poison later calls
         if state.shape[1] != self.net.state_dim:
             raise ValueError(f"observation: state spec {self.state_keys} gives {state.shape[1]} columns, "
-                             f"the policy expects {self.net.state_dim}")
+                             f"the policy expects state_dim={self.net.state_dim}")
         image = None
         if self.net.use_image:
             if "image" not in fields:

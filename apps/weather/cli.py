@@ -9,7 +9,6 @@ forecast store, ``apps.weather.calibration``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -159,16 +158,11 @@ def main(args: Sequence[str] | None = None):
     """Entry point of ``dualsci-weather``."""
     from apps.weather.data import WeatherDataError
     from apps.weather.datamodule import WeatherDataModule
-    from dualsci.training import DiffusionModule, build_cli, console_exit
+    from dualsci.training import DiffusionModule, build_cli, console_main
 
-    try:
-        result = build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args, prog="dualsci-weather")
-    except (WeatherDataError, FileExistsError) as exc:  # bad input, or an output that exists
-        if args is not None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # the message names file, variable and problem
-        sys.exit(2)
-    return console_exit(result, args)
+    # bad input (the message names file, variable and problem), or an output that exists
+    return console_main(lambda: build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args,
+                                          prog="dualsci-weather"), args, (WeatherDataError, FileExistsError))
 
 
 if __name__ == "__main__":

@@ -254,6 +254,25 @@ def console_exit(result: Any, args: Sequence[str] | None) -> Any:
     sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
 
 
+def console_main(run: Callable[[], Any], args: Sequence[str] | None,
+                 input_errors: tuple[type[BaseException], ...] = ()) -> Any:
+    """Run an app's command line (``run``, usually ``lambda: build_cli(...)``) as console scripts need it.
+
+    As a console script (``args=None``) an exception of ``input_errors`` (bad input; its message names
+    the file and the problem) becomes one ``error:`` line on stderr and exit status 2, and the result an
+    exit status (`console_exit`). From Python (explicit ``args``) exceptions propagate and the result is
+    returned.
+    """
+    try:
+        result = run()
+    except input_errors as exc:
+        if args is not None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return console_exit(result, args)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """``dualsci``: the core's toy problem (two coupled streams) through the standard CLI."""
     from dualsci.training.module import DiffusionModule
