@@ -8,6 +8,7 @@ unconditional branch is skipped (one call instead of a doubled one).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -58,6 +59,8 @@ class CFGDenoiser:
     ) -> None:
         self.fn, self.null_cond, self.interval, self.time_arg = fn, null_cond, interval, time_arg
         self.scale = tuple(float(s) for s in scale) if isinstance(scale, (tuple, list)) else float(scale)
+        if not all(math.isfinite(s) for s in (self.scale if isinstance(self.scale, tuple) else (self.scale,))):
+            raise ValueError(f"guidance scale must be finite, got {scale}")
         if interval is not None and interval[0] > interval[1]:
             raise ValueError(f"interval={interval} must be (lo, hi) with lo <= hi")
 
@@ -122,6 +125,8 @@ class StreamDropGuidance:
         generator: torch.Generator | None = None,
     ) -> None:
         self.joint_fn, self.scale_a, self.scale_b, self.generator = joint_fn, float(scale_a), float(scale_b), generator
+        if not (math.isfinite(self.scale_a) and math.isfinite(self.scale_b)):
+            raise ValueError(f"guidance scales must be finite, got scale_a={scale_a}, scale_b={scale_b}")
 
     def _noise(self, x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)

@@ -78,6 +78,8 @@ def check_tokens(name: str, x: Tensor, dim: int, batch: int | None = None) -> No
     if x.ndim != 3 or x.shape[-1] != dim or (batch is not None and x.shape[0] != batch):
         b = "B" if batch is None else str(batch)
         raise ValueError(f"{name} must be ({b}, L, {dim}), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def check_cond(name: str, c: Tensor, batch: int, length: int, dim: int) -> None:

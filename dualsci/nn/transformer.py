@@ -104,6 +104,7 @@ class DualStreamConfig:
         )
         _require(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.time_scale > 0, f"time_scale must be > 0, got {self.time_scale}")
+        _require(self.rope_theta > 0, f"rope_theta must be > 0, got {self.rope_theta}")
         modes = [self.attn_mode] if isinstance(self.attn_mode, str) else list(self.attn_mode)
         _require(
             all(m in ATTN_MODES for m in modes),

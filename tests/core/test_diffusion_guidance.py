@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dualsci.diffusion import CFGDenoiser, StreamDropGuidance, cfg
@@ -91,3 +92,14 @@ def test_stream_drop_guidance_against_the_dropped_stream():
     torch.testing.assert_close(out_a, cfg(cond_a, uncond_a, 3.0))
     torch.testing.assert_close(out_b, cfg(cond_b, uncond_b, 2.0))
     assert not torch.allclose(out_a, cond_a)
+
+
+@pytest.mark.parametrize("scales", [dict(scale_a=float("nan")), dict(scale_b=float("inf"))])
+def test_stream_drop_guidance_rejects_non_finite_scales(scales):
+    with pytest.raises(ValueError, match="must be finite"):
+        StreamDropGuidance(lambda *a: a[::2], **scales)
+
+
+def test_cfg_denoiser_rejects_non_finite_scales():
+    with pytest.raises(ValueError, match="must be finite"):
+        CFGDenoiser(_fn([]), (2.0, float("nan")), null_cond=torch.zeros(1))

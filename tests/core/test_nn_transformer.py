@@ -123,6 +123,7 @@ def test_zero_init_heads_still_get_gradients():
         (dict(dim=30, num_heads=4), r"dim \(30\) must be divisible by num_heads"),
         (dict(depth_dual=-1), "depth_dual must be an int >= 0"),
         (dict(out_dim_a=-2), "out_dim_a must be None or an int >= 0"),
+        (dict(rope_theta=-1.0), "rope_theta must be > 0"),
     ],
 )
 def test_config_validation(kw, match):
@@ -147,6 +148,7 @@ def test_config_defaults_and_yaml_lists():
         (dict(cond=None), r"cond must be \(2, 3\)"),
         (dict(pos_a=torch.randn(B, 5, 3)), r"pos_a must be \(B, 5, 2\)"),
         (dict(mask_b=torch.ones(B, 4)), "mask_b must be a bool tensor"),
+        (dict(x_a=torch.ones(B, 5, 6, dtype=torch.long)), "x_a must be a floating-point tensor"),
     ],
 )
 def test_forward_input_validation(change, match):
