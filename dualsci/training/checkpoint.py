@@ -79,7 +79,9 @@ class FinalCheckpoint(Callback):
             return
         path = folder / f"{self.filename}.ckpt"
         tmp = folder / f".{self.filename}.ckpt.tmp"
-        trainer.save_checkpoint(str(tmp))  # every rank takes part; rank 0 writes
+        # weights_only=False: a full, resumable checkpoint (optimizer, loops); saying so silences
+        # Lightning's "weights_only was not set" line, which users read as an unsafe load.
+        trainer.save_checkpoint(str(tmp), weights_only=False)  # every rank takes part; rank 0 writes
         if trainer.is_global_zero:
             if path.is_symlink():
                 path.unlink()
