@@ -190,6 +190,7 @@ class Policy:
             self.batched = fields["image"].ndim == 4
         if not self.batched:
             fields = {k: v[None] for k, v in fields.items()}
+        self._check_widths(fields)
         dev = self.net.state_min.device
         state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation")).to(dev)
         # checked here, before the observation enters the history: a bad one must not poison later calls
@@ -206,6 +207,16 @@ class Policy:
                                  f"the policy expects ({side}, {side}, 3) per observation")
             image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2))).to(dev)
         return state, image
+
+    def _check_widths(self, fields: dict[str, np.ndarray]) -> None:
+        """A field of another width than in training is an error, not sliced: ``state[0:4]`` of a
+        6-value state would silently drop a column the policy never saw (``fields`` batched)."""
+        for name, want in (getattr(self.net, "obs_field_dims", None) or {}).items():
+            if name in fields:
+                got = int(np.prod(fields[name].shape[1:], dtype=np.int64))
+                if got != want:
+                    raise ValueError(f"observation: {name!r} has {got} values per frame, the policy was trained "
+                                     f"on {want} (state spec {self.state_keys})")
 
     def predict_action_chunk(self, obs_state: Tensor, obs_image: Tensor | None) -> np.ndarray:
         """``obs_state (B, n_obs, D_s)``, ``obs_image (B, n_obs, 3, h, w)`` -> raw chunk ``(B, H, D_a)``."""

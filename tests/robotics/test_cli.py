@@ -17,6 +17,9 @@ def test_fit_then_rollout(tmp_path):
           "--model.init_args.net.init_args.image_size", "16", "--model.init_args.net.init_args.dim", "32",
           "--model.init_args.net.init_args.depth_dual", "1", "--model.init_args.net.init_args.enc_channels", "8"])
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
+    from apps.robotics.train import load_policy_net
+
+    assert load_policy_net(ckpt)[0].obs_field_dims == {"state": 4}  # the toy task's state width, for Policy's check
     common = ["--config", str(CONFIG / "demo.yaml"), "--trainer.default_root_dir", str(tmp_path / "run2"),
               "--trainer.enable_progress_bar", "false", "--data.init_args.toy_episodes", "6",
               "--data.init_args.toy_res", "16", "--data.init_args.val_episodes", "1",

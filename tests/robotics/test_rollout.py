@@ -129,3 +129,35 @@ def test_serve_cli_clean_errors(tmp_path, capsys):
         port = busy.getsockname()[1]
         assert main(["serve", "--ckpt", str(_policy_file(tmp_path / "p.pt")), "--port", str(port)]) == 2
     assert f"127.0.0.1:{port}" in capsys.readouterr().out
+
+
+def test_state_of_another_width_than_training_is_refused(tmp_path):
+    """A policy trained on PushT's 5-value state with spec ``state[0:4]`` + ``state[4:5]@sincos``
+    used to take a 6-value state and silently drop the sixth column (serve answered 200)."""
+    from apps.robotics.server import make_server
+    from apps.robotics.train import load_policy_net, save_policy
+
+    keys = ["state[0:4]", "state[4:5]@sincos"]
+    kw = dict(action_dim=2, state_dim=6, horizon=8, image_size=0, crop_size=0, dim=32, num_heads=2, depth_dual=1,
+              future_target="state")
+    net = tiny_net(**kw)
+    net.obs_field_dims = {"state": 5}
+    module = type("M", (), {"net": net})()
+    net, _ = load_policy_net(save_policy(tmp_path / "p.pt", module, kw, {}, {"state_keys": keys}))
+    assert net.obs_field_dims == {"state": 5}  # the checkpoint carries the training widths
+    pol = Policy(net, keys, n_action_steps=1, n_vision_steps=1)
+    with pytest.raises(ValueError, match=r"'state' has 6 values per frame, the policy was trained on 5"):
+        pol.select_action({"state": np.zeros(6, np.float32)})
+    assert np.shape(pol.select_action({"state": np.zeros(5, np.float32)})) == (2,)  # the history was not poisoned
+    srv = make_server(pol, port=0)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/act"
+        code, out = _post(url, json.dumps({"obs": {"state": [0.1] * 6}}).encode())
+        assert code == 400 and "6 values" in out["error"] and "trained on 5" in out["error"]
+        code, out = _post(url, json.dumps({"obs": {"state": [0.1] * 5}}).encode())
+        assert code == 200 and np.shape(out["action"]) == (2,)
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -165,6 +165,25 @@ class EpisodeSet:
 _SLICE = re.compile(r"^([\w./-]+)\[(-?\d*):(-?\d*)\]$")
 
 
+def _parse_item(item: str) -> tuple[str, slice, bool]:
+    """``"state[4:5]@sincos"`` -> ``("state", slice(4, 5), True)``."""
+    sincos = item.endswith("@sincos")
+    item = item[: -len("@sincos")] if sincos else item
+    m = _SLICE.match(item)
+    name, lo, hi = (m.group(1), m.group(2), m.group(3)) if m else (item, "", "")
+    return name, slice(int(lo) if lo else None, int(hi) if hi else None), sincos
+
+
+def field_widths(fields: dict[str, np.ndarray], spec: list[str]) -> dict[str, int]:
+    """Per-frame width (values after flattening) of every field `spec` reads, e.g. ``{"state": 5}``.
+
+    A spec may slice a wider field (``["state[0:2]"]`` of PushT's 5-value state), so the widths the
+    policy was trained on are recorded beside it: an observation whose field has another width is an
+    error, never silently sliced."""
+    names = dict.fromkeys(_parse_item(item)[0] for item in spec)
+    return {k: int(np.prod(np.shape(fields[k])[1:], dtype=np.int64)) for k in names if k in fields}
+
+
 def gather_columns(fields: dict[str, np.ndarray], spec: list[str], source: str = "<memory>") -> np.ndarray:
     """Concatenate flattened per-frame fields into one `(N, D)` float32 matrix.
 
@@ -174,14 +193,11 @@ def gather_columns(fields: dict[str, np.ndarray], spec: list[str], source: str =
     """
     cols = []
     for item in spec:
-        sincos = item.endswith("@sincos")
-        item = item[: -len("@sincos")] if sincos else item
-        m = _SLICE.match(item)
-        name, lo, hi = (m.group(1), m.group(2), m.group(3)) if m else (item, "", "")
+        name, columns, sincos = _parse_item(item)
         if name not in fields:
             raise data_error(source, f"missing key (have {sorted(fields)})", key=name)
         x = np.asarray(fields[name])
         x = x.reshape(len(x), -1)
-        x = x[:, slice(int(lo) if lo else None, int(hi) if hi else None)].astype(np.float32)
+        x = x[:, columns].astype(np.float32)
         cols.append(np.concatenate([np.sin(x), np.cos(x)], axis=1) if sincos else x)
     return np.concatenate(cols, axis=1)
