@@ -53,7 +53,10 @@ def test_rollout_bad_checkpoint_writes_nothing(tmp_path, capsys):
 
 
 def test_image_size_mismatch_is_reported(tmp_path):
-    with pytest.raises(ValueError, match=r"images are \(16, 16\), the model expects \(32, 32\)"):
+    from apps.robotics.data import DataError
+
+    # a DataError, so the console script prints one line (exit 2); a plain ValueError was a traceback
+    with pytest.raises(DataError, match=r"images are \(16, 16\), the model expects \(32, 32\)"):
         main(["fit", "--config", str(CONFIG / "demo.yaml"), "--trainer.max_steps", "1",
               "--trainer.default_root_dir", str(tmp_path), "--data.init_args.toy_episodes", "3",
               "--data.init_args.toy_res", "16", "--model.init_args.net.init_args.dim", "32"])

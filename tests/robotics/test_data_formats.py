@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -191,3 +192,104 @@ def test_truncated_info_json_and_grayscale_frames_name_the_source(tmp_path, toy_
     with pytest.raises(DataError, match=r"gray\.zarr, key 'image': camera frames must be \(N, H, W, 3\)"):
         write_lerobot(gray, tmp_path / "g")
     assert not (tmp_path / "g").exists()
+
+
+def _edit_parquet(path, edit):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(edit(pq.read_table(path).to_pandas()), preserve_index=False), path)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_lerobot_bad_tables_name_file_episode_key(tmp_path, toy_eps, version):
+    """Each of these was a bare numpy/pyarrow/json error (or a KeyError traceback) naming nothing."""
+    base = write_lerobot(toy_eps.select([0, 1]), tmp_path / "base", version=version)
+    data = sorted((base / "data").rglob("*.parquet"))[-1]  # holds episode 1 in both layouts
+    v3 = version == "v3.0"
+    meta = base / ("meta/episodes/chunk-000/file-000.parquet" if v3 else "meta/episodes.jsonl")
+
+    def info(edit):
+        def f(root):
+            i = json.loads((root / "meta/info.json").read_text())
+            edit(i)
+            (root / "meta/info.json").write_text(json.dumps(i))
+        return f
+
+    def rows(edit):
+        return lambda root: _edit_parquet(root / data.relative_to(base), edit)
+
+    def null_state(df):
+        df["observation.state"] = [None if i == len(df) - 1 else v for i, v in enumerate(df["observation.state"])]
+        return df
+
+    cases = [
+        (info(lambda i: i["features"]["observation.state"].update(shape=[5])), r"key 'observation.state': frame 0 "
+         r"holds 4 values, info.json gives shape \[5\]"),
+        (rows(null_state), r"episode 1, key 'observation.state': frame \d+: not numeric \(null value\)"),
+        (rows(lambda df: df[(df["episode_index"] != 1) | (df["frame_index"] < 2)]),
+         r"episode 1, key 'length': has 2 rows for this episode, the episode list says"),
+        (lambda root: (root / data.relative_to(base)).write_bytes(b"PAR1 truncated"), r"cannot read parquet"),
+        (info(lambda i: i.update(fps="ten")), r"info\.json, key 'fps': fps must be a positive number"),
+    ]
+    if v3:
+        cases.append((lambda root: _edit_parquet(root / meta.relative_to(base), lambda df: df.drop(
+            columns=["data/file_index"])), r"file-000\.parquet, key 'data/file_index': missing column"))
+    else:
+        cases.append((lambda root: (root / meta.relative_to(base)).write_text('{"length": 3}\n'),
+                      r"episodes\.jsonl, key 'episode_index': line 1"))
+    for i, (corrupt, message) in enumerate(cases):
+        root = tmp_path / f"bad{i}"
+        shutil.copytree(base, root)
+        corrupt(root)
+        with pytest.raises(DataError, match=message):
+            read_lerobot(root)
+        assert convert_main([str(root), str(tmp_path / f"out{i}.zarr"), "--to", "zarr"]) == 2
+        assert not (tmp_path / f"out{i}.zarr").exists()
+
+
+def test_robomimic_inconsistent_demos_and_attributes_are_named(tmp_path, toy_eps):
+    import h5py
+
+    cases = [
+        (lambda f: (f["data/demo_1"].__delitem__("actions"), f["data/demo_1"].create_dataset(
+            "actions", data=np.zeros((int(toy_eps.lengths[1]), 3), np.float32))),
+         r"episode 1, key 'data/demo_1/actions': per-frame shape \(3,\) differs from \(2,\) in demo_0"),
+        (lambda f: f["data"].attrs.__setitem__("env_args", "{not json"), r"key 'data.attrs\['env_args'\]': invalid JSON"),
+        (lambda f: f["data"].attrs.__setitem__("dualsci_state_keys", json.dumps(["nope"])),
+         r"dualsci_state_keys.*names observations the demos do not have: \['nope'\]"),
+    ]
+    for i, (corrupt, message) in enumerate(cases):
+        p = write_robomimic(toy_eps, tmp_path / f"d{i}.hdf5")
+        with h5py.File(p, "a") as f:
+            corrupt(f)
+        with pytest.raises(DataError, match=rf"d{i}\.hdf5, {message}" if i == 0 else message):
+            read_robomimic(p)
+
+
+def test_convert_destination_under_a_file(tmp_path, toy_eps, capsys):
+    src = save_episodes(toy_eps, tmp_path / "a.zarr", "zarr")
+    (tmp_path / "f").write_text("x")
+    for to in ("zarr", "lerobot_v3", "robomimic"):
+        assert convert_main([str(src), str(tmp_path / "f" / "out"), "--to", to]) == 2
+        assert f"{tmp_path / 'f'} is a file, not a folder" in capsys.readouterr().out  # was "[Errno 17] File exists"
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_roundtrip_through_every_format(tmp_path, toy_eps):
+    """zarr -> LeRobot v2.1 -> LeRobot v3 -> robomimic -> zarr gives the same episodes back (images within
+    two generations of video coding)."""
+    path = save_episodes(toy_eps, tmp_path / "a.zarr", "zarr")
+    for i, fmt in enumerate(("lerobot_v2.1", "lerobot_v3", "robomimic", "zarr")):
+        nxt = tmp_path / f"{i}.{'hdf5' if fmt == 'robomimic' else fmt}"
+        assert convert_main([str(path), str(nxt), "--to", fmt]) == 0
+        path = nxt
+    back = load_episodes(path)
+    assert back.episode_ends.tolist() == toy_eps.episode_ends.tolist()
+    assert back.has_action.tolist() == toy_eps.has_action.tolist()
+    assert set(toy_eps.fields) <= set(back.fields)
+    for k in toy_eps.fields:
+        if k == "image":
+            assert np.abs(back.fields[k].astype(float) - toy_eps.fields[k].astype(float)).mean() < 8.0
+        else:
+            np.testing.assert_array_equal(back.fields[k], toy_eps.fields[k])  # video-only actions stay zero

@@ -138,3 +138,16 @@ def test_zip_destination_is_a_zip_store(tmp_path, toy_eps):
     assert back.has_action.tolist() == toy_eps.has_action.tolist()
     assert convert_main([str(src), str(dst), "--to", "zarr"]) == 2  # exists, no --overwrite
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch left
+
+
+@pytest.mark.parametrize("ends, problem", [([], "no episodes"), ([[4, 9]], "1-D"), ([4.5, 9.0], "integers")])
+def test_empty_or_malformed_episode_ends(tmp_path, toy_eps, ends, problem):
+    """An empty dataset was an IndexError traceback; float or 2-D ends were cast or failed unnamed."""
+    import zarr
+
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    g = zarr.open_group(str(out), mode="r+")
+    del g["meta/episode_ends"]
+    g["meta"].create_array("episode_ends", data=np.asarray(ends, np.float64 if problem == "integers" else np.int64))
+    with pytest.raises(DataError, match=rf"t\.zarr, key 'meta/episode_ends': .*{problem}"):
+        read_replay_zarr(out)

@@ -93,6 +93,15 @@ def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite:
     raise ValueError(f"--to must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
+def check_destination(dst: str | os.PathLike) -> None:
+    """ValueError when a folder above `dst` is a file (the writers' own error only said "File exists")."""
+    for parent in Path(dst).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{dst}: cannot write there, {parent} is a file, not a folder")
+            return
+
+
 def convert_main(argv: list[str] | None = None) -> int:
     """Convert demonstrations between zarr, LeRobot v2.1/v3 and robomimic HDF5 (SRC DST --to FORMAT)."""
     ap = argparse.ArgumentParser(prog="dualsci-robotics convert",
@@ -109,6 +118,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks-size", type=int, default=1000, help="lerobot_v3: files per chunk folder")
     args = ap.parse_args(argv)
     try:
+        check_destination(args.dst)
         eps = load_first_episodes(args.src, args.src_fmt, args.episodes)
         eps.validate()
         v3 = dict(data_files_size_in_mb=args.data_mb, video_files_size_in_mb=args.video_mb,

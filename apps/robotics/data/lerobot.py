@@ -70,13 +70,48 @@ def read_info(root: Path) -> dict:
     for k in ("features", "fps", "data_path"):
         if k not in info:
             raise data_error(str(info_path), "missing key", key=k)
+    if not isinstance(info["features"], dict):
+        raise data_error(str(info_path), f"expected an object of features, got {type(info['features']).__name__}",
+                         key="features")
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise data_error(str(info_path), f"fps must be a positive number, got {fps!r}", key="fps")
     return info
+
+
+def _read_parquet(path: Path, episode: int | None = None):
+    """A parquet file as a pandas frame; a damaged one is a `DataError` naming it (not pyarrow's advice)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as exc:  # noqa: BLE001 -- pyarrow raises ArrowInvalid, OSError ... for damaged files
+        raise data_error(str(path), f"cannot read parquet ({type(exc).__name__}: {str(exc).split('. ')[0]})",
+                         episode=episode) from exc
+
+
+def _numeric_column(rows, k: str, shape: tuple, dpath: Path, e: int) -> np.ndarray:
+    """Feature `k` of one episode's rows as `(T, *shape)` float32; null, non-numeric or wrongly sized
+    cells are a `DataError` naming the file, episode, key and frame."""
+    vals = []
+    for i, v in enumerate(rows[k]):
+        try:
+            if v is None:
+                raise ValueError("null value")
+            vals.append(np.asarray(v, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise data_error(str(dpath), f"frame {i}: not numeric ({exc})", episode=e, key=k) from exc
+    known = all(int(d) > 0 for d in shape)  # a shape of [-1] (or none) takes the rows as they are
+    want = int(np.prod(shape)) if known else len(vals[0])
+    for i, v in enumerate(vals):
+        if len(v) != want:
+            raise data_error(str(dpath), f"frame {i} holds {len(v)} values, info.json gives shape {list(shape)}",
+                             episode=e, key=k)
+    return np.stack(vals).reshape((len(vals), *(shape if known else (want,)))).astype(np.float32)
 
 
 def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> EpisodeSet:
     """Read a LeRobot v2.x or v3.0 dataset folder into an `EpisodeSet` (videos decoded to uint8)."""
-    import pyarrow.parquet as pq
-
     root = Path(root)
     info = read_info(root)
     fps = float(info["fps"])
@@ -86,6 +121,8 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
     v3 = info["codebase_version"].startswith("v3")
     ep_table = _episode_table(root, info, v3)
     ids = sorted(ep_table) if episodes is None else [int(e) for e in episodes]
+    if not ids:
+        raise data_error(str(root), "no episodes", key="meta/episodes" + ("" if v3 else ".jsonl"))
     for e in ids:
         if e not in ep_table:
             raise data_error(str(root), "episode not listed in meta", episode=e)
@@ -97,20 +134,22 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
         if dpath not in tables:
             if not dpath.exists():
                 raise data_error(str(dpath), "data file not found", episode=e)
-            tables[dpath] = pq.read_table(dpath).to_pandas()
+            tables[dpath] = _read_parquet(dpath, e)
         df = tables[dpath]
         rows = df[df["episode_index"] == e].sort_values("frame_index")
         if len(rows) == 0:
             raise data_error(str(dpath), "no rows for this episode", episode=e)
+        if rec.get("length") is not None and int(rec["length"]) != len(rows):  # rows lost or duplicated
+            raise data_error(str(dpath), f"has {len(rows)} rows for this episode, the episode list says "
+                             f"{int(rec['length'])}", episode=e, key="length")
         lengths.append(len(rows))
         if "task_index" in rows.columns:
             fields.setdefault("task_index", []).append(rows["task_index"].to_numpy(np.int64))
         for k in numeric:
             if k not in rows.columns:
                 raise data_error(str(dpath), "feature listed in info.json is missing", episode=e, key=k)
-            shape = tuple(feats[k].get("shape", [-1]))
-            col = np.stack([np.asarray(v, dtype=np.float64).reshape(-1) for v in rows[k]])
-            fields[_mem_name(k, cams)].append(col.reshape((len(rows),) + shape).astype(np.float32))
+            shape = tuple(feats[k].get("shape") or [-1])
+            fields[_mem_name(k, cams)].append(_numeric_column(rows, k, shape, dpath, e))
         for cam in cams:
             frames = _camera_frames(root, info, feats[cam], cam, rec, rows, e, videos, fps, dpath)
             fields[_mem_name(cam, cams)].append(frames)
@@ -137,21 +176,29 @@ def _episode_table(root: Path, info: dict, v3: bool) -> dict[int, dict]:
         if not path.exists():
             raise data_error(str(root), "missing episode list", key="meta/episodes.jsonl")
         chunks = int(info.get("chunks_size", 1000))
-        for line in path.read_text().splitlines():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
-                rec = json.loads(line)
-                e = int(rec["episode_index"])
+                try:
+                    rec = json.loads(line)
+                    e = int(rec["episode_index"])
+                except (ValueError, TypeError, KeyError) as exc:  # bad JSON, not an object, no/odd index
+                    raise data_error(str(path), f"line {n}: not an episode record ({type(exc).__name__}: {exc})",
+                                     key="episode_index") from exc
                 fmt = {"episode_chunk": e // chunks, "episode_index": e}
                 table[e] = {"tasks": rec.get("tasks"), "length": rec.get("length"), "data_fmt": fmt,
                             "video_fmt": fmt, "v3": False}
         return table
-    import pyarrow.parquet as pq
-
     files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
     if not files:
         raise data_error(str(root), "missing episode table", key="meta/episodes/chunk-*/file-*.parquet")
+    videos = [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
+    need = ["episode_index", "length", "data/chunk_index", "data/file_index"] + [
+        f"videos/{cam}/{c}" for cam in videos for c in ("chunk_index", "file_index", "from_timestamp")]
     for f in files:
-        df = pq.read_table(f).to_pandas()
+        df = _read_parquet(f)
+        for col in need:
+            if col not in df.columns:
+                raise data_error(str(f), "missing column of the episode table", key=col)
         for _, rec in df.iterrows():
             e = int(rec["episode_index"])
             table[e] = {

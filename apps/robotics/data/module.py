@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from apps.robotics.data.convert import detect_format, load_episodes, load_first_episodes
-from apps.robotics.data.episodes import EpisodeSet, field_widths
+from apps.robotics.data.episodes import DataError, EpisodeSet, field_widths
 from apps.robotics.data.windows import WindowDataset, collate_batch, dataset_stats
 
 
@@ -97,18 +97,18 @@ class RoboticsDataModule(pl.LightningDataModule):
             return
         ds = self.train_set
         if ds.state.shape[1] != net.state_dim:
-            raise ValueError(f"{ds.eps.source}: state has {ds.state.shape[1]} columns ({list(self.hparams.state_keys)}), "
-                             f"the model expects state_dim={net.state_dim}")
+            raise DataError(f"{ds.eps.source}: state has {ds.state.shape[1]} columns ({list(self.hparams.state_keys)}), "
+                            f"the model expects state_dim={net.state_dim}")
         if ds.action.shape[1] and ds.action.shape[1] != net.action_dim:
-            raise ValueError(f"{ds.eps.source}: action has {ds.action.shape[1]} dims, model action_dim={net.action_dim}")
+            raise DataError(f"{ds.eps.source}: action has {ds.action.shape[1]} dims, model action_dim={net.action_dim}")
         if net.use_image and (ds.image is None or tuple(ds.image.shape[2:]) != (net.image_size, net.image_size)):
             got = None if ds.image is None else tuple(ds.image.shape[2:])
-            raise ValueError(f"{ds.eps.source}: images are {got}, the model expects "
-                             f"({net.image_size}, {net.image_size})")
+            raise DataError(f"{ds.eps.source}: images are {got}, the model expects "
+                            f"({net.image_size}, {net.image_size})")
         net_frames = getattr(net, "future_frames", 1)
         if net_frames != self.hparams.future_frames:
-            raise ValueError(f"{ds.eps.source}: the data module gives {self.hparams.future_frames} future frames, "
-                             f"the model expects future_frames={net_frames}")
+            raise DataError(f"{ds.eps.source}: the data module gives {self.hparams.future_frames} future frames, "
+                            f"the model expects future_frames={net_frames}")
         if not bool(net.stats_set):
             net.set_stats(self.stats)
         net.obs_field_dims = dict(self.obs_field_dims)

@@ -26,6 +26,19 @@ def _demo_order(names) -> list[str]:
     return sorted(names, key=key)
 
 
+def _json_attr(group, name: str, path: Path):
+    """A JSON-valued HDF5 attribute; bad JSON is a `DataError` naming the file and the attribute."""
+    try:
+        return json.loads(group.attrs[name])
+    except (ValueError, TypeError) as exc:
+        raise data_error(str(path), f"invalid JSON ({exc})", key=f"data.attrs['{name}']") from exc
+
+
+def _file_key(name: str, image_key: str | None) -> str:
+    """The HDF5 name of an in-memory field of one demo (for error messages)."""
+    return {"action": "actions", "state": "obs (state keys)"}.get(name, f"obs/{image_key if name == 'image' else name}")
+
+
 def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_keys: list[str] | None = None,
                    filter_key: str | None = None, fps: float = 20.0) -> EpisodeSet:
     """Read a robomimic HDF5 file.
@@ -61,7 +74,11 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
         if image_key is None and images:
             image_key = images[0]
         if state_keys is None and "dualsci_state_keys" in f["data"].attrs:
-            state_keys = json.loads(f["data"].attrs["dualsci_state_keys"])
+            state_keys = _json_attr(f["data"], "dualsci_state_keys", path)
+            missing = [k for k in state_keys if k not in obs_keys] if isinstance(state_keys, list) else state_keys
+            if missing:
+                raise data_error(str(path), f"names observations the demos do not have: {missing} (have {obs_keys})",
+                                 key="data.attrs['dualsci_state_keys']")
         if state_keys is None:
             state_keys = [k for k in obs_keys if k not in images]
         fields: dict[str, list] = {}
@@ -87,11 +104,17 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
             T = T or next(iter(lens.values()))
             for k, L in lens.items():
                 if L != T:
-                    raise data_error(str(path), f"has {L} frames, num_samples says {T}", episode=e, key=f"data/{n}/{k}")
+                    raise data_error(str(path), f"has {L} frames, num_samples says {T}", episode=e,
+                                     key=f"data/{n}/{_file_key(k, image_key)}")
             lengths.append(T)
             has_action.append("action" in parts)
             for k, v in parts.items():
-                fields.setdefault(k, []).append(v)
+                first = fields.setdefault(k, [v])[0]
+                if first is not v and v.shape[1:] != first.shape[1:]:  # concatenation would fail unnamed
+                    raise data_error(str(path), f"per-frame shape {v.shape[1:]} differs from {first.shape[1:]} in "
+                                     f"{names[0]}", episode=e, key=f"data/{n}/{_file_key(k, image_key)}")
+                if first is not v:
+                    fields[k].append(v)
         if any(has_action) and not all(has_action):
             ref = next(v for v, h in zip(fields["action"], has_action) if h)
             acts, it = [], iter(fields["action"])
@@ -99,7 +122,7 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
                 acts.append(next(it) if h else np.zeros((T,) + ref.shape[1:], np.float32))
             fields["action"] = acts
         env_args = f["data"].attrs.get("env_args")
-        meta = {"env_args": json.loads(env_args) if isinstance(env_args, (str, bytes)) else None,
+        meta = {"env_args": _json_attr(f["data"], "env_args", path) if isinstance(env_args, (str, bytes)) else None,
                 "demo_names": names, "state_keys": state_keys, "image_key": image_key}
     out = {k: np.concatenate(v) for k, v in fields.items()}
     return EpisodeSet(out, np.cumsum(lengths), np.array(has_action), fps=fps, source=str(path), meta=meta)

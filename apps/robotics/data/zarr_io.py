@@ -51,7 +51,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         raise data_error(str(path), "missing array", key="meta/episode_ends")
     if "data" not in g:
         raise data_error(str(path), "missing group", key="data")
-    ends = np.asarray(_read(g["meta/episode_ends"], slice(None), path, "meta/episode_ends"), dtype=np.int64)
+    ends = _check_ends(_read(g["meta/episode_ends"], slice(None), path, "meta/episode_ends"), path)
     has_action = np.asarray(g["meta/has_action"][:], bool) if "has_action" in g["meta"] else None
     names = sorted(g["data"].array_keys()) if keys is None else list(keys)
     if skip_images:
@@ -85,6 +85,19 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         ends = np.cumsum(ends[episodes] - starts[episodes])
         has_action = None if has_action is None else has_action[episodes]
     return EpisodeSet(fields, ends, has_action, fps=fps, source=str(path), episode_ids=episodes)
+
+
+def _check_ends(ends: np.ndarray, path: Path) -> np.ndarray:
+    """``meta/episode_ends`` as int64; `DataError` for an empty, non-1-D or non-integer array."""
+    ends = np.asarray(ends)
+    if ends.size == 0:
+        raise data_error(str(path), "no episodes (empty array)", key="meta/episode_ends")
+    if ends.ndim != 1:
+        raise data_error(str(path), f"expected a 1-D array, got shape {ends.shape}", key="meta/episode_ends")
+    if not np.issubdtype(ends.dtype, np.integer):
+        if not (np.issubdtype(ends.dtype, np.floating) and np.all(ends == np.round(ends))):
+            raise data_error(str(path), f"episode ends must be integers, got {ends.dtype}", key="meta/episode_ends")
+    return ends.astype(np.int64)
 
 
 def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) -> np.ndarray:
