@@ -7,15 +7,31 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (episode counts, step limits)."""
+def _int_between(text: str, lo: int, hi: int | None = None) -> int:
+    bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {text!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (episode counts, step limits)."""
+    return _int_between(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (seeds -- numpy and gymnasium refuse negative ones deep inside a run --, video
+    counts: ``--videos -1`` sliced the episode list and recorded all but the last)."""
+    return _int_between(text, 0)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0..65535 (0 = any free port); a larger one was an OverflowError traceback."""
+    return _int_between(text, 0, 65535)
 
 
 def nonnegative_float(text: str) -> float:

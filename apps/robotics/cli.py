@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from apps.robotics.argtypes import nonnegative_float, positive_int
-from apps.robotics.data.convert import convert_main
+from apps.robotics.argtypes import nonnegative_float, nonnegative_int, port_number, positive_int
+from apps.robotics.data.convert import check_destination, convert_main
 from apps.robotics.data.episodes import DataError
 
 
@@ -32,7 +32,7 @@ def rollout_main(argv: list[str]) -> int:
     ap.add_argument("--ckpt", required=True, help="policy.pt (save_policy) or a Lightning .ckpt")
     ap.add_argument("--env", default="pusht", choices=["pusht", "toy_push"])
     ap.add_argument("--episodes", type=positive_int, default=50)
-    ap.add_argument("--seed0", type=int, default=100000)
+    ap.add_argument("--seed0", type=nonnegative_int, default=100000)
     ap.add_argument("--max-steps", type=positive_int, default=None, help="default: 300 for pusht, 80 for toy_push")
     ap.add_argument("--n-a", type=int, default=4, help="action denoising steps N_A")
     ap.add_argument("--n-o", type=int, default=4, help="vision denoising steps N_o = q * N_A")
@@ -45,7 +45,7 @@ def rollout_main(argv: list[str]) -> int:
                     help="world-model planning: sample N chunks, execute the one whose imagined future scores best")
     ap.add_argument("--plan-score", default="pusht_coverage", choices=list(SCORES),
                     help="score of an imagined future state (with --plan-samples > 1)")
-    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--videos", type=nonnegative_int, default=4)
     ap.add_argument("--show-imagined", action="store_true",
                     help="draw the future the policy imagines with each chunk into the videos (state-target DUST policies)")
     ap.add_argument("--res", type=positive_int, default=32, help="toy_push image size")
@@ -53,6 +53,7 @@ def rollout_main(argv: list[str]) -> int:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     try:
+        check_destination(args.out)
         net, info = load_policy_net(args.ckpt)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"error: {exc}")
@@ -95,13 +96,18 @@ def make_toy_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="dualsci-robotics make-toy", description=make_toy_main.__doc__)
     ap.add_argument("out")
     ap.add_argument("--episodes", type=positive_int, default=100)
-    ap.add_argument("--video-only", type=int, default=0, help="extra episodes stored without actions")
-    ap.add_argument("--res", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--video-only", type=nonnegative_int, default=0, help="extra episodes stored without actions")
+    ap.add_argument("--res", type=positive_int, default=32)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    eps = generate_toy_push(args.episodes, seed=args.seed, res=args.res, video_only=args.video_only)
-    write_replay_zarr(eps, args.out, overwrite=args.overwrite)
+    try:
+        check_destination(args.out)
+        eps = generate_toy_push(args.episodes, seed=args.seed, res=args.res, video_only=args.video_only)
+        write_replay_zarr(eps, args.out, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as exc:  # existing output (without --overwrite), parent is a file
+        print(f"error: {exc}")
+        return 2
     print(f"wrote {args.out}: {eps.n_episodes} episodes, {eps.n_frames} frames")
     return 0
 
@@ -112,7 +118,7 @@ def serve_main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="dualsci-robotics serve", description=serve_main.__doc__)
     ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=port_number, default=8765)
     ap.add_argument("--n-a", type=int, default=4)
     ap.add_argument("--n-o", type=int, default=4)
     ap.add_argument("--execute", type=int, default=8)

@@ -92,6 +92,14 @@ def test_short_episodes_are_rejected(tmp_path):
     ["convert", "a.zarr", "b.zarr", "--to", "zarr", "--episodes", "0"],
     ["convert", "a.zarr", "b.zarr", "--to", "zarr", "--episodes", "-2"],
     ["make-toy", "t.zarr", "--episodes", "0"],
+    # were silently different runs or tracebacks deep inside: --videos -1 recorded all episodes but the last,
+    # --video-only -1 dropped a demonstration, negative seeds and ports out of range raised from numpy/gym/socket
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--videos", "-1"],
+    ["rollout", "--ckpt", "x.pt", "--out", "o", "--seed0", "-5"],
+    ["make-toy", "t.zarr", "--video-only", "-1"],
+    ["make-toy", "t.zarr", "--res", "0"],
+    ["make-toy", "t.zarr", "--seed", "-1"],
+    ["serve", "--ckpt", "x.pt", "--port", "70000"],
 ])
 def test_out_of_range_arguments_are_usage_errors(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
@@ -100,6 +108,21 @@ def test_out_of_range_arguments_are_usage_errors(tmp_path, monkeypatch, capsys, 
     assert exc.value.code == 2
     assert "must be" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_existing_output_or_a_file_on_the_path_is_one_line(tmp_path, capsys):
+    """make-toy onto an existing store was a FileExistsError traceback; an output below a file said
+    "[Errno 17] File exists" (rollout added "pass --overwrite", which cannot help)."""
+    assert main(["make-toy", str(tmp_path / "t.zarr"), "--episodes", "1", "--res", "8"]) == 0
+    capsys.readouterr()
+    assert main(["make-toy", str(tmp_path / "t.zarr"), "--episodes", "1", "--res", "8"]) == 2
+    assert "t.zarr" in capsys.readouterr().out
+    (tmp_path / "f").write_text("x")
+    for argv in (["make-toy", str(tmp_path / "f" / "t.zarr")],
+                 ["rollout", "--ckpt", str(_policy_file(tmp_path / "p.pt")), "--out", str(tmp_path / "f" / "o")]):
+        assert main(argv) == 2
+        assert f"{tmp_path / 'f'} is a file, not a folder" in capsys.readouterr().out
+    assert (tmp_path / "f").read_text() == "x"
 
 
 def _policy_file(path, **net):
