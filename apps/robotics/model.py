@@ -114,9 +114,9 @@ class DustPolicyNet(nn.Module):
         self.future_steps = future_offsets(self.future_offset, self.future_frames)  # validates K
         self.image_size, self.crop_size, self.grid, self.ema_decay = image_size, crop_size, grid, ema_decay
         self.use_image = image_size > 0
-        # {field: per-frame width} of the observation fields the training data had (set by the data
-        # module, carried by checkpoints beside the weights); None = unknown (older checkpoints)
-        self.obs_field_dims: dict[str, int] | None = None
+        # {field: per-frame shape} of the observation fields the state spec read in the training data
+        # (set by the data module, carried by checkpoints beside the weights); None = unknown (older ones)
+        self.obs_field_shapes: dict[str, list[int]] | None = None
         d = dim
         # Normalisation buffers (identity until set_stats); saved in every checkpoint.
         self.register_buffer("state_min", -torch.ones(state_dim))

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from dualsci.diffusion import JointSchedule, RectifiedFlowPath, asynchronous, marginal_b, sample_joint
 
-from apps.robotics.data.episodes import gather_columns
+from apps.robotics.data.episodes import gather_columns, spec_fields
 from apps.robotics.model import DustPolicyNet, check_option
 
 Mode = Literal["policy", "forward", "inverse", "marginal"]
@@ -179,17 +179,7 @@ class Policy:
             if "task_index" not in obs:
                 raise KeyError("observation has no 'task_index' but the policy was trained on several tasks")
             self.task = torch.as_tensor(np.asarray(obs["task_index"])).reshape(-1).long()
-        fields = {k: np.asarray(v) for k, v in obs.items()}
-        for k, v in fields.items():  # one observation or a batch of them; anything else is a mistake
-            allowed = (3, 4) if k == "image" else (0, 1, 2) if k == "task_index" else (1, 2)
-            if v.ndim not in allowed:
-                raise ValueError(f"observation: {k!r} has shape {v.shape}; expected "
-                                 + ("(H, W, 3) or (B, H, W, 3)" if k == "image" else "(D,) or (B, D)"))
-        self.batched = fields["state"].ndim == 2 if "state" in fields else next(iter(fields.values())).ndim > 1
-        if "image" in fields:
-            self.batched = fields["image"].ndim == 4
-        if not self.batched:
-            fields = {k: v[None] for k, v in fields.items()}
+        fields = self._batch_fields(obs)
         self._check_widths(fields)
         dev = self.net.state_min.device
         state = torch.from_numpy(gather_columns(fields, self.state_keys, "observation")).to(dev)
@@ -202,18 +192,47 @@ class Policy:
             if "image" not in fields:
                 raise KeyError("observation has no 'image' but the policy was trained on images")
             side = self.net.image_size
-            if fields["image"].shape[1:] != (side, side, 3) or len(fields["image"]) != len(state):
+            if fields["image"].shape[1:] != (side, side, 3):
                 raise ValueError(f"observation: image is {fields['image'].shape[1:]}, "
                                  f"the policy expects ({side}, {side}, 3) per observation")
             image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2))).to(dev)
         return state, image
 
+    def _batch_fields(self, obs: dict) -> dict[str, np.ndarray]:
+        """The fields the policy reads (state spec fields, ``image``), batched ``(B, ...)``; sets
+        ``self.batched``. One observation or a batch: a field's rank tells them apart (its per-frame
+        rank from training when the checkpoint records it, else 1; images 3); anything else, fields
+        of different batch sizes or an empty batch is a ValueError naming the fields."""
+        shapes = getattr(self.net, "obs_field_shapes", None) or {}
+        names = spec_fields(self.state_keys) + (["image"] if "image" in obs else [])
+        fields = {k: np.asarray(obs[k]) for k in dict.fromkeys(names) if k in obs}
+        if not fields:
+            raise KeyError(f"observation has none of the fields the policy reads {names or self.state_keys}; "
+                           f"got {sorted(obs)}")
+        rank = {k: 3 if k == "image" else len(shapes.get(k, [0])) for k in fields}
+        for k, v in fields.items():
+            if v.ndim not in (rank[k], rank[k] + 1):
+                dims = "H, W, 3" if k == "image" else ", ".join(map(str, shapes[k])) if k in shapes else "D"
+                raise ValueError(f"observation: {k!r} has shape {v.shape}; expected ({dims}) or (B, {dims})")
+        lead = "image" if "image" in fields else next(iter(fields))
+        self.batched = fields[lead].ndim == rank[lead] + 1
+        for k, v in fields.items():
+            if (v.ndim == rank[k] + 1) != self.batched:
+                raise ValueError(f"observation: {k!r} {v.shape} and {lead!r} {fields[lead].shape}: one is a batch, "
+                                 "the other a single observation")
+        if not self.batched:
+            return {k: v[None] for k, v in fields.items()}
+        sizes = {k: len(v) for k, v in fields.items()}
+        if len(set(sizes.values())) > 1 or 0 in sizes.values():
+            raise ValueError(f"observation: batch sizes {sizes} must be equal and >= 1")
+        return fields
+
     def _check_widths(self, fields: dict[str, np.ndarray]) -> None:
         """A field of another width than in training is an error, not sliced: ``state[0:4]`` of a
         6-value state would silently drop a column the policy never saw (``fields`` batched)."""
-        for name, want in (getattr(self.net, "obs_field_dims", None) or {}).items():
+        for name, shape in (getattr(self.net, "obs_field_shapes", None) or {}).items():
             if name in fields:
-                got = int(np.prod(fields[name].shape[1:], dtype=np.int64))
+                got, want = (int(np.prod(x, dtype=np.int64)) for x in (fields[name].shape[1:], shape))
                 if got != want:
                     raise ValueError(f"observation: {name!r} has {got} values per frame, the policy was trained "
                                      f"on {want} (state spec {self.state_keys})")

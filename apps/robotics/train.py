@@ -113,7 +113,7 @@ def save_policy(path: str | Path, module: DiffusionModule, net_kwargs: dict, obj
     blob = {"format": "dualsci-robotics-policy/1", "net_kwargs": net_kwargs, "objective_kwargs": objective_kwargs,
             "data_kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_kwargs.items()},
             "state_dict": state, "extra": extra or {},
-            "obs_field_dims": getattr(module.net, "obs_field_dims", None)}
+            "obs_field_shapes": getattr(module.net, "obs_field_shapes", None)}
     with atomic_write(path, "wb") as fh:
         torch.save(blob, fh)
     return Path(path)
@@ -122,8 +122,8 @@ def save_policy(path: str | Path, module: DiffusionModule, net_kwargs: dict, obj
 def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
     """Rebuild the net from `save_policy` output or a LightningCLI checkpoint (``weights_only=True``).
 
-    Returns ``(net, info)`` with ``info["state_keys"]`` when known; ``net.obs_field_dims`` holds the
-    training data's observation widths when the checkpoint records them (None for older ones).
+    Returns ``(net, info)`` with ``info["state_keys"]`` when known; ``net.obs_field_shapes`` holds the
+    training data's per-frame observation shapes when the checkpoint records them (None for older ones).
     """
     path = Path(path)
     if not path.exists():
@@ -140,7 +140,7 @@ def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
     if blob.get("format") == "dualsci-robotics-policy/1":
         net = DustPolicyNet(**blob["net_kwargs"])
         net.load_state_dict(blob["state_dict"])
-        net.obs_field_dims = blob.get("obs_field_dims") or None
+        net.obs_field_shapes = blob.get("obs_field_shapes") or None
         return net.eval(), {"state_keys": blob["data_kwargs"].get("state_keys", ["state"]), **blob}
     hp = blob.get("hyper_parameters", {})
     spec = hp.get("net", {})
@@ -149,6 +149,6 @@ def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
     net = DustPolicyNet(**spec.get("init_args", {}))
     sd = {k[len("net."):]: v for k, v in blob["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(sd)
-    net.obs_field_dims = (blob.get("RoboticsDataModule") or {}).get("obs_field_dims") or None
+    net.obs_field_shapes = (blob.get("RoboticsDataModule") or {}).get("obs_field_shapes") or None
     data_hp = blob.get("datamodule_hyper_parameters", {})
     return net.eval(), {"state_keys": list(data_hp.get("state_keys", ["state"]))}

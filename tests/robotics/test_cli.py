@@ -19,7 +19,7 @@ def test_fit_then_rollout(tmp_path):
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
     from apps.robotics.train import load_policy_net
 
-    assert load_policy_net(ckpt)[0].obs_field_dims == {"state": 4}  # the toy task's state width, for Policy's check
+    assert load_policy_net(ckpt)[0].obs_field_shapes == {"state": [4]}  # the toy task's state, for Policy's check
     common = ["--config", str(CONFIG / "demo.yaml"), "--trainer.default_root_dir", str(tmp_path / "run2"),
               "--trainer.enable_progress_bar", "false", "--data.init_args.toy_episodes", "6",
               "--data.init_args.toy_res", "16", "--data.init_args.val_episodes", "1",

@@ -141,10 +141,10 @@ def test_state_of_another_width_than_training_is_refused(tmp_path):
     kw = dict(action_dim=2, state_dim=6, horizon=8, image_size=0, crop_size=0, dim=32, num_heads=2, depth_dual=1,
               future_target="state")
     net = tiny_net(**kw)
-    net.obs_field_dims = {"state": 5}
+    net.obs_field_shapes = {"state": [5]}
     module = type("M", (), {"net": net})()
     net, _ = load_policy_net(save_policy(tmp_path / "p.pt", module, kw, {}, {"state_keys": keys}))
-    assert net.obs_field_dims == {"state": 5}  # the checkpoint carries the training widths
+    assert net.obs_field_shapes == {"state": [5]}  # the checkpoint carries the training shapes
     pol = Policy(net, keys, n_action_steps=1, n_vision_steps=1)
     with pytest.raises(ValueError, match=r"'state' has 6 values per frame, the policy was trained on 5"):
         pol.select_action({"state": np.zeros(6, np.float32)})
@@ -161,3 +161,25 @@ def test_state_of_another_width_than_training_is_refused(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_batches_are_told_by_the_training_rank_and_must_agree():
+    """A batch of 2-D fields (PushT keypoints (9, 2)) was refused as 'expected (D,) or (B, D)'; an empty
+    batch failed in a reshape; a 2-state batch with 1 image said 'image is (16, 16, 3), the policy
+    expects (16, 16, 3)'."""
+    net = tiny_net(state_dim=20, image_size=0, crop_size=0, future_target="state")
+    net.obs_field_shapes = {"keypoint": [9, 2], "state": [5]}
+    pol = Policy(net, ["keypoint", "state[0:2]"], n_action_steps=1, n_vision_steps=1)
+    assert np.shape(pol.select_action({"keypoint": np.zeros((3, 9, 2)), "state": np.zeros((3, 5))})) == (3, 2)
+    assert np.shape(pol.select_action({"keypoint": np.zeros((9, 2)), "state": np.zeros(5)})) == (2,)
+    with pytest.raises(ValueError, match=r"'keypoint' has shape \(18,\); expected \(9, 2\) or \(B, 9, 2\)"):
+        pol.select_action({"keypoint": np.zeros(18), "state": np.zeros(5)})
+    img = np.zeros((16, 16, 3), np.uint8)
+    pol = Policy(tiny_net(), ["state"], n_action_steps=1, n_vision_steps=1)
+    with pytest.raises(ValueError, match=r"batch sizes \{'state': 2, 'image': 1\} must be equal and >= 1"):
+        pol.select_action({"state": np.zeros((2, 4)), "image": img[None]})
+    with pytest.raises(ValueError, match=r"batch sizes \{'state': 0, 'image': 0\}"):
+        pol.select_action({"state": np.zeros((0, 4)), "image": np.zeros((0, 16, 16, 3), np.uint8)})
+    with pytest.raises(ValueError, match=r"one is a batch, the other a single observation"):
+        pol.select_action({"state": np.zeros((2, 4)), "image": img})
+    assert np.shape(pol.select_action({"state": np.zeros(4), "image": img, "unused": np.zeros((3, 3, 3))})) == (2,)

@@ -174,14 +174,18 @@ def _parse_item(item: str) -> tuple[str, slice, bool]:
     return name, slice(int(lo) if lo else None, int(hi) if hi else None), sincos
 
 
-def field_widths(fields: dict[str, np.ndarray], spec: list[str]) -> dict[str, int]:
-    """Per-frame width (values after flattening) of every field `spec` reads, e.g. ``{"state": 5}``.
+def spec_fields(spec: list[str]) -> list[str]:
+    """The field names a column spec reads, in order (``["state[0:4]", "state[4:5]@sincos"]`` -> ``["state"]``)."""
+    return list(dict.fromkeys(_parse_item(item)[0] for item in spec))
 
-    A spec may slice a wider field (``["state[0:2]"]`` of PushT's 5-value state), so the widths the
+
+def field_shapes(fields: dict[str, np.ndarray], spec: list[str]) -> dict[str, list[int]]:
+    """Per-frame shape of every field `spec` reads, e.g. ``{"state": [5], "keypoint": [9, 2]}``.
+
+    A spec may slice a wider field (``["state[0:2]"]`` of PushT's 5-value state), so the shapes the
     policy was trained on are recorded beside it: an observation whose field has another width is an
-    error, never silently sliced."""
-    names = dict.fromkeys(_parse_item(item)[0] for item in spec)
-    return {k: int(np.prod(np.shape(fields[k])[1:], dtype=np.int64)) for k in names if k in fields}
+    error, never silently sliced, and a batch is told from a single observation by the field's rank."""
+    return {k: [int(d) for d in np.shape(fields[k])[1:]] for k in spec_fields(spec) if k in fields}
 
 
 def gather_columns(fields: dict[str, np.ndarray], spec: list[str], source: str = "<memory>") -> np.ndarray:

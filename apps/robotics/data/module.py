@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from apps.robotics.data.convert import detect_format, load_episodes, load_first_episodes
-from apps.robotics.data.episodes import DataError, EpisodeSet, field_widths
+from apps.robotics.data.episodes import DataError, EpisodeSet, field_shapes
 from apps.robotics.data.windows import WindowDataset, collate_batch, dataset_stats
 
 
@@ -42,11 +42,11 @@ class RoboticsDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.stats: dict | None = None
         self.train_set = self.val_set = None
-        self.obs_field_dims: dict[str, int] | None = None
+        self.obs_field_shapes: dict[str, list[int]] | None = None
 
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints: the observation widths a policy needs to check its input."""
-        return {"obs_field_dims": self.obs_field_dims} if self.obs_field_dims else {}
+        return {"obs_field_shapes": self.obs_field_shapes} if self.obs_field_shapes else {}
 
     def load(self) -> EpisodeSet:
         h = self.hparams
@@ -85,7 +85,7 @@ class RoboticsDataModule(pl.LightningDataModule):
         self.train_set = WindowDataset(eps.select(train_ids), **kw)
         self.val_set = WindowDataset(eps.select(val_ids), **kw) if len(val_ids) else None
         self.stats = dataset_stats(self.train_set)
-        self.obs_field_dims = field_widths(eps.fields, list(h.state_keys))
+        self.obs_field_shapes = field_shapes(eps.fields, list(h.state_keys))
         self._bind_model()
 
     def _bind_model(self) -> None:
@@ -111,7 +111,7 @@ class RoboticsDataModule(pl.LightningDataModule):
                             f"the model expects future_frames={net_frames}")
         if not bool(net.stats_set):
             net.set_stats(self.stats)
-        net.obs_field_dims = dict(self.obs_field_dims)
+        net.obs_field_shapes = dict(self.obs_field_shapes)
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.hparams.seed)
