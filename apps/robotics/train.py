@@ -131,24 +131,40 @@ def load_policy_net(path: str | Path) -> tuple[DustPolicyNet, dict]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # garbage, truncated or foreign pickles raise many types
-        # torch's messages go on for a page of advice (trusting the file, filing issues): the first
-        # sentence says what is wrong
-        detail = str(exc).strip().split(". ")[0].splitlines()[0][:160] if str(exc).strip() else ""
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: not a robotics policy checkpoint (holds a {type(blob).__name__})")
-    if blob.get("format") == "dualsci-robotics-policy/1":
-        net = DustPolicyNet(**blob["net_kwargs"])
-        net.load_state_dict(blob["state_dict"])
-        net.obs_field_shapes = blob.get("obs_field_shapes") or None
-        return net.eval(), {"state_keys": blob["data_kwargs"].get("state_keys", ["state"]), **blob}
-    hp = blob.get("hyper_parameters", {})
-    spec = hp.get("net", {})
-    if not isinstance(spec, dict) or not str(spec.get("class_path", "")).endswith("DustPolicyNet"):
-        raise ValueError(f"{path}: not a robotics policy checkpoint (no DustPolicyNet in hyper_parameters)")
-    net = DustPolicyNet(**spec.get("init_args", {}))
-    sd = {k[len("net."):]: v for k, v in blob["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(sd)
-    net.obs_field_shapes = (blob.get("RoboticsDataModule") or {}).get("obs_field_shapes") or None
-    data_hp = blob.get("datamodule_hyper_parameters", {})
-    return net.eval(), {"state_keys": list(data_hp.get("state_keys", ["state"]))}
+    policy_file = blob.get("format") == "dualsci-robotics-policy/1"
+    spec = {}
+    if not policy_file:
+        hp = blob.get("hyper_parameters")
+        spec = hp.get("net") if isinstance(hp, dict) else None
+        if not isinstance(spec, dict) or not str(spec.get("class_path", "")).endswith("DustPolicyNet"):
+            raise ValueError(f"{path}: not a robotics policy checkpoint (no DustPolicyNet in hyper_parameters)")
+    try:  # a damaged or hand-edited checkpoint: missing entries, bad settings, weights of another shape
+        if policy_file:
+            net = DustPolicyNet(**blob["net_kwargs"])
+            net.load_state_dict(blob["state_dict"])
+            shapes, info = blob.get("obs_field_shapes"), {"state_keys": blob["data_kwargs"].get("state_keys", ["state"]),
+                                                          **blob}
+        else:
+            net = DustPolicyNet(**spec.get("init_args", {}))
+            net.load_state_dict({k[len("net."):]: v for k, v in blob["state_dict"].items() if k.startswith("net.")})
+            shapes = (blob.get("RoboticsDataModule") or {}).get("obs_field_shapes")
+            info = {"state_keys": list((blob.get("datamodule_hyper_parameters") or {}).get("state_keys", ["state"]))}
+        net.obs_field_shapes = {str(k): [int(d) for d in v] for k, v in shapes.items()} if shapes else None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a usable robotics policy checkpoint ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from exc
+    return net.eval(), info
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's go on for pages: advice, one line per tensor)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    first = lines[0].split(". ")[0]
+    if first.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for X:" + the first of them
+        first += " " + lines[1].split(". ")[0]
+    return first[:240]

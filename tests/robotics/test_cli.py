@@ -170,3 +170,23 @@ def test_fit_on_missing_data_is_one_line_and_leaves_no_run_folder(tmp_path, monk
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"error: {tmp_path / 'missing.zarr'}: file not found" in err
     assert "Traceback" not in err and not logs.exists()
+
+
+def test_damaged_policy_checkpoints_are_one_line_naming_the_file(tmp_path, capsys):
+    """Missing entries, unknown settings and weights of another size were tracebacks (TypeError), a
+    bare "error: 'net_kwargs'" or a 78-line state_dict report."""
+    import torch
+
+    good = torch.load(_policy_file(tmp_path / "p.pt"), weights_only=True)
+    cases = {"no_kwargs.pt": ({k: v for k, v in good.items() if k != "net_kwargs"}, "KeyError: 'net_kwargs'"),
+             "bogus.pt": ({**good, "net_kwargs": {**good["net_kwargs"], "bogus": 1}}, "unexpected keyword argument 'bogus'"),
+             "size.pt": ({**good, "net_kwargs": {**good["net_kwargs"], "dim": 64}}, "size mismatch for"),
+             "shapes.pt": ({**good, "obs_field_shapes": {"state": "x"}}, "invalid literal")}
+    for name, (blob, detail) in cases.items():
+        torch.save(blob, tmp_path / name)
+        for argv in (["rollout", "--ckpt", str(tmp_path / name), "--out", str(tmp_path / "o")],
+                     ["serve", "--ckpt", str(tmp_path / name)]):
+            assert main(argv) == 2
+            out = capsys.readouterr().out
+            assert len(out.splitlines()) == 1 and name in out and detail in out, out
+    assert not (tmp_path / "o").exists()
