@@ -8,7 +8,8 @@ heart rates up to 150 bpm); at another frame rate we keep the same 0.4 s: ``dist
 frame-rate free. The ED frame of a beat is the largest area between the previous ES (or the first frame)
 and this ES; a beat is (ED, ES) with ED < ES. When no ES minimum is found (a half sequence ED → ES has
 its minimum at the end, where ``find_peaks`` never reports one) the whole sequence is one beat with ED =
-global maximum, ES = global minimum (``method = "global extremes"``).
+global maximum, ES = global minimum (``method = "global extremes"``). A constant area curve has no ED/ES
+pair: one beat ``(0, 0)`` with ``method = "flat area curve"``, whose EF the pipeline reports as missing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def detect_beats(area: np.ndarray, fps: float | None = None, prominence_frac: fl
             start = int(es)
     if beats:
         return beats, "find_peaks"
+    if a.max() == a.min():  # e.g. identical frames: nothing tells ED from ES, so no EF (it came out as 0 %)
+        return [Beat(0, 0)], "flat area curve"
     return [Beat(int(np.argmax(a)), int(np.argmin(a)))], "global extremes"
 
 

@@ -42,16 +42,16 @@ def run_segment(files, ckpt, out, steps=20, members=5, fusion="mean", seed=0, ov
 
     Raises ``InputError`` before writing anything when an input or the checkpoint is bad.
     """
-    from apps.echo.pipeline import biplane_from_cases, check_unique_names, load_model, read_input, segment_input
+    from apps.echo.pipeline import (biplane_from_cases, check_out, check_unique_names, load_model, read_input,
+                                    segment_input)
     from apps.echo.report import write_case, write_report, write_tables
     from dualsci.io import atomic_dir
 
     configure_threads()
+    check_out(out, overwrite)  # before the work: the folder is only made at the end
     items = [read_input(f) for f in files]  # read everything first: nothing is written on bad input
     check_unique_names(items)
     net, objective, config = load_model(ckpt)
-    if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out}: output folder already exists (use --overwrite)")
     size = int(config["data"]["init_args"].get("image_size", 128))
     t0 = time.perf_counter()
     results = []
@@ -125,6 +125,7 @@ def configure_threads() -> int:
 
 def synth_main(argv: Sequence[str]) -> int:
     """Write phantom data in a real layout: camus2019, camus2023 or echonet."""
+    from apps.echo.pipeline import InputError, check_out
     from apps.echo.writers import write_camus_2019, write_camus_2023, write_echonet
 
     p = argparse.ArgumentParser(prog="dualsci-echo synth", description=synth_main.__doc__)
@@ -136,13 +137,15 @@ def synth_main(argv: Sequence[str]) -> int:
     p.add_argument("--width", type=int, default=208)
     args = p.parse_args(list(argv))
     try:
+        if not Path(args.out).is_dir():  # an existing folder is refused by the writer (no overwrite here)
+            check_out(args.out)
         if args.layout == "camus2019":
             write_camus_2019(args.out, args.patients, args.seed, (args.height, args.width))
         elif args.layout == "camus2023":
             write_camus_2023(args.out, args.patients, args.seed, (args.height, args.width))
         else:
             write_echonet(args.out, args.patients, args.seed)
-    except FileExistsError as err:
+    except (FileExistsError, InputError) as err:
         print(f"dualsci-echo synth: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.layout} phantom data to {args.out}")

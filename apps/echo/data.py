@@ -104,8 +104,16 @@ class EchoDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Write the phantom if needed, then read the stage's splits: Lightning calls this before its
         logger creates ``lightning_logs/version_N``, so bad data stops a run without leaving that folder."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # output folders the run cannot create stop it here too, before any work
+            from apps.echo.pipeline import check_run_outputs
+
+            check_run_outputs(trainer)
         if self.source == "phantom" and not self.root.exists():
+            from apps.echo.pipeline import check_out
             from apps.echo.writers import write_camus_2023
+
+            check_out(self.root, option="--data.init_args.root")
 
             write_camus_2023(self.root, self.hparams.n_patients, self.hparams.seed, tuple(self.hparams.phantom_shape))
         state = getattr(getattr(self, "trainer", None), "state", None)

@@ -41,6 +41,43 @@ class InputError(ValueError):
     """An input file that cannot be segmented; the message names it."""
 
 
+def check_out(out: str | os.PathLike, overwrite: bool = False, option: str = "--out") -> None:
+    """Raise :class:`InputError` before any work when ``out`` cannot take a new output folder: it is a
+    file, a file sits above it (``mkdir`` raised a raw ``NotADirectoryError`` after the segmentation,
+    ``Path.exists`` being False for ``a_file/sub``), it is not writable, or it exists (without
+    ``overwrite``; with it, only an earlier ``segment`` output, holding ``cases.json``, is replaced:
+    ``--out . --overwrite`` would have deleted the working folder)."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out}: {option} exists and is not a folder")
+        if not overwrite:
+            raise InputError(f"{out}: output folder already exists (use --overwrite)")
+        if any(out.iterdir()) and not (out / "cases.json").exists():
+            raise InputError(f"{out}: --overwrite replaces only an earlier segment output (with cases.json); "
+                             "this folder holds other data")
+        return
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise InputError(f"{out}: {option} cannot be created: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: {option} cannot be created: {above} is not writable")
+
+
+def check_run_outputs(trainer) -> None:
+    """:func:`check_out` for the folders a Lightning run will create (log folder, loggers' ``save_dir``,
+    checkpoint folders when fitting); called from ``EchoDataModule.prepare_data``, before the logger
+    makes ``lightning_logs/version_N`` (under a file it raised a raw ``NotADirectoryError``; a bad
+    checkpoint folder failed only at the first save, after training)."""
+    dirs = [("--trainer.default_root_dir", trainer.default_root_dir)]
+    dirs += [("logger save_dir", lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
+    if trainer.training:
+        dirs += [("checkpoint dirpath", cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    for option, folder in dirs:
+        if not Path(folder).is_dir():  # an existing folder is fine here (runs add version_N folders)
+            check_out(folder, option=option)
+
+
 # ------------------------------------------------------------------------------------------ model
 
 
@@ -157,6 +194,9 @@ def read_input(path: str | os.PathLike) -> EchoInput:
         gt = None if gt is None else gt[None]
     if arr.ndim != 3 or min(arr.shape[1:]) < 8:
         raise InputError(f"{path}: expected an image or a sequence of images, got shape {arr.shape}")
+    if not np.isfinite(arr).all():  # NaN/inf made the min-max scaling below return a black or NaN->0 image
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise InputError(f"{path}: {bad} of {arr.size} pixel values are NaN or infinite")
     if arr.dtype != np.uint8:
         lo, hi = float(arr.min()), float(arr.max())
         arr = np.round((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
@@ -310,13 +350,16 @@ def _beat_by_beat_ef(native: dict, spacing, beats) -> dict:
     for i, beat in enumerate(beats):
         ef = _single_plane_ef(native["member_masks"][2 * i], native["member_masks"][2 * i + 1], spacing,
                               native["mask"][2 * i], native["mask"][2 * i + 1])
+        if beat.ed == beat.es:  # flat area curve: one frame is not an ED/ES pair (EF was reported as 0 %)
+            ef = {k: ([math.nan] * len(v) if isinstance(v, list) else math.nan) for k, v in ef.items()}
         rows.append({"beat": i, "ed_frame": beat.ed, "es_frame": beat.es, "ef": ef["ef_single_plane"],
                      "edv": ef["edv_single_plane"], "esv": ef["esv_single_plane"], "ef_interval": ef["ef_interval"],
                      "ef_members": ef["ef_members_all"]})
         member_efs.append(ef["ef_members_all"])
     efs = np.array([r["ef"] for r in rows], float)
-    per_member = np.nanmean(np.array(member_efs, float), axis=0) if member_efs else np.zeros(0)
-    per_member = per_member[np.isfinite(per_member)]
+    # each member's beat-mean EF; members without any finite beat EF are left out (no empty-slice warning)
+    per_member = np.array([np.nanmean(c) for c in np.array(member_efs, float).reshape(len(member_efs), -1).T
+                           if np.isfinite(c).any()] if member_efs else [])
     return {"beats": rows, "ef_single_plane": float(np.nanmean(efs)) if np.isfinite(efs).any() else math.nan,
             "edv_single_plane": rows[0]["edv"], "esv_single_plane": rows[0]["esv"],
             "ef_members": per_member.tolist(),

@@ -34,10 +34,11 @@ def main(args: Sequence[str] | None = None):
     from apps.medseg.data import DataError, LabelError
     from apps.medseg.datamodule import MedSegDataModule
     from apps.medseg.layouts import LayoutError
+    from apps.medseg.writer import GenerateError  # output folders: existing, under a file, not writable
 
     return console_main(lambda: build_cli(DiffusionModule, MedSegDataModule, args=args, prog="dualsci-medseg",
                                           extra_subcommands={"generate": _generate, "evaluate": _evaluate}),
-                        args, (DataError, LabelError, LayoutError))
+                        args, (DataError, LabelError, LayoutError, GenerateError))
 
 
 if __name__ == "__main__":

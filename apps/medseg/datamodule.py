@@ -81,8 +81,17 @@ class MedSegDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         h = self.hparams
+        if self.trainer is not None:  # output folders first: a bad one stops the run before any work
+            from apps.medseg.predict import check_run_outputs
+
+            check_run_outputs(self.trainer)
         if h.root is None and h.image is None and not (Path(h.root_cache) / "dataset.json").exists():
             from apps.medseg.phantom import write_phantom_msd
+            from apps.medseg.writer import GenerateError, out_problem
+
+            problem = out_problem(h.root_cache, "--data.init_args.root_cache")
+            if problem:
+                raise GenerateError(problem)
 
             write_phantom_msd(h.root_cache, n_cases=h.phantom_cases, modality="CT", seed=h.phantom_seed)
         # read the data now: Lightning calls prepare_data before its logger creates lightning_logs/version_N,

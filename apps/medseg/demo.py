@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from apps.medseg.cli import CONFIG_DIR
-from apps.medseg.evaluate import load_slices, run_evaluation
+from apps.medseg.evaluate import load_slices, run_evaluation, strict_json
 from apps.medseg.phantom import write_phantom_msd
 from dualsci.io import write_json_atomic
 
@@ -84,7 +84,7 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     res["timings_seconds"] = timings
     res["fit_steps_done"] = steps_done
     res["pairs_per_second"] = gen["pairs_per_second"]
-    write_json_atomic(out / "evaluation.json", res)
+    write_json_atomic(out / "evaluation.json", strict_json(res))
     write_report(out, res, real_train, synth, labels.names, gen_dir=out / "generated",
                  extra={"generation pairs/s (20 Euler steps, CFG 2)": gen["pairs_per_second"],
                         "timings (s)": json.dumps({k: round(v) for k, v in timings.items()}),

@@ -153,6 +153,17 @@ def run_evaluation(real_train: SegData, real_test: SegData, synth: SegData, name
     return res
 
 
+def strict_json(obj):
+    """``obj`` with NaN / inf floats as None, for ``evaluation.json``: NaN is not JSON (``jq`` and
+    ``JSON.parse`` refuse the file) and is what a per-label Dice or HD95 is when the held-out slices lack
+    that label."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return None if isinstance(obj, (float, np.floating)) and not np.isfinite(obj) else obj
+
+
 class EvaluateError(ValueError):
     """Refused evaluate request (an output folder that holds an evaluation or other data)."""
 
@@ -194,7 +205,12 @@ def _run(a: argparse.Namespace) -> dict:
     """Read the datasets (every input error before ``--out`` is created), evaluate, write the report."""
     from apps.medseg.report import write_report
 
+    from apps.medseg.writer import out_problem
+
     out = Path(a.out)
+    problem = out_problem(out)  # before the minutes of training, not at the final mkdir
+    if problem:
+        raise EvaluateError(problem)
     if (out / "evaluation.json").exists() and not a.force:
         raise EvaluateError(f"{out}: already holds evaluation.json (use --force to replace it)")
     if out.exists() and any(p.name not in ("evaluation.json", "report.html", "figures") for p in out.iterdir()):
@@ -216,10 +232,10 @@ def _run(a: argparse.Namespace) -> dict:
                          ref_steps=a.ref_steps)
     res.update({"real": str(a.real), "synthetic": str(a.synthetic)})
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "evaluation.json", res)
+    write_json_atomic(out / "evaluation.json", strict_json(res))
     write_report(out, res, real_train, synth, labels.names, gen_dir=Path(a.synthetic))
     print(f"evaluate: wrote {out / 'evaluation.json'} and {out / 'report.html'}")
     return res
 
 
-__all__ = ["run_evaluation", "load_slices", "split_real", "find_dataset_root", "main"]
+__all__ = ["run_evaluation", "strict_json", "load_slices", "split_real", "find_dataset_root", "main"]

@@ -29,7 +29,7 @@ from apps.medseg.model import MedSegNet
 from apps.medseg.objective import PairObjective
 from apps.medseg.prompts import Prompt
 from apps.medseg.sampling import MODES, sample_pairs
-from apps.medseg.writer import VERSION, GenerateError, PairWriter
+from apps.medseg.writer import VERSION, GenerateError, PairWriter, out_problem
 from dualsci.io import sha256_file
 from dualsci.io.atomic import atomic_write
 _ALLOWED = {"net": "apps.medseg.model.MedSegNet", "objective": "apps.medseg.objective.PairObjective"}
@@ -274,8 +274,9 @@ def check_options(out, n, steps, batch, cfg, spacing, layouts) -> None:
     bad = [x for x in layouts if x not in LAYOUTS]
     if bad or not layouts:
         raise GenerateError(f"--layouts: unknown {bad}; allowed: {list(LAYOUTS)}")
-    if Path(out).exists() and not Path(out).is_dir():
-        raise GenerateError(f"{out}: --out exists and is not a folder")
+    problem = out_problem(out)
+    if problem:
+        raise GenerateError(problem)
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:

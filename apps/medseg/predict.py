@@ -7,10 +7,10 @@ previews, ``manifest.jsonl``, ``DATASET_CARD.md``). The whole folder is built ne
 and renamed when prediction finishes (``dualsci.io.atomic_dir``): a failed run leaves nothing, and an
 existing folder is never overwritten.
 
-    dualsci-medseg predict --config apps/medseg/configs/demo.yaml --ckpt_path CKPT \
-        [--trainer.callbacks+=apps.medseg.predict.PairPredictionWriter --trainer.callbacks.out OUT]
+    dualsci-medseg predict --config apps/medseg/configs/demo.yaml --ckpt_path CKPT [--trainer.default_root_dir DIR]
 
-The shipped configs already list this callback (output ``<default_root_dir>/predict``).
+The shipped configs already list this callback (output ``<default_root_dir>/predict``; another folder:
+its ``out`` in a copy of the config — ``--trainer.callbacks.out`` reaches only the list's last callback).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from apps.medseg.writer import GenerateError, PairWriter
+from apps.medseg.writer import GenerateError, PairWriter, out_problem
 from dualsci.io import atomic_dir, sha256_file
 
 
@@ -52,12 +52,20 @@ class PairPredictionWriter(BasePredictionWriter):
     def _target(self, trainer: pl.Trainer) -> Path:
         return Path(self.out) if self.out is not None else Path(trainer.default_root_dir) / "predict"
 
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        objective = pl_module.objective
+    def check(self, trainer: pl.Trainer) -> Path:
+        """The output folder, or :class:`GenerateError` if it exists or cannot be created."""
         target = self._target(trainer)
         if target.exists():
             raise GenerateError(f"{target}: predict output folder already exists; choose a new one "
-                                "(--trainer.callbacks.out) or remove it")
+                                "(--trainer.default_root_dir) or remove it")
+        problem = out_problem(target, "predict output folder")
+        if problem:
+            raise GenerateError(problem)
+        return target
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        objective = pl_module.objective
+        target = self.check(trainer)
         ckpt = getattr(trainer, "ckpt_path", None)
         self._settings = {"verb": "predict", "checkpoint": str(ckpt) if ckpt else None,
                           "checkpoint_sha256": sha256_file(ckpt) if ckpt and Path(ckpt).exists() else None,
@@ -102,4 +110,28 @@ class PairPredictionWriter(BasePredictionWriter):
             stack.__exit__(type(exception), exception, exception.__traceback__)  # removes the temporary folder
 
 
-__all__ = ["PairPredictionWriter"]
+def check_run_outputs(trainer: pl.Trainer) -> None:
+    """Refuse, before Lightning writes anything, output folders the run could not create: the log folder
+    (``default_root_dir``, loggers' ``save_dir``), when fitting the checkpoint folders, when predicting
+    the prediction writer's folder. Called from ``MedSegDataModule.prepare_data``, which Lightning runs
+    before its logger makes ``lightning_logs/version_N`` (a log folder under a file raised a raw
+    ``NotADirectoryError`` there; a bad checkpoint folder failed only when the first checkpoint was saved).
+
+    Raises:
+        GenerateError: naming the folder and the problem.
+    """
+    dirs = [("--trainer.default_root_dir", trainer.default_root_dir)]
+    dirs += [("logger save_dir", lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
+    if trainer.training:
+        dirs += [("checkpoint dirpath", cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    for option, folder in dirs:
+        problem = out_problem(folder, option)
+        if problem:
+            raise GenerateError(problem)
+    if trainer.predicting:
+        for cb in trainer.callbacks:
+            if isinstance(cb, PairPredictionWriter):
+                cb.check(trainer)
+
+
+__all__ = ["PairPredictionWriter", "check_run_outputs"]

@@ -15,6 +15,7 @@ its files exist, so the manifest is the list of complete pairs.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +40,35 @@ class GenerateError(RuntimeError):
     """Refused generation request (bad folder, mismatched resume, bad checkpoint)."""
 
 
+def out_problem(path: str | os.PathLike, option: str = "--out") -> str | None:
+    """Why ``path`` cannot be (or become) an output folder, as ``"<path>: <problem>"``; None if it can.
+
+    Checked before any work: ``mkdir`` under a file raised a raw ``NotADirectoryError`` (or
+    ``FileExistsError``) at write time, after the sampling was done (``Path.exists`` is simply False
+    for ``a_file/sub``).
+    """
+    path = Path(path)
+    if path.exists():
+        return None if path.is_dir() else f"{path}: {option} exists and is not a folder"
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        return f"{path}: {option} cannot be created: {above} is a file, not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"{path}: {option} cannot be created: {above} is not writable"
+    return None
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that ``atomic_write`` leaves when a run is
+    killed in the middle of a write; a resumed run would otherwise keep them in the dataset folders."""
+    stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def prepare_out(out: Path, settings: dict) -> None:
     """Create ``out`` with its ``generate_config.json``, or accept it for resumption if the settings match.
 
@@ -54,6 +84,7 @@ def prepare_out(out: Path, settings: dict) -> None:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise GenerateError(f"{out}: holds a generation with other settings ({diff}); "
                                 "resume needs the same command, or choose a new folder")
+        remove_stale_temporaries(out)  # a killed run's half-written files
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg_path, settings)
@@ -187,4 +218,4 @@ def write_card(out: Path, labels: LabelDict, settings: dict, records: list[dict]
     return path
 
 
-__all__ = ["PairWriter", "GenerateError", "prepare_out", "preview_png", "write_card", "VERSION"]
+__all__ = ["PairWriter", "GenerateError", "out_problem", "remove_stale_temporaries", "prepare_out", "preview_png", "write_card", "VERSION"]

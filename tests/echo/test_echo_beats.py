@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.echo.beats import detect_beats, peak_distance, temporal_consistency
+from apps.echo.beats import Beat, detect_beats, peak_distance, temporal_consistency
 from apps.echo.phantom import Grid, cycle_phase, labels, make_patient
 from apps.echo.pipeline import _beat_by_beat_ef
 
@@ -88,3 +88,8 @@ def test_mp4_overlay(tmp_path):
     with av.open(str(tmp_path / "s.mp4")) as c:
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(decoded) == 17 and decoded[0].shape == (46, 62, 3)
+
+
+def test_flat_area_curve_is_one_frame_not_a_beat():
+    assert detect_beats(np.full(6, 40.0), fps=50.0) == ([Beat(0, 0)], "flat area curve")
+    assert detect_beats(np.array([3.0, 5.0, 4.0]))[1] == "global extremes"

@@ -184,3 +184,58 @@ def test_empty_split_is_a_data_error(tmp_path):
         (root / "database_split" / f"subgroup_{group}.txt").write_text("")
     with pytest.raises(CamusError, match=f"{root}: the training split is empty"):
         EchoDataModule(source="camus", root=str(root)).setup("fit")
+
+
+def test_unusable_out_folders_are_one_line_exit_2_before_any_work(ckpt, tmp_path, monkeypatch, capsys):
+    """`--out a_file/sub/deeper` raised a raw NotADirectoryError after the whole segmentation (segment),
+    at once (synth), or from Lightning's logger / the first checkpoint save (fit); `--out a_file
+    --overwrite` raised one when replacing the "folder"; `--overwrite` deleted any folder, e.g. `--out .`."""
+    from PIL import Image
+
+    from apps.echo.cli import synth_main
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    deep = a_file / "sub" / "deeper"
+    runs = [([deep], f"{deep}: --out cannot be created: {a_file} is a file, not a folder"),
+            ([a_file, "--overwrite"], f"{a_file}: --out exists and is not a folder"),
+            ([keep, "--overwrite"], f"{keep}: --overwrite replaces only an earlier segment output")]
+    for (out, *rest), problem in runs:
+        assert segment_main([str(image), "--ckpt", str(ckpt), "--out", str(out), *rest]) == 2
+        assert problem in capsys.readouterr().err
+        assert synth_main(["--out", str(deep), "--patients", "1"]) == 2
+        assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
+    for option in ("--trainer.default_root_dir", "--data.init_args.root"):
+        monkeypatch.setattr("sys.argv", ["dualsci-echo", "fit", option, str(deep), "--trainer.max_steps", "1"])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"error: {deep}: {option} cannot be created" in err
+        assert "Traceback" not in err
+    assert a_file.read_text() == "x" and [p.name for p in keep.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "keep", "x.png"]
+
+
+def test_segment_refuses_nan_pixels_and_gives_no_ef_for_a_flat_sequence(ckpt, tmp_path, capsys):
+    """NaN/inf pixels were min-max scaled into a black image and segmented; a sequence whose frames do
+    not change gave ED = ES = frame 0 and reported EF 0 % with the interval [0, 0]."""
+    import nibabel as nib
+
+    img = np.random.default_rng(0).integers(0, 60000, (40, 48)).astype(np.float32)  # (W, H), 16-bit range
+    img[:3] = np.nan
+    nib.save(nib.Nifti1Image(img, np.diag([0.3, 0.3, 1, 1])), tmp_path / "nan.nii.gz")
+    out = tmp_path / "seg"
+    assert segment_main([str(tmp_path / "nan.nii.gz"), "--ckpt", str(ckpt), "--out", str(out)]) == 2
+    assert not out.exists() and "nan.nii.gz: 144 of 1920 pixel values are NaN or infinite" in capsys.readouterr().err
+    img[:3] = 0
+    nib.save(nib.Nifti1Image(np.stack([img, img, img], -1), np.diag([0.3, 0.3, 1, 1])), tmp_path / "flat.nii.gz")
+    assert segment_main([str(tmp_path / "flat.nii.gz"), "--ckpt", str(ckpt), "--out", str(out), "--steps", "1",
+                         "--members", "2", "--bootstrap", "10"]) == 0
+    case = json.load(open(out / "cases.json"))["cases"][0]
+    assert case["beat_detection"]["method"] == "flat area curve"
+    assert case["ef_single_plane"] is None and case["beats"][0]["ef"] is None and case["ef_members"] == []

@@ -128,3 +128,28 @@ def test_evaluate_cli_bad_real_dataset_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and not out.exists()
     assert err.startswith(f"dualsci-medseg evaluate: error: {label}: label values [99]") and "\n" not in err
+
+
+def test_evaluation_json_is_standard_json_when_a_label_is_missing_from_the_held_out_case(tmp_path):
+    """The held-out case without spleen gives a NaN per-label Dice; evaluation.json had a bare `NaN`
+    token, which is not JSON (jq, JSON.parse and json.loads(parse_constant=...) refuse it)."""
+    import nibabel as nib
+    import numpy as np
+
+    real = write_phantom_msd(tmp_path / "real", n_cases=3, seed=0, shape=(16, 16, 6))
+    meta = json.loads((real / "dataset.json").read_text())
+    spleen = int(next(k for k, v in meta["labels"].items() if v == "spleen"))
+    held_out = real / meta["training"][-1]["label"]
+    lab = nib.load(held_out)
+    data = np.asarray(lab.dataobj)
+    nib.save(nib.Nifti1Image(np.where(data == spleen, 0, data).astype(data.dtype), lab.affine, lab.header), held_out)
+    syn = write_phantom_msd(tmp_path / "syn", n_cases=2, seed=5, shape=(16, 16, 6))
+    out = tmp_path / "ev"
+    evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(out), "--size", "16", "--steps", "1",
+                   "--ref-steps", "1", "--seeds", "1", "--ratios", "1", "--few", "2", "--labels", "liver,spleen"])
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    res = json.loads((out / "evaluation.json").read_text(), parse_constant=refuse)
+    assert res["reference_real_test"]["dice_per_class"][-1] is None  # spleen: absent from the held-out case

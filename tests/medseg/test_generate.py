@@ -223,3 +223,65 @@ def test_cli_bad_out_and_mask_files_name_them(tiny_generator, tmp_path, capsys):
             main(["--ckpt", str(tiny_generator), "--no-progress", "--steps", "1", *options])
         assert exit_info.value.code == 2 and problem in capsys.readouterr().err
     assert not (tmp_path / "g").exists() and a_file.read_text() == "x"
+
+
+def test_out_under_a_file_is_one_line_exit_2_before_any_work(tiny_generator, tmp_path, capsys):
+    """`--out a_file/sub[/deeper]` used to end in a raw NotADirectoryError / FileExistsError traceback
+    from mkdir (Path.exists() is False there, so the existing check let it through)."""
+    from apps.medseg.evaluate import main as evaluate_main
+    from apps.medseg.generate import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out in (a_file / "sub", a_file / "sub" / "deeper"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--ckpt", str(tiny_generator), "--prompt", "CT liver", "--out", str(out), "--no-progress"])
+        assert exit_info.value.code == 2
+        assert f"{out}: --out cannot be created: {a_file} is a file, not a folder" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:  # checked before the datasets are read
+            evaluate_main(["--real", str(tmp_path / "r"), "--synthetic", str(tmp_path / "s"), "--out", str(out)])
+        assert exit_info.value.code == 2 and f"{a_file} is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "gen.pt"]
+
+
+def test_resume_removes_a_killed_runs_temporary_files(tiny_generator, tmp_path):
+    """A run killed inside atomic_write leaves `.<name>.<random>.tmp`; the resumed run used to keep it
+    in imagesTr/labelsTr next to the finished dataset."""
+    out = tmp_path / "gen"
+    generate(tiny_generator, PROMPTS, out, n=1, steps=2, progress=False, max_pairs=1)
+    stale = next((out / "nnunet").iterdir()) / "imagesTr" / ".p01_s000001_0000.nii.gz.k1ll3d.tmp"
+    stale.write_bytes(b"half a file")
+    res = generate(tiny_generator, PROMPTS, out, n=1, steps=2, progress=False)
+    assert res["pairs"] == 2 and not stale.exists() and not list(out.rglob(".*"))
+
+
+def test_predict_and_fit_refuse_unusable_output_folders_before_writing(tmp_path, monkeypatch, capsys):
+    """A log/checkpoint/predict folder under a file raised a raw NotADirectoryError from Lightning's logger
+    (predict, fit) or failed at the first checkpoint save; an existing predict folder was a traceback
+    (exit 1) that left a new lightning_logs/version_N behind. Now: one line, exit 2, nothing written."""
+    import sys
+
+    from apps.medseg.cli import CONFIG_DIR, main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    small = ["--config", str(CONFIG_DIR / "demo.yaml"), "--model.init_args.net.init_args.image_size", "16",
+             "--model.init_args.net.init_args.dim", "32", "--model.init_args.net.init_args.depth", "1",
+             "--data.init_args.size", "16", "--data.init_args.phantom_cases", "2",
+             "--data.init_args.root_cache", str(tmp_path / "phantom"), "--trainer.max_steps", "1"]
+    (tmp_path / "run" / "predict").mkdir(parents=True)
+    runs = [(["predict", "--trainer.default_root_dir", str(a_file / "run")],
+             f"{a_file / 'run'}: --trainer.default_root_dir cannot be created: {a_file} is a file"),
+            (["predict", "--trainer.default_root_dir", str(tmp_path / "run")],
+             f"{tmp_path / 'run' / 'predict'}: predict output folder already exists"),
+            (["fit", "--trainer.default_root_dir", str(tmp_path / "fit"),
+              "--trainer.callbacks.init_args.dirpath", str(a_file / "ckpt")],
+             f"{a_file / 'ckpt'}: checkpoint dirpath cannot be created: {a_file} is a file")]
+    for verb, problem in runs:
+        monkeypatch.setattr(sys, "argv", ["dualsci-medseg", verb[0], *small, *verb[1:]])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"error: {problem}" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["predict"]  # no lightning_logs/version_N
+    assert not (tmp_path / "fit").exists() and a_file.read_text() == "x"
