@@ -293,3 +293,8 @@ def test_roundtrip_through_every_format(tmp_path, toy_eps):
             assert np.abs(back.fields[k].astype(float) - toy_eps.fields[k].astype(float)).mean() < 8.0
         else:
             np.testing.assert_array_equal(back.fields[k], toy_eps.fields[k])  # video-only actions stay zero
+
+
+def test_robomimic_reader_on_a_folder(tmp_path):
+    with pytest.raises(DataError, match=r"is a folder, not a robomimic HDF5 file"):  # was h5py's errno dump
+        read_robomimic(tmp_path)

@@ -151,3 +151,15 @@ def test_empty_or_malformed_episode_ends(tmp_path, toy_eps, ends, problem):
     g["meta"].create_array("episode_ends", data=np.asarray(ends, np.float64 if problem == "integers" else np.int64))
     with pytest.raises(DataError, match=rf"t\.zarr, key 'meta/episode_ends': .*{problem}"):
         read_replay_zarr(out)
+
+
+def test_concat_of_different_frame_shapes_names_the_set(toy_eps):
+    """A video-only set of another image size (RoboticsDataModule(video_only_path=...)) was a bare numpy
+    concatenation error in fit."""
+    from apps.robotics.data.builtin import generate_toy_push
+
+    other = generate_toy_push(2, seed=1, res=8)
+    other.source = "video.zarr"
+    with pytest.raises(DataError, match=r"video\.zarr, key 'image': per-frame shape \(8, 8, 3\) differs from "
+                                        r"\(16, 16, 3\)"):
+        EpisodeSet.concat([toy_eps, other])

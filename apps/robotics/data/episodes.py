@@ -125,6 +125,10 @@ class EpisodeSet:
         ids = np.concatenate([s.episode_ids for s in sets])  # each part keeps its own file's numbering
         for k in keys:
             ref = next(s.fields[k] for s in sets if k in s.fields)
+            for s in sets:  # e.g. a video-only set of another image size: numpy's error would name nothing
+                if k in s.fields and s.fields[k].shape[1:] != ref.shape[1:]:
+                    raise data_error(s.source, f"per-frame shape {s.fields[k].shape[1:]} differs from "
+                                     f"{ref.shape[1:]} in {next(t.source for t in sets if k in t.fields)}", key=k)
             parts = [s.fields[k] if k in s.fields else np.zeros((s.n_frames,) + ref.shape[1:], ref.dtype)
                      for s in sets]
             fields[k] = np.concatenate(parts)

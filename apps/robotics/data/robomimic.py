@@ -54,6 +54,8 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
     path = Path(path)
     if not path.exists():
         raise data_error(str(path), "file not found")
+    if path.is_dir():
+        raise data_error(str(path), "is a folder, not a robomimic HDF5 file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
