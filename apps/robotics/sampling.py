@@ -109,6 +109,21 @@ def sample_chunk(net: DustPolicyNet, obs_state: Tensor, obs_image: Tensor | None
             "future": None if net.variant == "action_only" else x_b, "nfe": nfe}
 
 
+def _uint8_frames(img: np.ndarray) -> np.ndarray:
+    """Frames as uint8 0..255 (what the envs and datasets give and the net's normaliser assumes).
+
+    Integer arrays within 0..255 are cast; floats are refused: LeRobot-style 0..1 frames would be
+    divided by 255 again and reach the net as near-black images without any error."""
+    if img.dtype == np.uint8:
+        return img
+    if np.issubdtype(img.dtype, np.integer) and (img.size == 0 or (img.min() >= 0 and img.max() <= 255)):
+        return img.astype(np.uint8)
+    raise ValueError(f"observation: 'image' must be uint8 0..255 frames, got {img.dtype}"
+                     + (f" with values {img.min()}..{img.max()}" if img.size else "")
+                     + ("; a float 0..1 frame needs (x * 255).round().astype(np.uint8)"
+                        if np.issubdtype(img.dtype, np.floating) else ""))
+
+
 class Policy:
     """Closed-loop policy around a trained `DustPolicyNet`.
 
@@ -187,6 +202,8 @@ class Policy:
         if state.shape[1] != self.net.state_dim:
             raise ValueError(f"observation: state spec {self.state_keys} gives {state.shape[1]} columns, "
                              f"the policy expects state_dim={self.net.state_dim}")
+        if not torch.isfinite(state).all():  # would stay in the history and make every later chunk NaN
+            raise ValueError(f"observation: state spec {self.state_keys} gives non-finite values (NaN/inf)")
         image = None
         if self.net.use_image:
             if "image" not in fields:
@@ -195,7 +212,8 @@ class Policy:
             if fields["image"].shape[1:] != (side, side, 3):
                 raise ValueError(f"observation: image is {fields['image'].shape[1:]}, "
                                  f"the policy expects ({side}, {side}, 3) per observation")
-            image = torch.from_numpy(np.ascontiguousarray(fields["image"].transpose(0, 3, 1, 2))).to(dev)
+            frames = _uint8_frames(fields["image"])
+            image = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).to(dev)
         return state, image
 
     def _batch_fields(self, obs: dict) -> dict[str, np.ndarray]:

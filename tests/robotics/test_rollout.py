@@ -183,3 +183,19 @@ def test_batches_are_told_by_the_training_rank_and_must_agree():
     with pytest.raises(ValueError, match=r"one is a batch, the other a single observation"):
         pol.select_action({"state": np.zeros((2, 4)), "image": img})
     assert np.shape(pol.select_action({"state": np.zeros(4), "image": img, "unused": np.zeros((3, 3, 3))})) == (2,)
+
+
+def test_float_frames_and_non_finite_states_are_refused():
+    """Float 0..1 frames (LeRobot's convention) were divided by 255 again and acted on as near-black
+    images; a NaN state entered the history and made every later chunk NaN."""
+    pol = Policy(tiny_net(), ["state"], n_action_steps=1, n_vision_steps=1)
+    img = np.zeros((16, 16, 3))
+    with pytest.raises(ValueError, match=r"'image' must be uint8 0\.\.255 frames, got float64.*\* 255"):
+        pol.select_action({"state": np.zeros(4), "image": img + 0.5})
+    with pytest.raises(ValueError, match=r"got int64 with values -1\.\.-1"):
+        pol.select_action({"state": np.zeros(4), "image": img.astype(np.int64) - 1})
+    with pytest.raises(ValueError, match=r"non-finite"):
+        pol.select_action({"state": np.array([0, np.nan, 0, 0]), "image": img.astype(np.uint8)})
+    assert not pol.history  # nothing entered it
+    action = pol.select_action({"state": np.zeros(4), "image": img.astype(np.int64) + 255})  # ints in range: cast
+    assert np.isfinite(action).all()
