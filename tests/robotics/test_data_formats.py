@@ -298,3 +298,20 @@ def test_roundtrip_through_every_format(tmp_path, toy_eps):
 def test_robomimic_reader_on_a_folder(tmp_path):
     with pytest.raises(DataError, match=r"is a folder, not a robomimic HDF5 file"):  # was h5py's errno dump
         read_robomimic(tmp_path)
+
+
+def test_lerobot_png_cells_that_cannot_be_read_are_named(tmp_path, toy_eps):
+    """A null cell, a missing image path or undecodable bytes were PIL/OS tracebacks naming nothing."""
+    base = write_lerobot(toy_eps.select([0]), tmp_path / "base", version="v3.0", image_mode="image")
+    data = next((base / "data").rglob("*.parquet"))
+    for i, cell in enumerate((None, {"bytes": None, "path": "missing.png"}, {"bytes": b"not a png", "path": None})):
+        root = shutil.copytree(base, tmp_path / f"bad{i}")
+
+        def edit(df, cell=cell):
+            df["observation.image"] = [cell if j == 2 else v for j, v in enumerate(df["observation.image"])]
+            return df
+
+        _edit_parquet(root / data.relative_to(base), edit)
+        with pytest.raises(DataError, match=r"file-000\.parquet, episode 0, key 'observation.image': frame 2: "
+                                            r"cannot read the image"):
+            read_lerobot(root)

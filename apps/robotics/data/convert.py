@@ -124,7 +124,7 @@ def convert_main(argv: list[str] | None = None) -> int:
         v3 = dict(data_files_size_in_mb=args.data_mb, video_files_size_in_mb=args.video_mb,
                   chunks_size=args.chunks_size) if args.to == "lerobot_v3" else {}
         save_episodes(eps, args.dst, args.to, overwrite=args.overwrite, **v3)
-    except (DataError, FileExistsError, ValueError) as exc:
+    except (DataError, OSError, ValueError) as exc:  # OSError: existing output, unreadable or full disk (named)
         print(f"error: {exc}")
         return 2
     print(f"wrote {args.dst} ({args.to}): {eps.n_episodes} episodes, {eps.n_frames} frames, "

@@ -219,11 +219,20 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
         if cam not in rows.columns:
             raise data_error(str(dpath), "image column missing", episode=e, key=cam)
         imgs = []
-        for cell in rows[cam]:
-            data = cell.get("bytes") if isinstance(cell, dict) else cell
-            if data is None and isinstance(cell, dict) and cell.get("path"):
-                data = (root / cell["path"]).read_bytes()
-            imgs.append(np.asarray(Image.open(BytesIO(data)).convert("RGB")))
+        for i, cell in enumerate(rows[cam]):
+            try:  # null cells, missing files and undecodable bytes would be PIL/OS tracebacks naming nothing
+                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                if data is None and isinstance(cell, dict) and cell.get("path"):
+                    data = (root / cell["path"]).read_bytes()
+                if data is None:
+                    raise ValueError("no image bytes and no path")
+                imgs.append(np.asarray(Image.open(BytesIO(data)).convert("RGB")))
+            except (OSError, ValueError, TypeError) as exc:
+                raise data_error(str(dpath), f"frame {i}: cannot read the image ({type(exc).__name__}: {exc})",
+                                 episode=e, key=cam) from exc
+        shapes = {im.shape for im in imgs}
+        if len(shapes) > 1:
+            raise data_error(str(dpath), f"frames of different sizes {sorted(shapes)}", episode=e, key=cam)
         return np.stack(imgs)
     if "video_path" not in info or not info["video_path"]:
         raise data_error(str(root / "meta/info.json"), "video feature but no video_path", key=cam)
