@@ -60,6 +60,8 @@ def make_server(policy, port: int = 8765) -> ThreadingHTTPServer:
         def do_POST(self):
             try:
                 n = int(self.headers.get("Content-Length", 0))
+                if n < 0:  # rfile.read(-1) would wait for the client to close: the request would hang
+                    raise ValueError(f"Content-Length must be >= 0, got {n}")
                 req = json.loads(self.rfile.read(n) or b"{}")
                 with lock:
                     if self.path == "/reset":

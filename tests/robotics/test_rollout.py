@@ -104,6 +104,15 @@ def test_server_bad_requests_and_batch_size_change():
             assert code == 400 and out["error"], body
         code, out = _post(url, b"{not json")
         assert code == 400
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.putrequest("POST", "/act")
+        conn.putheader("Content-Length", "-1")  # read until EOF: the reply never came (timeout)
+        conn.endheaders()
+        reply = conn.getresponse()
+        assert reply.status == 400 and "Content-Length" in json.loads(reply.read())["error"]
+        conn.close()
         one = {"state": [0.1, 0.2, 0.3, 0.4], "image": img.tolist()}
         code, out = _post(url, json.dumps({"obs": one}).encode())
         assert code == 200 and np.shape(out["action"]) == (2,)
