@@ -4,7 +4,8 @@
 
 Trains the pixel-space forecaster (4 frames of 6 h per block) on the training period, forecasts from
 every 00/12 UTC init in the test period that has truth in the file at every lead (the 48 h verification
-may reach past END; ``verification_end`` in the JSON), with ≥ 10 members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
+may reach past END but never into the training period; ``verification_end`` in the JSON; a test period
+overlapping the training period is refused), with ≥ 10 members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
 unbiased SSR). Baselines: persistence (the analysis at the init) and the diurnal climatology of the
 training period (hour-of-day mean; seasonal harmonics only when training spans a year).
 Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any period). Periods are
@@ -138,10 +139,17 @@ def main(argv: list[str] | None = None) -> dict:
     test_start, test_end = np.datetime64(test[0], "h"), period_end_hour(test[1])
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
-    inits = _inits(times, test_start, test_end, a.history)
+    train_start, train_end = np.datetime64(train[0], "h"), period_end_hour(train[1])
+    if test_start <= train_end and train_start <= test_end:
+        raise WeatherDataError(a.data, f"test period {a.test} overlaps the training period {a.train}: it would be scored on "
+                               "data the model trained on (choose disjoint periods)", "time")
+    # a test period before the training one: no verification time inside the training period either
+    truth_end = train_start - np.timedelta64(1, "h") if test_end < train_start else None
+    inits = _inits(times, test_start, test_end, a.history, truth_end=truth_end)
     if not inits:
         raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {a.history} state(s) 6 h apart "
-                               f"before it and truth at +{'/'.join(map(str, LEADS))} h in the file", "time")
+                               f"before it and truth at +{'/'.join(map(str, LEADS))} h in the file"
+                               + (f" before the training period {a.train}" if truth_end is not None else ""), "time")
     # validation = the last --val-days days of the training period; the model trains on the rest
     train_end_day = np.datetime64(train[1], "D")
     fit_end = str(train_end_day - np.timedelta64(a.val_days, "D")) if a.val_days else train[1]

@@ -149,10 +149,7 @@ def encode_dataset(checkpoint: str | os.PathLike, data: str | os.PathLike, out: 
     ds = open_weather(data, variables=sorted({c.partition("/")[0] for c in stats.channels}), levels=channel_levels(stats.channels),
                       period=period)
     ds = match_grid(ds, meta["lat"], meta["lon"], str(data))
-    statics = torch.zeros(1, 0, len(meta["lat"]), len(meta["lon"]))
-    if stats.static_names:
-        arr = np.stack([np.asarray(ds[s].values, np.float64) for s in stats.static_names])
-        statics = torch.from_numpy(((arr - stats.static_mean[:, None, None]) / stats.static_std[:, None, None]).astype(np.float32))[None]
+    statics = torch.from_numpy(stats.statics(ds))[None]
     f = net.factor
     lat = _block_mean_lat(np.asarray(meta["lat"]), f)
     lon = _block_mean_lon(np.asarray(meta["lon"]), f)

@@ -161,6 +161,12 @@ def calibrate_store(
     from apps.weather.data import channel_names
     from dualsci.io import atomic_dir
 
+    from apps.weather.data import WeatherDataError
+    from apps.weather.sampling import no_fill_coords
+
+    dst = Path(out_path)
+    if dst.exists():
+        raise FileExistsError(f"{dst}: output already exists (refusing to overwrite)")
     calib = calibration if isinstance(calibration, SpreadCalibration) else SpreadCalibration.load(calibration)
     src = Path(forecast_path)
     fc = xr.open_zarr(src, consolidated=False) if src.is_dir() else xr.open_dataset(src, chunks={})
@@ -189,17 +195,20 @@ def calibrate_store(
     out.attrs["spread_calibration"] = json.dumps({"factors": {c: {str(k): x for k, x in p.items()} for c, p in calib.factors.items()}, "source": calib.source})
     for v in out.variables:
         out[v].encoding = {}
-    dst = Path(out_path)
-    if str(dst).endswith((".nc", ".nc4")):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        part = dst.with_name(f".{dst.name}.part")
-        try:
-            out.to_netcdf(part)
-            os.replace(part, dst)
-        finally:
-            part.unlink(missing_ok=True)
-    else:
-        with atomic_dir(dst) as tmp:
-            out.chunk({d: -1 for d in out.dims if d not in ("time", "realization")}).to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    try:  # the store is read while the copy is written: a damaged chunk fails here, named
+        if str(dst).endswith((".nc", ".nc4")):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            part = dst.with_name(f".{dst.name}.part")
+            try:
+                out.to_netcdf(part, encoding=no_fill_coords(out))
+                os.replace(part, dst)
+            finally:
+                part.unlink(missing_ok=True)
+        else:
+            with atomic_dir(dst) as tmp:
+                out.chunk({d: -1 for d in out.dims if d not in ("time", "realization")}).to_zarr(
+                    tmp, mode="w", consolidated=False, zarr_format=3, encoding=no_fill_coords(out))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise WeatherDataError(src, f"calibrated copy {dst} not written: {type(exc).__name__}: {exc}") from exc
     fc.close()
     return dst

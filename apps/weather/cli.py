@@ -53,6 +53,10 @@ def forecast_main(argv: list[str]) -> str:
         from apps.weather.calibration import SpreadCalibration
 
         calib = SpreadCalibration.load(a.calibration)  # a bad file fails before the (long) rollout
+        raw = Path(a.out)
+        dst = a.calibrated_out or str(raw.with_name(raw.stem + "_calibrated" + raw.suffix))
+        if Path(dst).exists():  # ... and so does an existing calibrated output
+            raise FileExistsError(f"{dst}: output already exists (refusing to overwrite)")
     fmt = "netcdf" if a.out.endswith((".nc", ".nc4")) else "zarr"
     opts = ForecastOptions(
         inits=[str(t) for t in parse_inits(a.inits)], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
@@ -64,8 +68,6 @@ def forecast_main(argv: list[str]) -> str:
     if calib is not None:
         from apps.weather.calibration import calibrate_store
 
-        raw = Path(out)
-        dst = a.calibrated_out or str(raw.with_name(raw.stem + "_calibrated" + raw.suffix))
         print(f"wrote {calibrate_store(out, dst, calib)}")
     return str(out)
 
@@ -156,13 +158,15 @@ VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, 
 
 def main(args: Sequence[str] | None = None):
     """Entry point of ``dualsci-weather``."""
+    from apps.weather.calibration import CalibrationError
     from apps.weather.data import WeatherDataError
     from apps.weather.datamodule import WeatherDataModule
     from dualsci.training import DiffusionModule, build_cli, console_main
 
-    # bad input (the message names file, variable and problem), or an output that exists
+    # bad input (the message names file, variable and problem), a calibration file that does not apply, or an
+    # output that exists
     return console_main(lambda: build_cli(DiffusionModule, WeatherDataModule, extra_subcommands=VERBS, args=args,
-                                          prog="dualsci-weather"), args, (WeatherDataError, FileExistsError))
+                                          prog="dualsci-weather"), args, (WeatherDataError, CalibrationError, FileExistsError))
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ def _open_netcdf_url(url: str) -> xr.Dataset:
 def _open_grib(path: str) -> xr.Dataset:
     import cfgrib
 
-    kwargs = {"indexpath": ""}
+    # errors="raise": a truncated or damaged message fails the open (cfgrib's default logs it and fills the
+    # field with NaN, which would surface later as a misleading NaN error)
+    kwargs = {"indexpath": "", "errors": "raise"}
     try:
         return xr.open_dataset(path, engine="cfgrib", chunks={}, backend_kwargs=kwargs)
     except cfgrib.dataset.DatasetBuildError:
@@ -424,13 +426,48 @@ def channel_levels(channels: Iterable[str]) -> list[float] | None:
     return levels or None
 
 
-def check_finite(values: np.ndarray, source: str, variable: str) -> None:
-    """Raise if a non-masked field has NaN/inf (masked fields such as SST may)."""
+def check_finite(values: np.ndarray, source: str, variable: str, where: str = "") -> None:
+    """Raise if a non-masked field has NaN/inf (masked fields such as SST may); ``where`` adds context."""
     if variable.split("/")[0] in MASKED_FIELDS:
         return
     if not np.all(np.isfinite(values)):
         n = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
-        raise WeatherDataError(source, f"{n} NaN/inf value(s) in a field not declared as masked", variable)
+        raise WeatherDataError(source, f"{n} NaN/inf value(s) in a field not declared as masked{where}", variable)
+
+
+_GRID_DIMS = ("time", "level", "latitude", "longitude")
+
+
+def _grid_only(da: xr.DataArray, source: str, name: str) -> xr.DataArray:
+    """Drop extra dims of length 1 (e.g. a CDS ``number`` of one member); any longer one is an error."""
+    extra = [d for d in da.dims if d not in _GRID_DIMS]
+    longer = {str(d): int(da.sizes[d]) for d in extra if da.sizes[d] != 1}
+    if longer:
+        raise WeatherDataError(source, f"unexpected dimension(s) {longer} besides {_GRID_DIMS}: select one "
+                                       "(member, experiment, ...) before using it as a state", name)
+    return da.isel({d: 0 for d in extra})
+
+
+def read_values(da: xr.DataArray, source: str, name: str, where: str = "") -> np.ndarray:
+    """Load a (lazy) array; a reading error (e.g. a corrupt zarr chunk) is re-raised naming file and variable."""
+    try:
+        return np.asarray(da.values)
+    except Exception as exc:  # noqa: BLE001 - re-raised with file and variable named
+        raise WeatherDataError(source, f"cannot read data{where} ({type(exc).__name__}: {exc})", name) from exc
+
+
+def load_statics(ds: xr.Dataset, names: Sequence[str]) -> np.ndarray:
+    """Static fields as one array ``(S, H, W)`` float64, read and checked like :func:`load_block`."""
+    source = ds.attrs.get("source_path", "<dataset>")
+    out = []
+    missing = [n for n in names if n not in ds.data_vars]
+    if missing:
+        raise WeatherDataError(source, "static field(s) used in training are missing", ",".join(missing))
+    for name in names:
+        arr = read_values(_grid_only(ds[name], source, name), source, name).astype(np.float64)
+        check_finite(arr, source, name)
+        out.append(arr)
+    return np.stack(out) if out else np.zeros((0, ds.sizes["latitude"], ds.sizes["longitude"]))
 
 
 def load_block(ds: xr.Dataset, channels: Sequence[str], time_index: slice | np.ndarray) -> np.ndarray:
@@ -448,13 +485,13 @@ def load_block(ds: xr.Dataset, channels: Sequence[str], time_index: slice | np.n
     with dask.config.set(scheduler="synchronous"):
         for ch in channels:
             var, _, lv = ch.partition("/")
-            try:
-                if var not in loaded:
-                    loaded[var] = ds[var].isel(time=time_index).load()
-                da = loaded[var].sel(level=float(lv)) if lv else loaded[var]
-                arr = np.asarray(da.values, dtype=np.float32)
-            except Exception as exc:  # noqa: BLE001 - re-raised with file and variable named
-                raise WeatherDataError(source, f"cannot read data ({type(exc).__name__}: {exc})", ch) from exc
+            if var not in ds.data_vars:
+                raise WeatherDataError(source, f"missing variable; available: {sorted(map(str, ds.data_vars))}", ch)
+            if var not in loaded:
+                da = _grid_only(ds[var], source, ch).isel(time=time_index)
+                loaded[var] = da.copy(data=read_values(da, source, ch))
+            da = loaded[var].sel(level=float(lv)) if lv else loaded[var]
+            arr = np.asarray(da.values, dtype=np.float32)
             check_finite(arr, source, ch)
             parts.append(arr)
     return np.stack(parts, axis=1)

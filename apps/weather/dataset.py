@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from apps.weather.data import WeatherDataError, channel_names, load_block, static_fields
+from apps.weather.data import WeatherDataError, channel_names, load_block, load_statics, static_fields
 
 NS_PER_HOUR = 3_600_000_000_000
 
@@ -76,6 +76,12 @@ class NormStats:
     def denormalise(self, x: np.ndarray) -> np.ndarray:
         return (x * self.std[:, None, None] + self.mean[:, None, None]).astype(np.float32)
 
+    def statics(self, ds: xr.Dataset) -> np.ndarray:
+        """(S, H, W) normalised float32 static fields ``static_names`` of ``ds`` (read and checked by
+        ``load_statics``: a NaN or an unreadable chunk is an error naming the file and the field)."""
+        arr = load_statics(ds, self.static_names)
+        return ((arr - self.static_mean[:, None, None]) / self.static_std[:, None, None]).astype(np.float32)
+
 
 def time_blocks(n_time: int, block: int) -> Iterator[slice]:
     for s in range(0, n_time, block):
@@ -124,10 +130,10 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: 
     for c, s in zip(channels, std):
         if not np.isfinite(s) or s <= 0:
             raise WeatherDataError(src, "constant or empty field: cannot normalise (std = 0)", c)
-    st = static_fields(ds)
-    names = [str(v) for v in st.data_vars]
-    smean = np.array([float(st[v].mean()) for v in names])
-    sstd = np.array([max(float(st[v].std()), 1e-6) for v in names])
+    names = [str(v) for v in static_fields(ds).data_vars]
+    arr = load_statics(ds, names)  # (S, H, W)
+    smean = arr.mean(axis=(1, 2))
+    sstd = np.maximum(arr.std(axis=(1, 2)), 1e-6)
     return NormStats(channels, mean, std, names, smean, sstd)
 
 
@@ -187,17 +193,16 @@ class WindowDataset(torch.utils.data.Dataset):
             hours = (times[idx].astype("datetime64[h]").astype(np.int64)) % 24
             idx = idx[np.isin(hours, list(init_hours))]
         if len(idx) == 0:
-            raise WeatherDataError(src, f"period too short for {frames} frames of {step_hours} h", "time")
+            span = (self.history + frames) * step_hours
+            raise WeatherDataError(src, f"period too short for {frames} frames of {step_hours} h (with {self.history} history "
+                                        f"state(s) a window spans {span} h; the period {str(times[0])[:16]} .. "
+                                        f"{str(times[-1])[:16]} has {len(times)} times"
+                                        + (f"; inits only at hours {sorted(set(init_hours))}" if init_hours is not None else "") + ")", "time")
         self.indices = idx
         self.block = block or chunk_hours(ds, self.channels)
         self.max_blocks = max_blocks
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        st = static_fields(ds)
-        if stats.static_names:
-            arr = np.stack([np.asarray(st[v].values, np.float64) for v in stats.static_names])
-            self.statics = ((arr - stats.static_mean[:, None, None]) / stats.static_std[:, None, None]).astype(np.float32)
-        else:
-            self.statics = np.zeros((0, ds.sizes["latitude"], ds.sizes["longitude"]), np.float32)
+        self.statics = stats.statics(ds)
         self.lat = ds["latitude"].values
         self.lon = ds["longitude"].values
 

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from apps.weather.data import WeatherDataError, channel_names, load_block, match_grid, open_weather
+from apps.weather.data import WeatherDataError, channel_names, check_finite, load_block, match_grid, open_weather, read_values
 from apps.weather.dataset import time_blocks
 from apps.weather.metrics import ScoreAccumulator
 from dualsci.io import write_json_atomic
@@ -197,7 +197,11 @@ def evaluate(
             for ci, ch in enumerate(chans):
                 v, _, lv = ch.partition("/")
                 da = step[v].sel(level=float(lv)) if lv else step[v]
-                ens = np.asarray(da.transpose(*([mdim] if mdim else []), "latitude", "longitude").values, np.float64)
+                # a damaged chunk fails the read; a missing one (an unfinished store) reads as NaN: both named
+                where = f" at init {str(init)[:16]}, lead {lead_h} h"
+                ens = read_values(da.transpose(*([mdim] if mdim else []), "latitude", "longitude"), str(forecast_path), ch, where)
+                ens = ens.astype(np.float64)
+                check_finite(ens, str(forecast_path), ch, where)
                 if mdim is None:
                     ens = ens[None]
                 if calib is not None:

@@ -123,17 +123,25 @@ def _template(meta: dict, channels: list[str], inits: Sequence[np.datetime64], l
         "time": ("time", init_arr, {"standard_name": "forecast_reference_time", "long_name": "initialisation time"}),
         "realization": ("realization", np.arange(members, dtype=np.int32), {"standard_name": "realization", "units": "1"}),
         "prediction_timedelta": ("prediction_timedelta", lead_td, {"standard_name": "forecast_period", "long_name": "lead time"}),
-        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude", "axis": "Y"}),
+        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude", "axis": "X"}),
         "valid_time": (("time", "prediction_timedelta"), init_arr[:, None] + lead_td[None, :], {"standard_name": "time", "long_name": "valid time"}),
     }
     if levels is not None:
-        coords["level"] = ("level", np.asarray(levels), {"units": "hPa", "long_name": "pressure level", "positive": "down"})
+        coords["level"] = ("level", np.asarray(levels), {"units": "hPa", "long_name": "pressure level", "positive": "down",
+                                                         "standard_name": "air_pressure", "axis": "Z"})
     return xr.Dataset(data_vars, coords=coords)
+
+
+def no_fill_coords(ds: xr.Dataset) -> dict:
+    """Encoding entries that keep ``_FillValue`` off the float coordinate variables (CF 2.5.1: coordinates
+    have no missing data; xarray would add a NaN fill value to every float variable)."""
+    return {str(c): {"_FillValue": None} for c in ds.coords if ds[c].dtype.kind == "f"}
 
 
 def _encoding(ds: xr.Dataset) -> dict:
     enc = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}
+    enc.update(no_fill_coords(ds))
     enc["prediction_timedelta"] = {"units": "hours", "dtype": "int64"}
     enc["time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
     enc["valid_time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
@@ -207,13 +215,7 @@ def forecast(
         if not len(hit):
             raise WeatherDataError(src, f"init time {t} is not in the data ({times[0]} .. {times[-1]})", "time")
         t_index.append(int(hit[0]))
-    statics_np = np.zeros((0, len(meta["lat"]), len(meta["lon"])), np.float32)
-    if stats.static_names:
-        missing = [s for s in stats.static_names if s not in ds.data_vars]
-        if missing:
-            raise WeatherDataError(src, "static field(s) used in training are missing", ",".join(missing))
-        arr = np.stack([np.asarray(ds[s].values, np.float64) for s in stats.static_names])
-        statics_np = ((arr - stats.static_mean[:, None, None]) / stats.static_std[:, None, None]).astype(np.float32)
+    statics_np = stats.statics(ds)  # (S, H, W); a missing, unreadable or NaN static field is an error
     lat_t = torch.tensor(meta["lat"], dtype=torch.float64)
     lon_t = torch.tensor(meta["lon"], dtype=torch.float64)
     delta_scale = torch.tensor(meta["delta_scale"], dtype=torch.float32)
@@ -321,7 +323,7 @@ def forecast(
     else:
         fc = xr.open_zarr(store, consolidated=False).load()
         tmp = partial / "forecast.nc"
-        fc.to_netcdf(tmp, engine="netcdf4")
+        fc.to_netcdf(tmp, engine="netcdf4", encoding=no_fill_coords(fc))
         os.replace(tmp, out)
     shutil.rmtree(partial)
     return out

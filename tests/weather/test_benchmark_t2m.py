@@ -114,3 +114,30 @@ def test_test_inits_any_period(load_benchmark):
     assert bench._split("2019-03-01T06:00:2019-03-10T18") == ("2019-03-01T06:00", "2019-03-10T18")
     with pytest.raises(SystemExit):
         bench._split("2019-03-01")
+
+
+def test_periods_refused_with_the_reason(tmp_path, load_benchmark):
+    """Overlapping train/test periods (were scored on training data without a word), a test period before the
+    training one whose 48 h truth would fall inside it, a training period shorter than one window: one error each,
+    naming the file and the periods, before any training."""
+    from apps.weather.data import WeatherDataError
+
+    times = pd.date_range("2021-07-01", periods=24 * 9, freq="h")
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset({"2t": (("time", "latitude", "longitude"), (285 + rng.normal(0, 1, (len(times), 8, 8))).astype("f4"))},
+                    coords={"time": times, "latitude": np.arange(57.0, 49.0, -1.0), "longitude": np.arange(-10.0, -2.0)})
+    ds.to_netcdf(tmp_path / "t.nc")
+    bench = load_benchmark("weather_t2m_uk")
+
+    def run(train, test):
+        return bench.main(["--data", str(tmp_path / "t.nc"), "--train", train, "--test", test, "--out", str(tmp_path / "o.json"),
+                           "--quick", "--steps", "1", "--sampler-steps", "2", "--threads", "1"])
+
+    with pytest.raises(WeatherDataError, match=r"t\.nc \[time\]: test period 2021-07-05:2021-07-07 overlaps the training period 2021-07-01:2021-07-05"):
+        run("2021-07-01:2021-07-05", "2021-07-05:2021-07-07")
+    with pytest.raises(WeatherDataError, match=r"no 00/12 UTC init .* before the training period 2021-07-03:2021-07-09"):
+        run("2021-07-03:2021-07-09", "2021-07-01:2021-07-02")
+    with pytest.raises(WeatherDataError, match=r"period too short for 4 frames of 6 h \(with 1 history state\(s\) a window spans 30 h; "
+                                               r"the period 2021-07-08T00:00 .. 2021-07-09T05:00 has 30 times"):
+        run("2021-07-08T00:2021-07-09T05", "2021-07-01:2021-07-05")
+    assert not (tmp_path / "o.json").exists()

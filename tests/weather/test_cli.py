@@ -88,15 +88,23 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     truncated = tmp_path / "trunc.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[:4000])
     fc_args = ["--data", str(data), "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--no-progress"]
+    (tmp_path / "bad.json").write_text("{")
+    raw_bytes = (tmp_path / "fc.nc").read_bytes()
     for argv, problem in (
         (["forecast", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "f1.zarr"), *fc_args], "none.ckpt: checkpoint not found"),
         (["forecast", "--checkpoint", str(truncated), "--out", str(tmp_path / "f2.zarr"), *fc_args], "trunc.ckpt.*cannot read the checkpoint"),
         (["forecast", "--checkpoint", str(ckpt), "--out", out, *fc_args], "output already exists"),
         (["evaluate", "--forecast", str(data), "--truth", str(data), "--out", str(tmp_path / "ev3")], "syn.zarr.*not a forecast store"),
+        # a calibration file that does not load (was a CalibrationError traceback, exit 1), an existing output (the
+        # raw forecast itself was overwritten)
+        (["calibrate", "--forecast", out, "--calibration", str(tmp_path / "bad.json"), "--out", str(tmp_path / "c1.zarr")],
+         "bad.json: cannot read calibration JSON"),
+        (["calibrate", "--forecast", out, "--calibration", str(cpath), "--out", out], "fc.nc: output already exists"),
     ):
         res = console(*argv)
         assert res.returncode == 2 and re.search(problem, res.stderr) and "Traceback" not in res.stderr, (argv, res.stderr[-800:])
-    assert not any((tmp_path / n).exists() for n in ("f1.zarr", "f2.zarr", "f1.zarr.partial", "f2.zarr.partial", "ev3"))
+    assert not any((tmp_path / n).exists() for n in ("f1.zarr", "f2.zarr", "f1.zarr.partial", "f2.zarr.partial", "ev3", "c1.zarr"))
+    assert (tmp_path / "fc.nc").read_bytes() == raw_bytes
     # fit on a missing file: the data is opened in prepare_data, before the logger makes lightning_logs/version_0
     res = console("fit", "--config", str(CONFIG_DIR / "t2m_uk.yaml"), "--data.init_args.path", str(tmp_path / "none.nc"),
                   "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "fitbad"))

@@ -166,3 +166,48 @@ def test_split_period_and_end_hour():
         split_period("2019-03-01")
     assert str(period_end_hour("2019-03-10")) == "2019-03-10T23"
     assert str(period_end_hour("2019-03-10T18")) == "2019-03-10T18"
+
+
+def test_static_fields_checked_like_states(tmp_path):
+    """A NaN or an unreadable chunk in a static field is an error naming the file and the field (it used to give
+    an all-NaN forecast with exit 0, or a decompression traceback)."""
+    from apps.weather.data import load_statics
+
+    ds = _tiny(tmp_path).assign(lsm=(("lat", "lon"), np.ones((3, 3), "f4")))
+    ok = tmp_path / "ok.zarr"
+    ds.to_zarr(ok, zarr_format=3, consolidated=False)
+    np.testing.assert_array_equal(load_statics(open_weather(ok), ["land_sea_mask"]), np.ones((1, 3, 3)))
+    nan = ds.copy(deep=True)
+    nan["lsm"][1, 2] = np.nan
+    nan.to_netcdf(tmp_path / "nan.nc")
+    with pytest.raises(WeatherDataError, match=r"nan\.nc \[land_sea_mask\]: 1 NaN"):
+        load_statics(open_weather(tmp_path / "nan.nc"), ["land_sea_mask"])
+    (ok / "lsm" / "c" / "0" / "0").write_bytes(b"\x00garbage\xff")
+    with pytest.raises(WeatherDataError, match=r"ok\.zarr \[land_sea_mask\]: cannot read data"):
+        load_statics(open_weather(ok), ["land_sea_mask"])
+    with pytest.raises(WeatherDataError, match=r"\[geopotential_at_surface\]: static field\(s\) used in training are missing"):
+        load_statics(open_weather(ok), ["geopotential_at_surface"])
+
+
+def test_extra_dims_of_one_are_dropped_longer_ones_named(tmp_path):
+    """A CDS file with a ``number`` dimension of one member reads as (T, C, H, W) (it was (1, T, C, H, W): an
+    IndexError in training); two members or an ``expver`` axis are an error naming the dimension."""
+    ds = _tiny(tmp_path)
+    ds.expand_dims(number=[0]).to_netcdf(tmp_path / "one.nc")
+    got = load_block(open_weather(tmp_path / "one.nc"), ["mean_sea_level_pressure", "temperature/850"], slice(0, 4))
+    assert got.shape == (4, 2, 3, 3)
+    np.testing.assert_array_equal(got[:, 0], ds["msl"].values[:4, ::-1][:, :, [1, 2, 0]])  # lat flipped, lon from 0°
+    ds.expand_dims(expver=[1, 5]).to_netcdf(tmp_path / "expver.nc")
+    with pytest.raises(WeatherDataError, match=r"expver\.nc \[mean_sea_level_pressure\]: unexpected dimension\(s\) \{'expver': 2\}"):
+        load_block(open_weather(tmp_path / "expver.nc"), ["mean_sea_level_pressure"], slice(0, 4))
+
+
+@pytest.mark.shared_data
+def test_truncated_grib_is_named_at_open(shared_file, tmp_path):
+    """A GRIB file cut mid-message fails when opened, naming the file (cfgrib used to log a traceback, skip the
+    message and fill the field with NaN, reported later as a misleading NaN error)."""
+    src = shared_file(WX + "era5_levels_members_2017-01-01.grib")
+    cut = tmp_path / "cut.grib"
+    cut.write_bytes(src.read_bytes()[:1_000_000])
+    with pytest.raises(WeatherDataError, match=r"cut\.grib: cannot be opened as cfgrib: .*End of resource"):
+        open_weather(cut)

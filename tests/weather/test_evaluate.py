@@ -151,3 +151,28 @@ def test_wb2_climatology_file_bad_input(tmp_path):
         FileClimatology(str(tmp_path / "nohour.nc"), ["2m_temperature"], lat, lon)
     with pytest.raises(WeatherDataError, match="clim.nc.*does not match"):
         FileClimatology(str(tmp_path / "clim.nc"), ["2m_temperature"], lat + 1.0, lon)
+
+
+def test_damaged_or_unfinished_forecast_store_is_named(tmp_path):
+    """A corrupt chunk of the forecast store (was a decompression traceback) and a missing one (read as NaN: the
+    scores came out NaN with exit 0) are errors naming the store, the channel, the init and the lead; no
+    scores are written."""
+    truth = simulate(4, 8, days=3, seed=3)
+    truth.to_zarr(tmp_path / "truth.zarr", consolidated=False, zarr_format=3)
+    leads = np.array([6, 12], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    init = truth.time.values[24]
+    vals = np.stack([truth["2m_temperature"].sel(time=init + lt).values for lt in leads])[None, None]  # (1, 1, L, H, W)
+    fc = xr.Dataset({"2m_temperature": (("time", "realization", "prediction_timedelta", "latitude", "longitude"), np.repeat(vals, 2, 1).astype("f4"))},
+                    coords={"time": [init], "realization": [0, 1], "prediction_timedelta": leads,
+                            "latitude": truth.latitude.values, "longitude": truth.longitude.values})
+    enc = {"2m_temperature": {"chunks": (1, 2, 1, 4, 8)}}
+    for name in ("corrupt", "missing"):
+        path = tmp_path / f"{name}.zarr"
+        fc.to_zarr(path, consolidated=False, zarr_format=3, encoding=enc)
+        chunk = path / "2m_temperature" / "c" / "0" / "0" / "1" / "0" / "0"  # lead 12 h
+        chunk.write_bytes(b"\x00garbage\xff") if name == "corrupt" else chunk.unlink()
+    with pytest.raises(ValueError, match=r"corrupt\.zarr \[2m_temperature\]: cannot read data at init 2000-01-02T00:00, lead 12 h"):
+        evaluate(tmp_path / "corrupt.zarr", tmp_path / "truth.zarr", tmp_path / "ev1", report=False)
+    with pytest.raises(ValueError, match=r"missing\.zarr \[2m_temperature\]: 64 NaN.* at init 2000-01-02T00:00, lead 12 h"):
+        evaluate(tmp_path / "missing.zarr", tmp_path / "truth.zarr", tmp_path / "ev2", report=False)
+    assert not (tmp_path / "ev1").exists() and not (tmp_path / "ev2").exists()

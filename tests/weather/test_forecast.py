@@ -138,3 +138,66 @@ def test_forecast_bad_input(trained, tmp_path):
     with pytest.raises(ValueError, match=r"one_level.nc \[level\]: missing pressure level"):
         forecast(ckpt, one_level, tmp_path / "l.zarr", opts, progress=False)
     assert not (tmp_path / "l.zarr.partial").exists()
+
+
+def test_forecast_refuses_a_nan_static_field(trained, tmp_path):
+    """NaN in a static field (land-sea mask) used to give an all-NaN forecast and exit 0; now an error naming the
+    file and the field, before anything is written."""
+    root, data, ckpt = trained
+    ds = xr.open_zarr(data, consolidated=False).load()
+    ds["land_sea_mask"][3, 5] = np.nan
+    ds.to_netcdf(tmp_path / "nan_lsm.nc")
+    opts = ForecastOptions(inits=["2000-01-10T00"], lead_hours=12, members=2, steps=2)
+    with pytest.raises(ValueError, match=r"nan_lsm\.nc \[land_sea_mask\]: 1 NaN"):
+        forecast(ckpt, tmp_path / "nan_lsm.nc", tmp_path / "o.zarr", opts, progress=False)
+    assert not list(tmp_path.glob("o.zarr*"))
+
+
+def test_forecast_output_is_cf(trained, tmp_path):
+    """Axes identifiable (axis X/Y/Z, level as air_pressure), no _FillValue on coordinate variables, time units and
+    calendar, the 2-D valid_time named in `coordinates`; in NetCDF (read by netCDF4 and xarray) and zarr."""
+    import netCDF4
+
+    root, data, ckpt = trained
+    opts = ForecastOptions(inits=["2000-01-10T00"], lead_hours=12, members=2, steps=2, format="netcdf")
+    nc_path = forecast(ckpt, data, tmp_path / "fc.nc", opts, progress=False)
+    zr_path = forecast(ckpt, data, tmp_path / "fc.zarr", ForecastOptions(**{**opts.__dict__, "format": "zarr"}), progress=False)
+    with netCDF4.Dataset(nc_path) as nc:
+        for name, axis in (("latitude", "Y"), ("longitude", "X"), ("level", "Z")):
+            assert nc[name].getncattr("axis") == axis and "_FillValue" not in nc[name].ncattrs(), name
+        assert nc["level"].standard_name == "air_pressure" and nc["level"].units == "hPa"
+        assert nc["time"].units.startswith("hours since") and nc["time"].calendar == "proleptic_gregorian"
+        assert nc["valid_time"].standard_name == "time" and nc["prediction_timedelta"].units == "hours"
+        t = nc["temperature"]
+        assert t.units == "K" and t.standard_name == "air_temperature" and "valid_time" in t.coordinates
+        assert np.isnan(t.getncattr("_FillValue")) and nc.Conventions == "CF-1.8"
+    for c in ("latitude", "longitude", "level"):
+        assert "_FillValue" not in json.loads((zr_path / c / "zarr.json").read_text())["attributes"], c
+    for fc in (xr.open_dataset(nc_path), xr.open_zarr(zr_path, consolidated=False)):
+        assert {c: fc[c].attrs.get("axis") for c in ("latitude", "longitude", "level")} == {"latitude": "Y", "longitude": "X", "level": "Z"}
+        try:
+            import cf_xarray  # noqa: F401 - optional: only checked where installed
+        except ImportError:
+            continue
+        assert {k: fc.cf.axes.get(k) for k in "XYZT"} == {"X": ["longitude"], "Y": ["latitude"], "Z": ["level"], "T": ["valid_time"]}
+
+
+def test_dask_chunked_store_gives_identical_numbers(trained, tmp_path):
+    """Forecast and evaluate on a zarr in small dask chunks (1 h x 4 x 8) equal the same data read from NetCDF."""
+    from apps.weather.evaluate import evaluate
+
+    root, data, ckpt = trained
+    ds = xr.open_zarr(data, consolidated=False).load()
+    ds.to_netcdf(tmp_path / "mem.nc")
+    for v in ds.variables:
+        ds[v].encoding = {}
+    ds.chunk({"time": 1, "latitude": 4, "longitude": 8}).to_zarr(tmp_path / "small.zarr", zarr_format=3, consolidated=False)
+    opts = ForecastOptions(inits=["2000-01-09T00", "2000-01-10T05"], lead_hours=12, members=2, steps=2)
+    scores = []
+    for name in ("mem.nc", "small.zarr"):
+        fc = forecast(ckpt, tmp_path / name, tmp_path / f"fc_{name}.zarr", opts, progress=False)
+        scores.append(evaluate(fc, tmp_path / name, tmp_path / f"ev_{name}", report=False)["scores"])
+    a, b = (xr.open_zarr(tmp_path / f"fc_{n}.zarr", consolidated=False) for n in ("mem.nc", "small.zarr"))
+    for v in a.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert json.dumps(scores[0]) == json.dumps(scores[1])
