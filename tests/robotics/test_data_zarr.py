@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from apps.robotics.data import DataError, EpisodeSet, load_episodes
+from apps.robotics.data import DataError, EpisodeSet, gather_columns, load_episodes
 from apps.robotics.data.zarr_io import read_replay_zarr, write_replay_zarr
 from tests.robotics.conftest import PUSHT
 
@@ -163,3 +165,12 @@ def test_concat_of_different_frame_shapes_names_the_set(toy_eps):
     with pytest.raises(DataError, match=r"video\.zarr, key 'image': per-frame shape \(8, 8, 3\) differs from "
                                         r"\(16, 16, 3\)"):
         EpisodeSet.concat([toy_eps, other])
+
+
+@pytest.mark.parametrize("spec", [["state[3:7]"], ["state[4:]"], ["state[-5:]"], ["state[1:1]"]])
+def test_column_slices_outside_the_field_are_errors(toy_eps, spec):
+    """``state[3:7]`` of the toy task's 4-value state silently gave one column (Python slice clipping)."""
+    with pytest.raises(DataError, match=rf"x\.zarr, key 'state': column slice '{re.escape(spec[0])}' selects outside "
+                                        r"the field's 4 columns"):
+        gather_columns(toy_eps.fields, spec, "x.zarr")
+    assert gather_columns(toy_eps.fields, ["state[-4:]", "state[:4]"], "x.zarr").shape[1] == 8

@@ -206,6 +206,12 @@ def gather_columns(fields: dict[str, np.ndarray], spec: list[str], source: str =
             raise data_error(source, f"missing key (have {sorted(fields)})", key=name)
         x = np.asarray(fields[name])
         x = x.reshape(len(x), -1)
+        width = x.shape[1]
+        # Python slicing would clip "state[3:7]" of a 5-value state to 2 columns without a word
+        if any(b is not None and not -width <= b <= width for b in (columns.start, columns.stop)) or \
+                len(range(width)[columns]) == 0:
+            raise data_error(source, f"column slice '{item}' selects outside the field's {width} columns "
+                             "(or none)", key=name)
         x = x[:, columns].astype(np.float32)
         cols.append(np.concatenate([np.sin(x), np.cos(x)], axis=1) if sincos else x)
     return np.concatenate(cols, axis=1)
