@@ -152,6 +152,9 @@ class Policy:
         self.mode = check_option("mode", mode, MODES)
         if not 1 <= execute <= net.horizon:
             raise ValueError(f"execute must be in [1, {net.horizon}], got {execute}")
+        if temporal_ensemble is not None and not (math.isfinite(temporal_ensemble) and temporal_ensemble >= 0):
+            # exp(-m·i) with m < 0 weights the newest chunks ever more; NaN makes every action NaN
+            raise ValueError(f"temporal_ensemble must be None or a finite number >= 0, got {temporal_ensemble}")
         self.execute, self.temporal_ensemble, self.seed = execute, temporal_ensemble, seed
         joint_schedule(n_action_steps, n_vision_steps, phase)  # validate early
         if plan_samples < 1:

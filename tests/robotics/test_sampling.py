@@ -107,3 +107,10 @@ def test_real_policy_call(toy_eps):
     with pytest.raises(KeyError, match="image"):
         pol.reset()
         pol.select_action({"state": np.zeros(4, np.float32)})
+
+
+@pytest.mark.parametrize("m", [-0.1, float("nan"), float("inf")])
+def test_policy_rejects_bad_temporal_ensemble_weights(m):
+    """The CLI refused these, the Python API took them: NaN made every action NaN, m < 0 reversed the weights."""
+    with pytest.raises(ValueError, match="temporal_ensemble must be None or a finite number >= 0"):
+        Policy(tiny_net(), ["state"], temporal_ensemble=m)
