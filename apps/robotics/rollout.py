@@ -28,6 +28,8 @@ def evaluate(policy, env: str = "pusht", n_episodes: int = 50, seed0: int = 1000
     Returns a dict with ``success_rate``, ``mean_max_coverage`` and their ``_ci95`` (Wilson),
     ``latency_ms_per_chunk`` (median), ``nfe_per_chunk``, per-episode lists and video paths.
     """
+    if n_episodes < 1 or (max_steps is not None and max_steps < 1):  # envs[0] / a silent 0-step run
+        raise ValueError(f"n_episodes and max_steps must be >= 1, got {n_episodes} and {max_steps}")
     if n_videos < 0 or seed0 < 0:  # envs[:-1] would record all but the last episode; seeds must be >= 0
         raise ValueError(f"n_videos and seed0 must be >= 0, got {n_videos} and {seed0}")
     if show_imagined:

@@ -43,6 +43,9 @@ def test_harness_scores_expert_and_idle(tmp_path):
     bad = evaluate(IdlePolicy(), "toy_push", n_episodes=8, seed0=100000, max_steps=20)
     assert bad["success_rate"] == 0.0 and bad["mean_max_coverage"] == 0.0
     assert max(bad["episode_steps"]) == 20
+    for kw in ({"n_episodes": 0}, {"max_steps": 0}, {"n_videos": -1}, {"seed0": -1}):  # IndexError / silent / gym error
+        with pytest.raises(ValueError, match="must be >= "):
+            evaluate(IdlePolicy(), "toy_push", **{"n_episodes": 2, **kw})
 
 
 def test_pusht_closed_loop_smoke(tmp_path):
