@@ -80,6 +80,9 @@ def rollout_main(argv: list[str]) -> int:
     except FileExistsError as exc:
         print(f"error: {exc} (pass --overwrite to replace it)")
         return 2
+    except NotADirectoryError:  # --overwrite does not turn a file into the output folder
+        print(f"error: {args.out}: is a file, not an output folder")
+        return 2
     except ValueError as exc:  # raised before the first step (policy/env mismatch): nothing written
         print(f"error: {args.ckpt} on env {args.env}: {exc}")
         return 2
@@ -105,7 +108,7 @@ def make_toy_main(argv: list[str]) -> int:
         check_destination(args.out)
         eps = generate_toy_push(args.episodes, seed=args.seed, res=args.res, video_only=args.video_only)
         write_replay_zarr(eps, args.out, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as exc:  # existing output (without --overwrite), parent is a file
+    except (OSError, ValueError) as exc:  # existing output (without --overwrite), a file in the way
         print(f"error: {exc}")
         return 2
     print(f"wrote {args.out}: {eps.n_episodes} episodes, {eps.n_frames} frames")

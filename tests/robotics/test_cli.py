@@ -122,6 +122,12 @@ def test_existing_output_or_a_file_on_the_path_is_one_line(tmp_path, capsys):
                  ["rollout", "--ckpt", str(_policy_file(tmp_path / "p.pt")), "--out", str(tmp_path / "f" / "o")]):
         assert main(argv) == 2
         assert f"{tmp_path / 'f'} is a file, not a folder" in capsys.readouterr().out
+    for argv in (["make-toy", str(tmp_path / "f"), "--overwrite"],  # were NotADirectoryError tracebacks
+                 ["rollout", "--ckpt", str(tmp_path / "p.pt"), "--env", "toy_push", "--res", "16", "--episodes", "1",
+                  "--max-steps", "1", "--videos", "0", "--out", str(tmp_path / "f"), "--overwrite"]):
+        assert main(argv) == 2
+        out = capsys.readouterr().out
+        assert out.startswith("error:") and "f" in out and len(out.splitlines()) == 1
     assert (tmp_path / "f").read_text() == "x"
 
 
