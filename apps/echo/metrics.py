@@ -198,10 +198,13 @@ def single_plane_volume(mask: np.ndarray, spacing: tuple[float, float]) -> float
 
 def biplane_simpson(ed2: np.ndarray, es2: np.ndarray, ed4: np.ndarray, es4: np.ndarray,
                     spacing2: tuple[float, float], spacing4: tuple[float, float], rounded: bool = False,
-                    height: str = "per_phase") -> dict[str, float]:
+                    height: str = "per_phase", spacing2_es: tuple[float, float] | None = None,
+                    spacing4_es: tuple[float, float] | None = None) -> dict[str, float]:
     """EDV, ESV (ml) and EF (%) by biplane Simpson from the four CAMUS masks.
 
     Args:
+        spacing2, spacing4: pixel spacing ``(dy, dx)`` mm of the 2CH / 4CH images (ED, and ES unless
+            ``spacing2_es`` / ``spacing4_es`` give the ES image's own, e.g. files of two sizes).
         height: ``"per_phase"`` (default): disk height = the longer of the 2CH/4CH long axes of that
             phase / 20 (how we read vital's ``compute_left_ventricle_volumes``); ``"global"``: the
             largest of all four for both volumes (the method card's wording) — this ignores systolic
@@ -210,8 +213,8 @@ def biplane_simpson(ed2: np.ndarray, es2: np.ndarray, ed4: np.ndarray, es4: np.n
     """
     if height not in ("per_phase", "global"):
         raise ValueError(f"height must be one of 'per_phase', 'global', got {height!r}")
-    g = {k: lv_geometry(m, s) for k, m, s in (("ed2", ed2, spacing2), ("es2", es2, spacing2),
-                                                 ("ed4", ed4, spacing4), ("es4", es4, spacing4))}
+    g = {k: lv_geometry(m, s) for k, m, s in (("ed2", ed2, spacing2), ("es2", es2, spacing2_es or spacing2),
+                                                 ("ed4", ed4, spacing4), ("es4", es4, spacing4_es or spacing4))}
     h_ed = max(g["ed2"]["length"], g["ed4"]["length"]) / N_DISKS
     h_es = max(g["es2"]["length"], g["es4"]["length"]) / N_DISKS
     if height == "global":

@@ -410,11 +410,14 @@ def biplane_from_cases(results: list[dict]) -> list[dict]:
         need = [("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES")]
         if not all(k in views for k in need):
             continue
-        sp2, sp4 = views["2CH", "ED"]["item"].spacing, views["4CH", "ED"]["item"].spacing
+        # each image's own spacing: ED and ES files of one view may differ in size (ES used ED's spacing)
+        sp = {k: views[k]["item"].spacing for k in need}
+        sp2, sp4 = sp["2CH", "ED"], sp["4CH", "ED"]
+        es_spacing = {"spacing2_es": sp["2CH", "ES"], "spacing4_es": sp["4CH", "ES"]}
         m = {k: views[k]["native"]["mask"][0] for k in need}
         row = {"patient": patient}
         try:
-            row.update(metrics.biplane_simpson(m["2CH", "ED"], m["2CH", "ES"], m["4CH", "ED"], m["4CH", "ES"], sp2, sp4))
+            row.update(metrics.biplane_simpson(m["2CH", "ED"], m["2CH", "ES"], m["4CH", "ED"], m["4CH", "ES"], sp2, sp4, **es_spacing))
         except ValueError as err:
             row["error"] = str(err)
         efs = []
@@ -422,7 +425,7 @@ def biplane_from_cases(results: list[dict]) -> list[dict]:
         for k in range(k_members):
             mk = {key: views[key]["native"]["member_masks"][0, k] for key in need}
             try:
-                efs.append(metrics.biplane_simpson(mk["2CH", "ED"], mk["2CH", "ES"], mk["4CH", "ED"], mk["4CH", "ES"], sp2, sp4)["ef"])
+                efs.append(metrics.biplane_simpson(mk["2CH", "ED"], mk["2CH", "ES"], mk["4CH", "ED"], mk["4CH", "ES"], sp2, sp4, **es_spacing)["ef"])
             except ValueError:
                 pass
         row["ef_members"] = efs
@@ -431,7 +434,7 @@ def biplane_from_cases(results: list[dict]) -> list[dict]:
         if all(g is not None for g in gts):
             g = {k: views[k]["item"].gt[0] == 1 for k in need}
             try:
-                ref = metrics.biplane_simpson(g["2CH", "ED"], g["2CH", "ES"], g["4CH", "ED"], g["4CH", "ES"], sp2, sp4)
+                ref = metrics.biplane_simpson(g["2CH", "ED"], g["2CH", "ES"], g["4CH", "ED"], g["4CH", "ES"], sp2, sp4, **es_spacing)
                 row.update(ef_from_gt_masks=ref["ef"], edv_from_gt_masks=ref["edv"], esv_from_gt_masks=ref["esv"])
             except ValueError:
                 pass

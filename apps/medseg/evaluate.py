@@ -201,6 +201,27 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def options_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the numeric options, or None. Unchecked, ``--seeds 0`` wrote an evaluation
+    without any downstream run, ``--steps 0`` scored untrained UNets, ``--ratios -1`` a negative share, and
+    ``--ratios abc``, ``--few 0`` or a ``--size`` the UNets cannot halve ended in tracebacks."""
+    stride = 2 ** (len(REF_CHANNELS) - 1)  # the reference UNet halves the slice this many times
+    for name in ("seeds", "few", "steps", "ref_steps"):
+        if getattr(a, name) < 1:
+            return f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}"
+    if a.size < 2 * stride or a.size % stride:
+        return f"--size must be a multiple of {stride} and >= {2 * stride} (the UNets halve it), got {a.size}"
+    try:
+        ratios = [float(r) for r in a.ratios.split(",")]
+    except ValueError:
+        ratios = []
+    if not ratios or not all(np.isfinite(r) and r > 0 for r in ratios):
+        return f"--ratios must be comma-separated positive numbers, got {a.ratios!r}"
+    if not 0 < a.held_out < 1:
+        return f"--held-out must be a fraction between 0 and 1, got {a.held_out}"
+    return None
+
+
 def _run(a: argparse.Namespace) -> dict:
     """Read the datasets (every input error before ``--out`` is created), evaluate, write the report."""
     from apps.medseg.report import write_report
@@ -208,7 +229,7 @@ def _run(a: argparse.Namespace) -> dict:
     from apps.medseg.writer import out_problem
 
     out = Path(a.out)
-    problem = out_problem(out)  # before the minutes of training, not at the final mkdir
+    problem = out_problem(out) or options_problem(a)  # before the minutes of training, not at the final mkdir
     if problem:
         raise EvaluateError(problem)
     if (out / "evaluation.json").exists() and not a.force:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -193,7 +194,7 @@ def generate(
     the slice and ``mask_modality``; ``prompts`` must then be empty. ``max_pairs`` stops after that many
     new pairs (used to test resumption).
     """
-    check_options(out, n, steps, batch, cfg, spacing, layouts)  # before anything is read or written
+    check_options(out, n, steps, batch, cfg, spacing, layouts, name, dataset_id)  # before anything is read or written
     net, objective = load_generator(checkpoint)
     given: list = []
     absent: list[str] = []
@@ -259,14 +260,14 @@ def generate(
             "mask_labels_absent": absent}
 
 
-def check_options(out, n, steps, batch, cfg, spacing, layouts) -> None:
+def check_options(out, n, steps, batch, cfg, spacing, layouts, name="MedSegSynth", dataset_id=501) -> None:
     """Raise :class:`GenerateError` for settings that cannot give a dataset, before ``out`` is created
     (a folder left with a bad ``generate_config.json`` would refuse the corrected command as a resume)."""
     from apps.medseg.layouts import LAYOUTS
 
-    for name, value in (("n", n), ("steps", steps), ("batch", batch)):
+    for option, value in (("n", n), ("steps", steps), ("batch", batch)):
         if value < 1:
-            raise GenerateError(f"--{name} must be >= 1, got {value}")
+            raise GenerateError(f"--{option} must be >= 1, got {value}")
     if not all(np.isfinite(c) for c in cfg):
         raise GenerateError(f"--cfg must be finite numbers, got {list(cfg)}")
     if not all(np.isfinite(s) and s > 0 for s in spacing):  # a zero zoom makes the NIfTI affine singular
@@ -274,6 +275,12 @@ def check_options(out, n, steps, batch, cfg, spacing, layouts) -> None:
     bad = [x for x in layouts if x not in LAYOUTS]
     if bad or not layouts:
         raise GenerateError(f"--layouts: unknown {bad}; allowed: {list(LAYOUTS)}")
+    # the folder is nnunet/Dataset{id:03d}_{name}: nnU-Net v2 ids are 1..999, and a name with "/" or ".."
+    # put the dataset elsewhere (`--name ../x` wrote nnunet/x, `--dataset-id -1` Dataset-01_...)
+    if not 1 <= dataset_id <= 999:
+        raise GenerateError(f"--dataset-id must be 1..999 (nnU-Net v2 Dataset###_Name), got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise GenerateError(f"--name must be letters, digits, '_' or '-' (a folder name part), got {name!r}")
     problem = out_problem(out)
     if problem:
         raise GenerateError(problem)

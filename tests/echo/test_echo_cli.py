@@ -239,3 +239,29 @@ def test_segment_refuses_nan_pixels_and_gives_no_ef_for_a_flat_sequence(ckpt, tm
     case = json.load(open(out / "cases.json"))["cases"][0]
     assert case["beat_detection"]["method"] == "flat area curve"
     assert case["ef_single_plane"] is None and case["beats"][0]["ef"] is None and case["ef_members"] == []
+
+
+def test_biplane_uses_each_images_own_spacing(ckpt, camus2023, tmp_path):
+    """The 2CH/4CH ES volumes were computed with the ED image's pixel spacing: an ES file stored at half
+    the resolution (twice the spacing) gave the reference-mask EF of a heart with an eighth of its ESV."""
+    import nibabel as nib
+
+    pid = camus.official_split(camus2023)["testing"][0]
+    src = camus2023 / "database_nifti" / pid
+    other = tmp_path / "patient9999"
+    other.mkdir()
+    files = []
+    for view in ("2CH", "4CH"):
+        for phase in ("ED", "ES"):
+            for suffix in ("", "_gt"):
+                img = nib.load(src / f"{pid}_{view}_{phase}{suffix}.nii.gz")
+                data, zooms = np.asarray(img.dataobj), img.header.get_zooms()
+                if phase == "ES":  # half the pixels, twice the spacing: the same heart in mm
+                    data, zooms = data[::2, ::2], (zooms[0] * 2, zooms[1] * 2)
+                nib.save(nib.Nifti1Image(data, np.diag([*zooms, 1, 1])), other / f"patient9999_{view}_{phase}{suffix}.nii.gz")
+            files += [src / f"{pid}_{view}_{phase}.nii.gz", other / f"patient9999_{view}_{phase}.nii.gz"]
+    out = tmp_path / "seg"
+    assert segment_main([*map(str, files), "--ckpt", str(ckpt), "--out", str(out), "--steps", "1", "--members", "1",
+                         "--bootstrap", "10"]) == 0
+    ef = {p["patient"]: p["ef_from_gt_masks"] for p in json.load(open(out / "cases.json"))["biplane"]}
+    assert abs(ef["patient9999"] - ef[pid]) < 6, ef  # coarser ES masks (48 x 40 px) cost a few points; was 38

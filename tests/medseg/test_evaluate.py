@@ -153,3 +153,16 @@ def test_evaluation_json_is_standard_json_when_a_label_is_missing_from_the_held_
 
     res = json.loads((out / "evaluation.json").read_text(), parse_constant=refuse)
     assert res["reference_real_test"]["dice_per_class"][-1] is None  # spleen: absent from the held-out case
+
+
+@pytest.mark.parametrize("option, problem", [
+    (["--seeds", "0"], "--seeds must be >= 1"), (["--steps", "0"], "--steps must be >= 1"),
+    (["--few", "0"], "--few must be >= 1"), (["--ratios", "abc"], "--ratios must be"), (["--ratios", "-1"], "--ratios"),
+    (["--size", "20"], "--size must be a multiple of 8"), (["--held-out", "1.5"], "--held-out must be a fraction")])
+def test_evaluate_bad_numeric_options_are_one_line_exit_2(tmp_path, capsys, option, problem):
+    """--seeds 0 / --steps 0 / --ratios -1 wrote a meaningless evaluation; --ratios abc, --few 0 and
+    --size 20 ended in tracebacks after the datasets were read."""
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--real", str(tmp_path / "r"), "--synthetic", str(tmp_path / "s"), "--out", str(tmp_path / "ev"),
+                       *option])
+    assert exit_info.value.code == 2 and problem in capsys.readouterr().err and not (tmp_path / "ev").exists()

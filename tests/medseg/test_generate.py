@@ -197,7 +197,10 @@ def test_masks_resume_with_another_spelling_of_the_folder(tiny_generator, tmp_pa
 @pytest.mark.parametrize("options, problem", [
     (["--cfg", "abc"], "--cfg: expected 1 or 2"), (["--steps", "0"], "--steps must be >= 1"),
     (["--spacing", "0,1,1"], "--spacing must be positive"), (["--layouts", "bogus"], "--layouts: unknown ['bogus']"),
-    (["--n", "0"], "--n must be >= 1"), (["--n", "-2"], "--n must be >= 1"), (["--batch", "0"], "--batch must be")])
+    (["--n", "0"], "--n must be >= 1"), (["--n", "-2"], "--n must be >= 1"), (["--batch", "0"], "--batch must be"),
+    # were accepted: nnunet/evil/ (outside the Dataset folder), Dataset-01_..., Dataset1000_...
+    (["--name", "../evil"], "--name must be letters"), (["--name", ""], "--name must be letters"),
+    (["--dataset-id", "-1"], "--dataset-id must be 1..999"), (["--dataset-id", "1000"], "--dataset-id must be")])
 def test_cli_bad_options_exit_2_and_write_nothing(tiny_generator, tmp_path, capsys, options, problem):
     from apps.medseg.generate import main
 
