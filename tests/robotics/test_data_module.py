@@ -41,3 +41,15 @@ def test_nan_in_a_validation_episode_names_the_file_episode(tmp_path, toy_eps):
 def test_select_keeps_file_episode_ids(toy_eps):
     sub = toy_eps.select([3, 1]).select([1])
     assert sub.episode_ids.tolist() == [1]
+
+
+def test_fmt_is_checked_at_construction():
+    """A misspelt fmt was taken silently (and ignored when path was None); the CLI now refuses the Literal."""
+    from typing import get_args
+
+    from apps.robotics.data.convert import FORMATS
+    from apps.robotics.data.module import Format
+
+    assert get_args(Format) == FORMATS
+    with pytest.raises(ValueError, match="fmt must be one of zarr, lerobot_v2.1, lerobot_v3, robomimic"):
+        RoboticsDataModule(None, fmt="lerobot")

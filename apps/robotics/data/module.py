@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from apps.robotics.data.convert import detect_format, load_episodes, load_first_episodes
+from apps.robotics.data.convert import FORMATS, detect_format, load_episodes, load_first_episodes
 from apps.robotics.data.episodes import DataError, EpisodeSet, field_shapes
 from apps.robotics.data.windows import WindowDataset, collate_batch, dataset_stats
+
+
+Format = Literal["zarr", "lerobot_v2.1", "lerobot_v3", "robomimic"]  # = convert.FORMATS (checked below)
 
 
 class RoboticsDataModule(pl.LightningDataModule):
@@ -32,13 +37,15 @@ class RoboticsDataModule(pl.LightningDataModule):
         seed: shuffling seed.
     """
 
-    def __init__(self, path: str | None = None, fmt: str | None = None, state_keys: list[str] = ("state",),
+    def __init__(self, path: str | None = None, fmt: Format | None = None, state_keys: list[str] = ("state",),
                  use_image: bool = True, n_obs: int = 2, horizon: int = 16, future_offset: int | None = None,
                  batch_size: int = 64, num_workers: int = 0, val_episodes: int = 4, max_episodes: int | None = None,
                  video_only_path: str | None = None, toy_episodes: int = 100, toy_video_only: int = 0,
                  toy_res: int = 32, min_episode_length: int | None = None, task_key: str | None = None,
                  seed: int = 0, future_frames: int = 1):
         super().__init__()
+        if fmt is not None and fmt not in FORMATS:  # the CLI checks the Literal; Python callers get this
+            raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None; got {fmt!r}")
         self.save_hyperparameters()
         self.stats: dict | None = None
         self.train_set = self.val_set = None
