@@ -231,6 +231,8 @@ def test_lerobot_bad_tables_name_file_episode_key(tmp_path, toy_eps, version):
          r"episode 1, key 'length': has 2 rows for this episode, the episode list says"),
         (lambda root: (root / data.relative_to(base)).write_bytes(b"PAR1 truncated"), r"cannot read parquet"),
         (info(lambda i: i.update(fps="ten")), r"info\.json, key 'fps': fps must be a positive number"),
+        (info(lambda i: i.update(data_path="data/{chunk}/{shard}.parquet")), r"info\.json, key 'data_path': path "
+         r"template 'data/\{chunk\}/\{shard\}\.parquet' cannot be filled"),  # was a KeyError traceback
     ]
     if v3:
         cases.append((lambda root: _edit_parquet(root / meta.relative_to(base), lambda df: df.drop(
@@ -238,6 +240,7 @@ def test_lerobot_bad_tables_name_file_episode_key(tmp_path, toy_eps, version):
     else:
         cases.append((lambda root: (root / meta.relative_to(base)).write_text('{"length": 3}\n'),
                       r"episodes\.jsonl, key 'episode_index': line 1"))
+        cases.append((info(lambda i: i.update(chunks_size="x")), r"key 'chunks_size': chunks_size must be an integer"))
     for i, (corrupt, message) in enumerate(cases):
         root = tmp_path / f"bad{i}"
         shutil.copytree(base, root)

@@ -79,6 +79,16 @@ def read_info(root: Path) -> dict:
     return info
 
 
+def _path_from(info: dict, key: str, values: dict, root: Path) -> str:
+    """``info[key]`` (a path template such as ``data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet``)
+    filled in; a template with other fields or a bad format is a `DataError` naming info.json and the key."""
+    try:
+        return str(info[key]).format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise data_error(str(root / "meta" / "info.json"), f"path template {info[key]!r} cannot be filled from "
+                         f"{sorted(values)} ({type(exc).__name__}: {exc})", key=key) from exc
+
+
 def _read_parquet(path: Path, episode: int | None = None):
     """A parquet file as a pandas frame; a damaged one is a `DataError` naming it (not pyarrow's advice)."""
     import pyarrow.parquet as pq
@@ -130,7 +140,7 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
     lengths, tables, videos = [], {}, {}
     for e in ids:
         rec = ep_table[e]
-        dpath = root / info["data_path"].format(**rec["data_fmt"])
+        dpath = root / _path_from(info, "data_path", rec["data_fmt"], root)
         if dpath not in tables:
             if not dpath.exists():
                 raise data_error(str(dpath), "data file not found", episode=e)
@@ -175,7 +185,10 @@ def _episode_table(root: Path, info: dict, v3: bool) -> dict[int, dict]:
         path = root / "meta" / "episodes.jsonl"
         if not path.exists():
             raise data_error(str(root), "missing episode list", key="meta/episodes.jsonl")
-        chunks = int(info.get("chunks_size", 1000))
+        chunks = info.get("chunks_size", 1000)
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+            raise data_error(str(root / "meta" / "info.json"), f"chunks_size must be an integer >= 1, got {chunks!r}",
+                             key="chunks_size")
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
                 try:
@@ -244,7 +257,7 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
     else:
         fmt = dict(rec["video_fmt"], video_key=cam)
         offset = 0.0
-    vpath = root / info["video_path"].format(**fmt)
+    vpath = root / _path_from(info, "video_path", fmt, root)
     if vpath not in cache:
         cache[vpath] = read_video(vpath, fps=fps)
     frames = cache[vpath]
