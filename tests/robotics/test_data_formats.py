@@ -231,6 +231,7 @@ def test_lerobot_bad_tables_name_file_episode_key(tmp_path, toy_eps, version):
          r"episode 1, key 'length': has 2 rows for this episode, the episode list says"),
         (lambda root: (root / data.relative_to(base)).write_bytes(b"PAR1 truncated"), r"cannot read parquet"),
         (info(lambda i: i.update(fps="ten")), r"info\.json, key 'fps': fps must be a positive number"),
+        (info(lambda i: i["features"].update(action=[2])), r"key 'features/action': feature must be an object"),
         (info(lambda i: i.update(data_path="data/{chunk}/{shard}.parquet")), r"info\.json, key 'data_path': path "
          r"template 'data/\{chunk\}/\{shard\}\.parquet' cannot be filled"),  # was a KeyError traceback
     ]

@@ -73,6 +73,10 @@ def read_info(root: Path) -> dict:
     if not isinstance(info["features"], dict):
         raise data_error(str(info_path), f"expected an object of features, got {type(info['features']).__name__}",
                          key="features")
+    for name, feat in info["features"].items():
+        if not isinstance(feat, dict):
+            raise data_error(str(info_path), f"feature must be an object, got {type(feat).__name__}",
+                             key=f"features/{name}")
     fps = info["fps"]
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise data_error(str(info_path), f"fps must be a positive number, got {fps!r}", key="fps")
