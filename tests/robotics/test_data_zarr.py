@@ -174,3 +174,16 @@ def test_column_slices_outside_the_field_are_errors(toy_eps, spec):
                                         r"the field's 4 columns"):
         gather_columns(toy_eps.fields, spec, "x.zarr")
     assert gather_columns(toy_eps.fields, ["state[-4:]", "state[:4]"], "x.zarr").shape[1] == 8
+
+
+def test_has_action_of_the_wrong_length(tmp_path, toy_eps):
+    """With --episodes (episodes=[...]) a short meta/has_action was an IndexError traceback."""
+    import zarr
+
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    g = zarr.open_group(str(out), mode="r+")
+    del g["meta/has_action"]
+    g["meta"].create_array("has_action", data=np.ones(2, bool))
+    for kw in ({}, {"episodes": [0, 1, 2]}):
+        with pytest.raises(DataError, match=r"t\.zarr, key 'meta/has_action': has \(2,\) entries for 8 episodes"):
+            read_replay_zarr(out, **kw)

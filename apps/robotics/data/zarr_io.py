@@ -53,6 +53,8 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         raise data_error(str(path), "missing group", key="data")
     ends = _check_ends(_read(g["meta/episode_ends"], slice(None), path, "meta/episode_ends"), path)
     has_action = np.asarray(g["meta/has_action"][:], bool) if "has_action" in g["meta"] else None
+    if has_action is not None and has_action.shape != ends.shape:  # indexed by episode below
+        raise data_error(str(path), f"has {has_action.shape} entries for {len(ends)} episodes", key="meta/has_action")
     names = sorted(g["data"].array_keys()) if keys is None else list(keys)
     if skip_images:
         names = [k for k in names if _TO_MEM.get(k, k) != "image" and not _TO_MEM.get(k, k).startswith("image_")]
