@@ -187,3 +187,17 @@ def test_has_action_of_the_wrong_length(tmp_path, toy_eps):
     for kw in ({}, {"episodes": [0, 1, 2]}):
         with pytest.raises(DataError, match=r"t\.zarr, key 'meta/has_action': has \(2,\) entries for 8 episodes"):
             read_replay_zarr(out, **kw)
+
+
+@pytest.mark.parametrize("scale, problem", [(1 / 255, "look like 0..1 frames"), (2.0, "outside 0..255")])
+def test_float_pixels_out_of_scale(tmp_path, toy_eps, scale, problem):
+    """Float 0..1 frames were rounded to 0/1 (black images) and values above 255 clipped, without a word."""
+    import zarr
+
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr")
+    g = zarr.open_group(str(out), mode="r+")
+    img = g["data/img"][:] * scale
+    del g["data/img"]
+    g["data"].create_array("img", data=img.astype(np.float32))
+    with pytest.raises(DataError, match=rf"t\.zarr, key 'data/img': pixel values .*{re.escape(problem)}"):
+        read_replay_zarr(out)

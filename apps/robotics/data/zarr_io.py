@@ -113,7 +113,8 @@ def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) ->
 
 
 def _check_finite(x: np.ndarray, local_ends: np.ndarray, ids: list[int], path: Path, key: str) -> None:
-    """`DataError` for NaN/inf float pixels, checked before the uint8 cast would turn them into 0."""
+    """`DataError` for NaN/inf float pixels, checked before the uint8 cast would turn them into 0, and
+    for float pixels outside 0..255 or all within 0..1 (which the cast would clip or round to black)."""
     if not np.issubdtype(x.dtype, np.floating):
         return
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
@@ -123,6 +124,12 @@ def _check_finite(x: np.ndarray, local_ends: np.ndarray, ids: list[int], path: P
         frame = row - (int(local_ends[e - 1]) if e else 0)
         raise data_error(str(path), f"non-finite value (NaN/inf) at frame {frame}", episode=ids[e],
                          key=f"data/{key}")
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:  # the uint8 cast would clip them silently
+        raise data_error(str(path), f"pixel values {lo}..{hi} outside 0..255", key=f"data/{key}")
+    if 0 < hi <= 1:  # 0..1 frames would round to 0 and 1: black images, no error
+        raise data_error(str(path), f"pixel values {lo}..{hi} look like 0..1 frames; the replay format stores "
+                         "0..255 (multiply by 255)", key=f"data/{key}")
 
 
 def count_replay_episodes(path: str | os.PathLike) -> int:
