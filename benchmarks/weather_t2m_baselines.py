@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, verifiable_inits  # noqa: E402
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     (tr0, tr1), (te0, te1) = (split_period(s) for s in (a.train, a.test))
+    truth_end = verification_limit(a.data, (tr0, tr1), (te0, te1))  # the same rule as weather_t2m_uk.py
     ds = crop_to_multiple(open_weather(a.data, variables=["2m_temperature"]), 4)
     times = ds.time.values
     x = load_block(ds, ["2m_temperature"], slice(None))[:, 0].astype(np.float64)  # (T, H, W)
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     if train.sum() < 24 or not test.any():
         raise WeatherDataError(a.data, f"need >= 24 h of training data and some test data ({a.train}, {a.test})", "time")
     index = {t: i for i, t in enumerate(times)}
-    inits = [index[np.datetime64(t, "ns")] for t in verifiable_inits(times, te0, period_end_hour(te1), LEADS)]
+    inits = [index[np.datetime64(t, "ns")] for t in verifiable_inits(times, te0, period_end_hour(te1), LEADS, truth_end=truth_end)]
+    if not inits:
+        raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with truth at +{'/'.join(map(str, LEADS))} h "
+                               "in the file" + (f" before the training period {a.train}" if truth_end is not None else ""), "time")
     hod = np.stack([x[train & (hours == h)].mean(0) if (train & (hours == h)).any() else x[train].mean(0) for h in range(24)])
     train_ds = ds.isel(time=np.flatnonzero(train))
     stats = compute_stats(train_ds)
@@ -166,4 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except WeatherDataError as exc:  # bad input: one line naming file, variable and problem
+        sys.exit(f"error: {exc}")

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
-from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, verifiable_inits  # noqa: E402
+from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
@@ -139,12 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     test_start, test_end = np.datetime64(test[0], "h"), period_end_hour(test[1])
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
-    train_start, train_end = np.datetime64(train[0], "h"), period_end_hour(train[1])
-    if test_start <= train_end and train_start <= test_end:
-        raise WeatherDataError(a.data, f"test period {a.test} overlaps the training period {a.train}: it would be scored on "
-                               "data the model trained on (choose disjoint periods)", "time")
-    # a test period before the training one: no verification time inside the training period either
-    truth_end = train_start - np.timedelta64(1, "h") if test_end < train_start else None
+    truth_end = verification_limit(a.data, train, test)  # overlap refused; a test period first verifies before training
     inits = _inits(times, test_start, test_end, a.history, truth_end=truth_end)
     if not inits:
         raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {a.history} state(s) 6 h apart "
@@ -160,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
         val_inits = _inits(times, val_start.astype("datetime64[h]"), val_end, a.history, truth_end=val_end)
         if not val_inits:
             raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
+    if a.val_days and np.datetime64(fit_end, "D") < np.datetime64(train[0], "D"):
+        raise WeatherDataError(a.data, f"--val-days {a.val_days} holds out the whole training period {a.train} "
+                               "(nothing left to train on)", "time")
     fit_period = f"{train[0]}:{fit_end}"
     pl.seed_everything(a.seed, verbose=False)
     load_before = os.getloadavg()

@@ -273,6 +273,23 @@ def period_end_hour(end: str) -> np.datetime64:
     return np.datetime64(end, "D").astype("datetime64[h]") + np.timedelta64(23, "h")
 
 
+def verification_limit(source: str, train: tuple[str | None, str | None], test: tuple[str | None, str | None]) -> np.datetime64 | None:
+    """Refuse a test period that overlaps the training one (inclusive ``(START, END)``, None = open).
+
+    Returns:
+        The last hour the test's verification may use: the hour before training starts when the test
+        period comes first (its 48 h truth must not come from the training period), else None.
+    """
+    first, last = np.datetime64("0001-01-01T00", "h"), np.datetime64("9999-12-31T23", "h")
+    tr0, te0 = (np.datetime64(p[0], "h") if p[0] else first for p in (train, test))
+    tr1, te1 = (period_end_hour(p[1]) if p[1] else last for p in (train, test))
+    if te0 <= tr1 and tr0 <= te1:
+        raise WeatherDataError(source, f"test period {test[0] or ''}:{test[1] or ''} overlaps the training period "
+                                       f"{train[0] or ''}:{train[1] or ''}: it would be scored on data the model trained on "
+                                       "(choose disjoint periods)", "time")
+    return tr0 - np.timedelta64(1, "h") if te1 < tr0 else None
+
+
 def verifiable_inits(times: np.ndarray, start, end, leads: Sequence[int], history_hours: Sequence[int] = (),
                      truth_end=None, init_hours: Sequence[int] = (0, 12)) -> list[np.datetime64]:
     """Init times in ``[start, end]`` (hours of day `init_hours`) with every state a forecast needs present.

@@ -166,12 +166,10 @@ class WeatherDataModule(pl.LightningDataModule):
         return crop_to_multiple(ds, h.crop_multiple) if h.crop_multiple else ds
 
     def prepare_data(self) -> None:
-        """Open the periods lazily (and write the synthetic default if needed): Lightning calls this before
-        its logger creates ``lightning_logs/version_N``, so a missing file, variable or period stops the run
-        without leaving that folder."""
-        self.open(self.hparams.train_period)
-        if self.hparams.val_period:
-            self.open(self.hparams.val_period)
+        """Open the periods and compute the statistics (``setup``; the synthetic default is written if needed):
+        Lightning calls this before its logger creates ``lightning_logs/version_N``, so a missing file,
+        variable or period, a NaN or a corrupt chunk stops the run without leaving that folder."""
+        self.setup("fit")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -105,6 +105,17 @@ def test_cli_fit_forecast_evaluate(tmp_path):
         assert res.returncode == 2 and re.search(problem, res.stderr) and "Traceback" not in res.stderr, (argv, res.stderr[-800:])
     assert not any((tmp_path / n).exists() for n in ("f1.zarr", "f2.zarr", "f1.zarr.partial", "f2.zarr.partial", "ev3", "c1.zarr"))
     assert (tmp_path / "fc.nc").read_bytes() == raw_bytes
+    # fit on a NaN state: the statistics are computed in prepare_data too, so no empty version folder either
+    import xarray as xr
+
+    nan = xr.open_zarr(data, consolidated=False).load()
+    nan["temperature"][5, 0, 2, 3] = float("nan")
+    nan.to_netcdf(tmp_path / "nan.nc")
+    with pytest.raises(ValueError, match=r"nan\.nc \[temperature/500\]: 1 NaN"):
+        main(["fit", "--config", str(CONFIG_DIR / "demo.yaml"), "--data.init_args.path", str(tmp_path / "nan.nc"),
+              "--data.init_args.train_period", "2000-01-01:2000-01-08", "--trainer.max_steps", "2", "--trainer.callbacks", "[]",
+              "--trainer.default_root_dir", str(tmp_path / "fitnan")])
+    assert not (tmp_path / "fitnan").exists()
     # fit on a missing file: the data is opened in prepare_data, before the logger makes lightning_logs/version_0
     res = console("fit", "--config", str(CONFIG_DIR / "t2m_uk.yaml"), "--data.init_args.path", str(tmp_path / "none.nc"),
                   "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "fitbad"))
