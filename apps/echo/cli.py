@@ -137,6 +137,10 @@ def synth_main(argv: Sequence[str]) -> int:
     p.add_argument("--width", type=int, default=208)
     args = p.parse_args(list(argv))
     try:
+        # --patients 0 wrote an empty dataset, --height 0 ended in a ZeroDivisionError traceback
+        if args.patients < 1 or min(args.height, args.width) < 16:
+            raise InputError(f"--patients must be >= 1 and --height/--width >= 16 px, got {args.patients}, "
+                             f"{args.height}, {args.width}")
         if not Path(args.out).is_dir():  # an existing folder is refused by the writer (no overwrite here)
             check_out(args.out)
         if args.layout == "camus2019":

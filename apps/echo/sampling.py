@@ -170,8 +170,9 @@ def segment_batch(net, image: Tensor, steps: int = 20, members: int = 5, fusion:
     if not ids or min(ids) < 0 or steps < 1:
         raise ValueError(f"members (or member_ids) and steps must be ≥ 1 / non-negative, got {members}, {member_ids}, {steps}")
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (3,) or (w < 0).any() or w.sum() == 0:
-        raise ValueError(f"weights must be 3 non-negative numbers (gaussian, bernoulli, cal), not all 0; got {weights}")
+    if w.shape != (3,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() == 0:  # nan/inf: NaN maps
+        raise ValueError(f"weights must be 3 finite non-negative numbers (gaussian, bernoulli, cal), not all 0; "
+                         f"got {weights}")
     objective = objective or _default_objective()
     net.eval()
     B, K = image.shape[0], len(ids)

@@ -265,3 +265,24 @@ def test_biplane_uses_each_images_own_spacing(ckpt, camus2023, tmp_path):
                          "--bootstrap", "10"]) == 0
     ef = {p["patient"]: p["ef_from_gt_masks"] for p in json.load(open(out / "cases.json"))["biplane"]}
     assert abs(ef["patient9999"] - ef[pid]) < 6, ef  # coarser ES masks (48 x 40 px) cost a few points; was 38
+
+
+@pytest.mark.parametrize("option", [["--patients", "0"], ["--patients", "-1"], ["--height", "0"], ["--width", "4"]])
+def test_synth_bad_sizes_are_one_line_exit_2(tmp_path, capsys, option):
+    """--patients 0 wrote an empty dataset (fit then failed on it), --height 0 was a ZeroDivisionError."""
+    from apps.echo.cli import synth_main
+
+    assert synth_main(["--out", str(tmp_path / "ph"), "--layout", "camus2019", *option]) == 2
+    assert "--patients must be >= 1 and --height/--width >= 16" in capsys.readouterr().err
+    assert not (tmp_path / "ph").exists()
+
+
+@pytest.mark.parametrize("weights", [["nan", "1", "1"], ["1", "inf", "1"]])
+def test_segment_refuses_non_finite_fusion_weights(ckpt, tmp_path, capsys, weights):
+    """--weights nan 1 1 passed the check (nan < 0 is False) and wrote all-NaN probability maps."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "x.png")
+    out = tmp_path / "seg"
+    assert segment_main([str(tmp_path / "x.png"), "--ckpt", str(ckpt), "--out", str(out), "--weights", *weights]) == 2
+    assert "weights must be 3 finite non-negative numbers" in capsys.readouterr().err and not out.exists()
