@@ -260,6 +260,8 @@ def test_robomimic_inconsistent_demos_and_attributes_are_named(tmp_path, toy_eps
             "actions", data=np.zeros((int(toy_eps.lengths[1]), 3), np.float32))),
          r"episode 1, key 'data/demo_1/actions': per-frame shape \(3,\) differs from \(2,\) in demo_0"),
         (lambda f: f["data"].attrs.__setitem__("env_args", "{not json"), r"key 'data.attrs\['env_args'\]': invalid JSON"),
+        (lambda f: f["data/demo_1/obs"].__setitem__("agentview_image", f["data/demo_1/obs"].pop("agentview_image")[:] / 255.0),
+         r"key 'data/demo_1/obs/agentview_image': pixel values .* look like 0\.\.1 frames"),  # were used unscaled
         (lambda f: f["data"].attrs.__setitem__("dualsci_state_keys", json.dumps(["nope"])),
          r"dualsci_state_keys.*names observations the demos do not have: \['nope'\]"),
     ]

@@ -166,6 +166,35 @@ class EpisodeSet:
                                  episode=self.file_episode(e), key=k)
 
 
+def frames_to_uint8(x: np.ndarray, source: str, key: str, local_ends: np.ndarray | None = None,
+                    ids: list[int] | None = None) -> np.ndarray:
+    """Camera frames `(N, H, W, 3)` as uint8 0..255, refusing what a plain cast would silently spoil.
+
+    NaN/inf pixels (cast to 0), values outside 0..255 (clipped) and float frames all within 0..1 (rounded
+    to black) are a `DataError` naming `source`, `key` and, for NaN/inf, the episode (``ids[e]`` for the
+    episode ending at ``local_ends[e]``) and frame."""
+    if x.dtype == np.uint8:
+        return x
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise data_error(source, f"pixels must be numbers, got {x.dtype}", key=key)
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            ends = np.asarray([len(x)] if local_ends is None else local_ends)
+            e = int(np.searchsorted(ends, row, side="right"))
+            frame = row - (int(ends[e - 1]) if e else 0)
+            raise data_error(source, f"non-finite value (NaN/inf) at frame {frame}",
+                             episode=None if ids is None else ids[e], key=key)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:
+        raise data_error(source, f"pixel values {lo}..{hi} outside 0..255", key=key)
+    if np.issubdtype(x.dtype, np.floating) and 0 < hi <= 1:
+        raise data_error(source, f"pixel values {lo}..{hi} look like 0..1 frames; frames are stored as 0..255 "
+                         "(multiply by 255)", key=key)
+    return np.rint(x).astype(np.uint8)
+
+
 _SLICE = re.compile(r"^([\w./-]+)\[(-?\d*):(-?\d*)\]$")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.robotics.data.episodes import EpisodeSet, data_error
+from apps.robotics.data.episodes import EpisodeSet, data_error, frames_to_uint8
 
 
 def _demo_order(names) -> list[str]:
@@ -96,7 +96,10 @@ def read_robomimic(path: str | os.PathLike, image_key: str | None = None, state_
             for k in obs_keys:
                 if "obs" not in g or k not in g["obs"]:
                     raise data_error(str(path), "missing observation", episode=e, key=f"data/{n}/obs/{k}")
-                parts["image" if k == image_key else k] = np.asarray(g["obs"][k][:])
+                x = np.asarray(g["obs"][k][:])
+                if k == image_key:  # float 0..1 or 16-bit frames would reach the net unscaled
+                    x = frames_to_uint8(x, str(path), f"data/{n}/obs/{k}", ids=[e])
+                parts["image" if k == image_key else k] = x
             if state_keys:
                 parts["state"] = np.concatenate([parts[k].reshape(len(parts[k]), -1).astype(np.float32)
                                                  for k in state_keys], axis=1)

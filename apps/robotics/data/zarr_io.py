@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.robotics.data.episodes import EpisodeSet, data_error
+from apps.robotics.data.episodes import EpisodeSet, data_error, frames_to_uint8
 
 _TO_MEM = {"img": "image"}
 _TO_FILE = {v: k for k, v in _TO_MEM.items()}
@@ -80,8 +80,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
             x = np.concatenate([_read(arr, slice(int(starts[e]), int(ends[e])), path, f"data/{k}", e) for e in episodes])
         name = _TO_MEM.get(k, k)
         if name == "image":
-            _check_finite(x, np.cumsum(ends[ids] - starts[ids]), ids, path, k)
-            x = _to_uint8(x)
+            x = frames_to_uint8(x, str(path), f"data/{k}", np.cumsum(ends[ids] - starts[ids]), ids)
         fields[name] = x
     if episodes is not None:
         ends = np.cumsum(ends[episodes] - starts[episodes])
@@ -112,26 +111,6 @@ def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) ->
                          episode=episode, key=key) from exc
 
 
-def _check_finite(x: np.ndarray, local_ends: np.ndarray, ids: list[int], path: Path, key: str) -> None:
-    """`DataError` for NaN/inf float pixels, checked before the uint8 cast would turn them into 0, and
-    for float pixels outside 0..255 or all within 0..1 (which the cast would clip or round to black)."""
-    if not np.issubdtype(x.dtype, np.floating):
-        return
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad))
-        e = int(np.searchsorted(local_ends, row, side="right"))
-        frame = row - (int(local_ends[e - 1]) if e else 0)
-        raise data_error(str(path), f"non-finite value (NaN/inf) at frame {frame}", episode=ids[e],
-                         key=f"data/{key}")
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    if lo < 0 or hi > 255:  # the uint8 cast would clip them silently
-        raise data_error(str(path), f"pixel values {lo}..{hi} outside 0..255", key=f"data/{key}")
-    if 0 < hi <= 1:  # 0..1 frames would round to 0 and 1: black images, no error
-        raise data_error(str(path), f"pixel values {lo}..{hi} look like 0..1 frames; the replay format stores "
-                         "0..255 (multiply by 255)", key=f"data/{key}")
-
-
 def count_replay_episodes(path: str | os.PathLike) -> int:
     """Number of episodes in a replay zarr (reads only ``meta/episode_ends``' shape)."""
     path = Path(path)
@@ -139,12 +118,6 @@ def count_replay_episodes(path: str | os.PathLike) -> int:
     if "meta" not in g or "episode_ends" not in g["meta"]:
         raise data_error(str(path), "missing array", key="meta/episode_ends")
     return int(g["meta/episode_ends"].shape[0])
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.uint8:
-        return x
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def write_replay_zarr(eps: EpisodeSet, path: str | os.PathLike, image_float: bool = True,
