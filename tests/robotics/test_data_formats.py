@@ -192,6 +192,9 @@ def test_truncated_info_json_and_grayscale_frames_name_the_source(tmp_path, toy_
     with pytest.raises(DataError, match=r"gray\.zarr, key 'image': camera frames must be \(N, H, W, 3\)"):
         write_lerobot(gray, tmp_path / "g")
     assert not (tmp_path / "g").exists()
+    with pytest.raises(DataError, match=r"gray\.zarr, key 'image': camera frames must be"):  # were stored as a
+        write_robomimic(gray, tmp_path / "g.hdf5")  # low-dimensional obs: read back, they joined the state
+    assert not (tmp_path / "g.hdf5").exists()
 
 
 def _edit_parquet(path, edit):

@@ -140,6 +140,15 @@ class EpisodeSet:
                           "+".join(s.source for s in sets), dict(sets[0].meta), ids)
 
     # ------------------------------------------------------------------------------ validation
+    def check_camera_frames(self) -> None:
+        """Camera fields (``image``, ``image_<cam>``) must be RGB `(N, H, W, 3)`; writers check before
+        writing, so the error names the source and key (a video encoder would only know its scratch
+        buffer; robomimic would store grey frames as a low-dimensional observation)."""
+        for name, x in self.fields.items():
+            if (name == "image" or name.startswith("image_")) and (x.ndim != 4 or x.shape[-1] != 3):
+                raise data_error(self.source, f"camera frames must be (N, H, W, 3) RGB, got {tuple(x.shape)}",
+                                 key=name)
+
     def validate(self, min_length: int = 1, required: tuple[str, ...] = ()) -> None:
         """Raise `DataError` (naming file, episode, key) on missing keys, NaN/inf values in float
         fields of action-bearing episodes, or episodes shorter than `min_length` frames."""

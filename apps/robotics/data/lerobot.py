@@ -277,14 +277,6 @@ def _camera_frames(root, info, feat, cam, rec, rows, e, cache, fps, dpath) -> np
 
 
 # ------------------------------------------------------------------------------------------- writers
-def _check_images(eps: EpisodeSet) -> None:
-    """Camera fields must be RGB `(N, H, W, 3)`: checked before writing, so the error names the source
-    and key (the video encoder would only know its scratch buffer)."""
-    for name, x in eps.fields.items():
-        if (name == "image" or name.startswith("image_")) and (x.ndim != 4 or x.shape[-1] != 3):
-            raise data_error(eps.source, f"camera frames must be (N, H, W, 3) RGB, got {tuple(x.shape)}", key=name)
-
-
 def _features(eps: EpisodeSet, fps: float, image_mode: str = "video") -> dict:
     feats = {}
     for name, x in eps.fields.items():
@@ -394,7 +386,7 @@ def write_lerobot(eps: EpisodeSet, root: str | os.PathLike, version: str = "v3.0
 
     if version not in ("v2.1", "v3.0"):
         raise ValueError(f"version must be one of 'v2.1', 'v3.0', got {version!r}")
-    _check_images(eps)
+    eps.check_camera_frames()
     feats = _features(eps, eps.fps, image_mode)
     cams = [k for k, f in feats.items() if f["dtype"] == "video"]
     root = Path(root)

@@ -146,6 +146,7 @@ def write_robomimic(eps: EpisodeSet, path: str | os.PathLike, image_key: str = "
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output file already exists (refusing to overwrite)")
+    eps.check_camera_frames()
     # h5py reads back what it writes: the temporary file must be opened read-write.
     with atomic_write(path, "w+b") as fh:
         with h5py.File(fh, "w") as f:
