@@ -53,3 +53,16 @@ def test_fmt_is_checked_at_construction():
     assert get_args(Format) == FORMATS
     with pytest.raises(ValueError, match="fmt must be one of zarr, lerobot_v2.1, lerobot_v3, robomimic"):
         RoboticsDataModule(None, fmt="lerobot")
+
+
+def test_checkpoint_shapes_must_match_the_data():
+    """validate/test/resume on data whose state is wider than the checkpoint's training data (a sliced spec
+    passes the state_dim check) ran on silently sliced observations."""
+    dm = RoboticsDataModule(None, state_keys=["state[0:2]"], use_image=False, horizon=8, val_episodes=1, toy_episodes=3)
+    dm.setup()
+    assert dm.state_dict() == {"obs_field_shapes": {"state": [4]}}
+    dm.load_state_dict({"obs_field_shapes": {"state": [4]}})  # same data: fine
+    dm.load_state_dict({})  # checkpoints from before 2026-12-07 record nothing
+    with pytest.raises(DataError, match=r"per-frame shapes \{'state': \[4\]\} differ from the checkpoint's training "
+                                        r"data \{'state': \[5\]\}"):
+        dm.load_state_dict({"obs_field_shapes": {"state": [5]}})

@@ -52,8 +52,18 @@ class RoboticsDataModule(pl.LightningDataModule):
         self.obs_field_shapes: dict[str, list[int]] | None = None
 
     def state_dict(self) -> dict:
-        """Saved in Lightning checkpoints: the observation widths a policy needs to check its input."""
+        """Saved in Lightning checkpoints: the observation shapes a policy needs to check its input."""
         return {"obs_field_shapes": self.obs_field_shapes} if self.obs_field_shapes else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Lightning calls this (after `setup`) when resuming, validating or testing a checkpoint: data
+        whose fields differ from the checkpoint's training data is an error, not sliced to fit
+        (``state[0:4]`` of a 6-value state passes the state_dim check)."""
+        want = state.get("obs_field_shapes")
+        have = self.obs_field_shapes
+        if want and have is not None and any(k in have and list(have[k]) != list(v) for k, v in want.items()):
+            source = self.train_set.eps.source if self.train_set is not None else self.hparams.path
+            raise DataError(f"{source}: per-frame shapes {have} differ from the checkpoint's training data {want}")
 
     def load(self) -> EpisodeSet:
         h = self.hparams
