@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +57,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--test-patients", type=int, default=3)
     args = p.parse_args(argv)
+    if not Path(args.out).is_dir():  # a file, or a path under one: was a NotADirectoryError traceback
+        from apps.echo.pipeline import InputError, check_out
+
+        try:
+            check_out(args.out)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     from apps.echo import camus
     from apps.echo.cli import configure_threads, main as cli_main, run_segment

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +41,13 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     from apps.medseg.generate import generate
     from apps.medseg.report import write_report
 
+    from apps.medseg.writer import out_problem
+
     out = Path(out)
+    problem = out_problem(out)  # a file, or a path under one: was a NotADirectoryError traceback
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     marker = out / ".medseg-demo"
     if out.exists() and any(out.iterdir()):
         if not marker.exists():

@@ -193,6 +193,7 @@ def test_unusable_out_folders_are_one_line_exit_2_before_any_work(ckpt, tmp_path
     from PIL import Image
 
     from apps.echo.cli import synth_main
+    from apps.echo.demo import main as demo_main
 
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
@@ -209,6 +210,8 @@ def test_unusable_out_folders_are_one_line_exit_2_before_any_work(ckpt, tmp_path
         assert segment_main([str(image), "--ckpt", str(ckpt), "--out", str(out), *rest]) == 2
         assert problem in capsys.readouterr().err
         assert synth_main(["--out", str(deep), "--patients", "1"]) == 2
+        assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
+        assert demo_main(["--out", str(deep)]) == 2
         assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
     for option in ("--trainer.default_root_dir", "--data.init_args.root"):
         monkeypatch.setattr("sys.argv", ["dualsci-echo", "fit", option, str(deep), "--trainer.max_steps", "1"])

@@ -231,6 +231,7 @@ def test_cli_bad_out_and_mask_files_name_them(tiny_generator, tmp_path, capsys):
 def test_out_under_a_file_is_one_line_exit_2_before_any_work(tiny_generator, tmp_path, capsys):
     """`--out a_file/sub[/deeper]` used to end in a raw NotADirectoryError / FileExistsError traceback
     from mkdir (Path.exists() is False there, so the existing check let it through)."""
+    from apps.medseg.demo import run as demo_run
     from apps.medseg.evaluate import main as evaluate_main
     from apps.medseg.generate import main
 
@@ -243,6 +244,9 @@ def test_out_under_a_file_is_one_line_exit_2_before_any_work(tiny_generator, tmp
         assert f"{out}: --out cannot be created: {a_file} is a file, not a folder" in capsys.readouterr().err
         with pytest.raises(SystemExit) as exit_info:  # checked before the datasets are read
             evaluate_main(["--real", str(tmp_path / "r"), "--synthetic", str(tmp_path / "s"), "--out", str(out)])
+        assert exit_info.value.code == 2 and f"{a_file} is a file, not a folder" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:  # the demo too
+            demo_run(out)
         assert exit_info.value.code == 2 and f"{a_file} is a file, not a folder" in capsys.readouterr().err
     assert a_file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "gen.pt"]
 
