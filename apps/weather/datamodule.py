@@ -177,7 +177,7 @@ class WeatherDataModule(pl.LightningDataModule):
         h = self.hparams
         train_ds = self.open(h.train_period)
         if self.stats is None:
-            self.stats = compute_stats(train_ds)
+            self.stats = compute_stats(train_ds, masked_nan=False)
         windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours, history=h.history)
         if h.prior in ("diurnal", "damped") and self.diurnal is None:
             self.diurnal = fit_diurnal(windows)

@@ -96,13 +96,17 @@ def chunk_hours(ds: xr.Dataset, channels: Sequence[str], default: int = 168) -> 
     return default
 
 
-def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: int | None = None) -> NormStats:
+def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: int | None = None,
+                  masked_nan: bool = True) -> NormStats:
     """Streaming per-channel mean/std (Chan's parallel merge of block moments in float64).
 
     Args:
         ds: normalised dataset (lazy).
         channels: channel names; default every dynamic channel.
         block: time steps per read; default the store's chunk length.
+        masked_nan: accept NaN in declared masked fields (SST over land; ignored in the moments). False for
+            training data: the forecaster needs finite inputs and nothing fills masked cells, so a NaN there
+            is an error naming the channel (it used to make the tendency scales and the loss NaN).
     """
     channels = list(channels) if channels is not None else channel_names(ds)
     if block is None:
@@ -118,6 +122,10 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: 
         x = np.moveaxis(x, 1, 0).reshape(len(channels), -1)
         ok = np.isfinite(x)
         nb = ok.sum(axis=1)
+        if not masked_nan and (nb < x.shape[1]).any():
+            c = channels[int(np.argmax(nb < x.shape[1]))]
+            raise WeatherDataError(ds.attrs.get("source_path", "<dataset>"), "NaN in a masked field: the forecaster needs finite "
+                                   "inputs and masked cells are not filled; leave this variable out of `variables`", c)
         bm = np.where(ok, x, 0).sum(axis=1) / np.maximum(nb, 1)
         bm2 = np.where(ok, (x - bm[:, None]) ** 2, 0).sum(axis=1)
         tot = n + nb
@@ -180,7 +188,10 @@ class WindowDataset(torch.utils.data.Dataset):
             raise WeatherDataError(src, "need at least 2 times", "time")
         dt = np.diff(times).astype("timedelta64[ns]").astype(np.int64)
         if not np.all(dt == dt[0]):
-            raise WeatherDataError(src, "time axis is not regularly spaced (gaps or mixed steps)", "time")
+            usual = np.median(dt)
+            i = int(np.flatnonzero(dt != usual)[0])
+            raise WeatherDataError(src, f"time axis is not regularly spaced (gaps or mixed steps): {str(times[i])[:16]} -> "
+                                        f"{str(times[i + 1])[:16]}, where the spacing is {usual / NS_PER_HOUR:g} h", "time")
         dt_hours = dt[0] / NS_PER_HOUR
         if step_hours % dt_hours:
             raise WeatherDataError(src, f"step_hours={step_hours} is not a multiple of the data spacing {dt_hours} h", "time")

@@ -82,3 +82,32 @@ def test_window_dataset(syn_path):
     assert sorted(order) == list(range(len(w))) and order != list(range(len(w)))
     batch = torch.utils.data.default_collate([w[0], w[1]])
     assert batch["y"].shape == (2, 3, 6, 8, 16)
+
+
+def test_masked_field_with_nan_is_refused_for_training(tmp_path):
+    """SST with NaN over land is a declared masked field: statistics ignore the NaN, but training data must be
+    finite (the tendency scales and the loss were NaN); the data module names the field before training."""
+    from apps.weather.data import WeatherDataError
+    from apps.weather.datamodule import WeatherDataModule
+
+    ds = simulate(4, 8, days=3, seed=5)
+    ds = ds.assign(sea_surface_temperature=ds["2m_temperature"].where(ds["land_sea_mask"] < 0.5))
+    assert ds["sea_surface_temperature"].isnull().any()
+    ds.to_netcdf(tmp_path / "sst.nc")
+    channels = ["2m_temperature", "sea_surface_temperature"]
+    stats = compute_stats(open_weather(tmp_path / "sst.nc", variables=channels))
+    assert np.all(np.isfinite(stats.mean)) and np.all(np.isfinite(stats.std))
+    dm = WeatherDataModule(str(tmp_path / "sst.nc"), variables=channels, frames=2)
+    with pytest.raises(WeatherDataError, match=r"sst\.nc \[sea_surface_temperature\]: NaN in a masked field"):
+        dm.prepare_data()
+
+
+def test_time_gap_in_training_data_is_located(syn_path):
+    """A missing hour in a training period names where it is (the message said only 'not regularly spaced')."""
+    from apps.weather.data import WeatherDataError
+
+    ds = open_weather(syn_path, variables=["2m_temperature"])
+    gap = ds.isel(time=np.flatnonzero(np.arange(ds.sizes["time"]) != 50))
+    stats = compute_stats(ds.isel(time=slice(0, 48)))
+    with pytest.raises(WeatherDataError, match=r"not regularly spaced .*: 2000-01-03T01:00 -> 2000-01-03T03:00, where the spacing is 1 h"):
+        WindowDataset(gap, stats, frames=2, step_hours=6)
