@@ -42,11 +42,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; it becomes ``path`` when the block succeeds.
 
-    Raises ``FileExistsError`` naming ``path`` if it exists and ``overwrite`` is False.
+    Raises ``FileExistsError`` naming ``path`` if it exists and ``overwrite`` is False, or if it is a
+    file (a folder never replaces a file, even with ``overwrite``), and ``NotADirectoryError`` naming
+    the file when a parent of ``path`` is a file.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: is a file, not an output folder (refusing to replace it)")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output folder already exists (refusing to overwrite)")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"{path}: cannot create the output folder, {blocker} is a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes it private (0700)

@@ -95,3 +95,16 @@ def test_atomic_outputs_get_the_mode_of_a_plain_open(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_atomic_dir_names_a_file_in_the_way(tmp_path):
+    blocker = tmp_path / "report.txt"
+    blocker.write_text("keep me")
+    for overwrite in (False, True):  # a folder never replaces a file
+        with pytest.raises(FileExistsError, match="report.txt: is a file, not an output folder"):
+            with atomic_dir(blocker, overwrite=overwrite):
+                pass
+    with pytest.raises(NotADirectoryError, match=r"out: cannot create the output folder, .*report.txt is a file"):
+        with atomic_dir(blocker / "sub" / "out"):
+            pass
+    assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
