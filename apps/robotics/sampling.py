@@ -196,7 +196,7 @@ class Policy:
         if self.net.n_tasks > 0:
             if "task_index" not in obs:
                 raise KeyError("observation has no 'task_index' but the policy was trained on several tasks")
-            self.task = torch.as_tensor(np.asarray(obs["task_index"])).reshape(-1).long()
+            self.task = torch.empty(0)  # checked against the batch size below
         fields = self._batch_fields(obs)
         self._check_widths(fields)
         dev = self.net.state_min.device
@@ -207,6 +207,8 @@ class Policy:
                              f"the policy expects state_dim={self.net.state_dim}")
         if not torch.isfinite(state).all():  # would stay in the history and make every later chunk NaN
             raise ValueError(f"observation: state spec {self.state_keys} gives non-finite values (NaN/inf)")
+        if self.task is not None:
+            self.task = self._task_ids(obs["task_index"], len(state)).to(dev)
         image = None
         if self.net.use_image:
             if "image" not in fields:
@@ -218,6 +220,23 @@ class Policy:
             frames = _uint8_frames(fields["image"])
             image = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).to(dev)
         return state, image
+
+    def _task_ids(self, value: object, batch: int) -> Tensor:
+        """``task_index`` as ``(B,)`` long ids in ``[0, n_tasks)``: one id per observation, or one
+        shared by the whole batch; anything else names the problem (was an error deep in torch)."""
+        ids = np.asarray(value).reshape(-1)
+        if ids.size == 1:
+            ids = np.repeat(ids, batch)
+        if ids.size != batch:
+            raise ValueError(f"observation: 'task_index' has {ids.size} ids for a batch of {batch}")
+        if not np.issubdtype(ids.dtype, np.integer) and not (
+            np.issubdtype(ids.dtype, np.floating) and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids))
+        ):
+            raise ValueError(f"observation: 'task_index' must be whole numbers, got {ids.tolist()}")
+        if ids.min() < 0 or ids.max() >= self.net.n_tasks:
+            raise ValueError(f"observation: 'task_index' {ids.tolist()} outside 0..{self.net.n_tasks - 1} "
+                             "(the tasks the policy was trained on)")
+        return torch.from_numpy(ids.astype(np.int64))
 
     def _batch_fields(self, obs: dict) -> dict[str, np.ndarray]:
         """The fields the policy reads (state spec fields, ``image``), batched ``(B, ...)``; sets

@@ -211,3 +211,16 @@ def test_float_frames_and_non_finite_states_are_refused():
     assert not pol.history  # nothing entered it
     action = pol.select_action({"state": np.zeros(4), "image": img.astype(np.int64) + 255})  # ints in range: cast
     assert np.isfinite(action).all()
+
+
+def test_task_ids_are_checked_against_the_batch_and_the_trained_tasks():
+    """A task_index of the wrong count, out of range or fractional failed deep inside torch (or
+    indexed the embedding out of range); one id is shared by a whole batch."""
+    pol = Policy(tiny_net(image_size=0, future_target="state", n_tasks=3), ["state"], n_action_steps=1, n_vision_steps=1)
+    states = np.zeros((2, 4), np.float32)
+    for task, match in (([0, 1, 2], r"3 ids for a batch of 2"), ([0, 3], r"outside 0\.\.2"),
+                        ([0.5, 1], "whole numbers"), ([-1, 0], r"outside 0\.\.2")):
+        with pytest.raises(ValueError, match=match):
+            pol.select_action({"state": states, "task_index": np.asarray(task)})
+    assert pol.select_action({"state": states, "task_index": 2}).shape == (2, 2)
+    assert pol.select_action({"state": states, "task_index": np.array([1.0, 0.0])}).shape == (2, 2)
