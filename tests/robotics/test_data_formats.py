@@ -324,3 +324,19 @@ def test_lerobot_png_cells_that_cannot_be_read_are_named(tmp_path, toy_eps):
         with pytest.raises(DataError, match=r"file-000\.parquet, episode 0, key 'observation.image': frame 2: "
                                             r"cannot read the image"):
             read_lerobot(root)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_lerobot_string_features_are_skipped(tmp_path, toy_eps, version):
+    """A per-frame text feature (dtype "string", e.g. a language instruction) failed the whole read
+    as "not numeric"; it is not an observation and is skipped, the numeric fields read as before."""
+    base = write_lerobot(toy_eps.select([0, 1]), tmp_path / "base", version=version)
+    info_path = base / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["language_instruction"] = {"dtype": "string", "shape": [1], "names": None}
+    info_path.write_text(json.dumps(info))
+    for data in (base / "data").rglob("*.parquet"):
+        _edit_parquet(data, lambda df: df.assign(language_instruction="push the T"))
+    got = read_lerobot(base)
+    assert "language_instruction" not in got.fields
+    np.testing.assert_array_equal(got.fields["action"], toy_eps.select([0, 1]).fields["action"])

@@ -131,7 +131,8 @@ def read_lerobot(root: str | os.PathLike, episodes: list[int] | None = None) -> 
     fps = float(info["fps"])
     feats = info["features"]
     cams = [k for k, f in feats.items() if f.get("dtype") in ("video", "image")]
-    numeric = [k for k, f in feats.items() if k not in _BOOK and k not in cams]
+    # text features (a per-frame language instruction, dtype "string") are not observations: skipped
+    numeric = [k for k, f in feats.items() if k not in _BOOK and k not in cams and f.get("dtype") != "string"]
     v3 = info["codebase_version"].startswith("v3")
     ep_table = _episode_table(root, info, v3)
     ids = sorted(ep_table) if episodes is None else [int(e) for e in episodes]
