@@ -162,7 +162,7 @@ def calibrate_store(
     from dualsci.io import atomic_dir
 
     from apps.weather.data import WeatherDataError
-    from apps.weather.sampling import no_fill_coords
+    from apps.weather.sampling import cf_encoding
 
     dst = Path(out_path)
     if dst.exists():
@@ -200,14 +200,14 @@ def calibrate_store(
             dst.parent.mkdir(parents=True, exist_ok=True)
             part = dst.with_name(f".{dst.name}.part")
             try:
-                out.to_netcdf(part, encoding=no_fill_coords(out))
+                out.to_netcdf(part, encoding=cf_encoding(out))
                 os.replace(part, dst)
             finally:
                 part.unlink(missing_ok=True)
         else:
             with atomic_dir(dst) as tmp:
                 out.chunk({d: -1 for d in out.dims if d not in ("time", "realization")}).to_zarr(
-                    tmp, mode="w", consolidated=False, zarr_format=3, encoding=no_fill_coords(out))
+                    tmp, mode="w", consolidated=False, zarr_format=3, encoding=cf_encoding(out))
     except (OSError, RuntimeError, ValueError) as exc:
         raise WeatherDataError(src, f"calibrated copy {dst} not written: {type(exc).__name__}: {exc}") from exc
     fc.close()

@@ -133,19 +133,18 @@ def _template(meta: dict, channels: list[str], inits: Sequence[np.datetime64], l
     return xr.Dataset(data_vars, coords=coords)
 
 
-def no_fill_coords(ds: xr.Dataset) -> dict:
-    """Encoding entries that keep ``_FillValue`` off the float coordinate variables (CF 2.5.1: coordinates
-    have no missing data; xarray would add a NaN fill value to every float variable)."""
-    return {str(c): {"_FillValue": None} for c in ds.coords if ds[c].dtype.kind == "f"}
+def cf_encoding(ds: xr.Dataset) -> dict:
+    """Encoding of a forecast store's coordinates (zarr and NetCDF, raw or calibrated): no ``_FillValue`` on
+    float coordinates (CF 2.5.1: coordinates have no missing data; xarray would add NaN to every float
+    variable), init/valid times and leads in whole hours."""
+    enc = {str(c): {"_FillValue": None} for c in ds.coords if ds[c].dtype.kind == "f"}
+    hours = {"prediction_timedelta": "hours", "time": "hours since 1970-01-01", "valid_time": "hours since 1970-01-01"}
+    enc.update({c: {"units": u, "dtype": "int64"} for c, u in hours.items() if c in ds.coords})
+    return enc
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    enc = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}
-    enc.update(no_fill_coords(ds))
-    enc["prediction_timedelta"] = {"units": "hours", "dtype": "int64"}
-    enc["time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
-    enc["valid_time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
-    return enc
+    return {**{v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars}, **cf_encoding(ds)}
 
 
 def _write_block(store: Path, channels: list[str], phys: np.ndarray, i_init: int, m0: int, l0: int, template: xr.Dataset) -> None:
@@ -323,7 +322,7 @@ def forecast(
     else:
         fc = xr.open_zarr(store, consolidated=False).load()
         tmp = partial / "forecast.nc"
-        fc.to_netcdf(tmp, engine="netcdf4", encoding=no_fill_coords(fc))
+        fc.to_netcdf(tmp, engine="netcdf4", encoding=cf_encoding(fc))
         os.replace(tmp, out)
     shutil.rmtree(partial)
     return out

@@ -162,18 +162,27 @@ def test_forecast_output_is_cf(trained, tmp_path):
     opts = ForecastOptions(inits=["2000-01-10T00"], lead_hours=12, members=2, steps=2, format="netcdf")
     nc_path = forecast(ckpt, data, tmp_path / "fc.nc", opts, progress=False)
     zr_path = forecast(ckpt, data, tmp_path / "fc.zarr", ForecastOptions(**{**opts.__dict__, "format": "zarr"}), progress=False)
-    with netCDF4.Dataset(nc_path) as nc:
-        for name, axis in (("latitude", "Y"), ("longitude", "X"), ("level", "Z")):
-            assert nc[name].getncattr("axis") == axis and "_FillValue" not in nc[name].ncattrs(), name
-        assert nc["level"].standard_name == "air_pressure" and nc["level"].units == "hPa"
-        assert nc["time"].units.startswith("hours since") and nc["time"].calendar == "proleptic_gregorian"
-        assert nc["valid_time"].standard_name == "time" and nc["prediction_timedelta"].units == "hours"
-        t = nc["temperature"]
-        assert t.units == "K" and t.standard_name == "air_temperature" and "valid_time" in t.coordinates
-        assert np.isnan(t.getncattr("_FillValue")) and nc.Conventions == "CF-1.8"
-    for c in ("latitude", "longitude", "level"):
-        assert "_FillValue" not in json.loads((zr_path / c / "zarr.json").read_text())["attributes"], c
-    for fc in (xr.open_dataset(nc_path), xr.open_zarr(zr_path, consolidated=False)):
+    from apps.weather.calibration import SpreadCalibration, calibrate_store
+    from apps.weather.data import channel_names
+
+    fc = xr.open_dataset(nc_path)
+    unit = SpreadCalibration({ch: {6: 1.0, 12: 1.0} for ch in channel_names(fc, list(fc.data_vars))})
+    cal_nc, cal_zr = (calibrate_store(nc_path, tmp_path / f"cal.{ext}", unit) for ext in ("nc", "zarr"))
+    for path in (nc_path, cal_nc):
+        with netCDF4.Dataset(path) as nc:
+            for name, axis in (("latitude", "Y"), ("longitude", "X"), ("level", "Z")):
+                assert nc[name].getncattr("axis") == axis and "_FillValue" not in nc[name].ncattrs(), name
+            assert nc["level"].standard_name == "air_pressure" and nc["level"].units == "hPa"
+            for name in ("time", "valid_time"):
+                assert nc[name].units == "hours since 1970-01-01" and nc[name].calendar == "proleptic_gregorian"
+            assert nc["valid_time"].standard_name == "time" and nc["prediction_timedelta"].units == "hours"
+            t = nc["temperature"]
+            assert t.units == "K" and t.standard_name == "air_temperature" and "valid_time" in t.coordinates
+            assert np.isnan(t.getncattr("_FillValue")) and nc.Conventions == "CF-1.8"
+    for store in (zr_path, cal_zr):
+        for c in ("latitude", "longitude", "level"):
+            assert "_FillValue" not in json.loads((store / c / "zarr.json").read_text())["attributes"], c
+    for fc in (xr.open_dataset(nc_path), xr.open_zarr(zr_path, consolidated=False), xr.open_dataset(cal_nc)):
         assert {c: fc[c].attrs.get("axis") for c in ("latitude", "longitude", "level")} == {"latitude": "Y", "longitude": "X", "level": "Z"}
         try:
             import cf_xarray  # noqa: F401 - optional: only checked where installed
