@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from apps.weather.data import WeatherDataError, _open_raw, match_grid, normalise
+from apps.weather.data import WeatherDataError, _open_raw, check_finite, match_grid, normalise, read_values
 
 
 class FileClimatology:
@@ -86,7 +86,12 @@ class FileClimatology:
         ih = int(np.argmin(np.abs((self.hours - h + 12) % 24 - 12)))
         key = (d, ih)
         if key not in self._cache:
-            self._cache[key] = np.stack([np.asarray(a.isel(dayofyear=self.doy[d], hour=ih).values, np.float64) for a in self.arrays])
+            where = f" at dayofyear {d}, hour {int(self.hours[ih])}"
+            fields = [read_values(a.isel(dayofyear=self.doy[d], hour=ih), self.path, ch, where).astype(np.float64)
+                      for ch, a in zip(self.channels, self.arrays)]
+            for ch, x in zip(self.channels, fields):  # a NaN would make ACC and the baseline NaN without a word
+                check_finite(x, self.path, ch, where)
+            self._cache[key] = np.stack(fields)
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)

@@ -399,7 +399,9 @@ def match_grid(ds: xr.Dataset, lat: Sequence[float], lon: Sequence[float], sourc
         return ds
     ilat = [int(np.argmin(np.abs(have_lat - v))) for v in lat]
     ilon = [int(np.argmin(np.abs((have_lon - v + 180.0) % 360.0 - 180.0))) for v in lon]
-    if len(have_lat) and np.allclose(have_lat[ilat], lat, atol=1e-6) and np.allclose(have_lon[ilon], lon, atol=1e-6):
+    # longitudes compared on the circle: a grid given in [-180, 180) (e.g. a forecast store) matches [0, 360)
+    lon_off = (have_lon[ilon] - lon + 180.0) % 360.0 - 180.0 if len(have_lon) else lon
+    if len(have_lat) and np.allclose(have_lat[ilat], lat, atol=1e-6) and np.allclose(lon_off, 0.0, atol=1e-6):
         return ds.isel(latitude=ilat, longitude=ilon)
     raise WeatherDataError(
         source, f"grid (latitude {_describe_axis(have_lat)}; longitude {_describe_axis(have_lon)}) does not match "

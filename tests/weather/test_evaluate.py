@@ -151,6 +151,16 @@ def test_wb2_climatology_file_bad_input(tmp_path):
         FileClimatology(str(tmp_path / "nohour.nc"), ["2m_temperature"], lat, lon)
     with pytest.raises(WeatherDataError, match="clim.nc.*does not match"):
         FileClimatology(str(tmp_path / "clim.nc"), ["2m_temperature"], lat + 1.0, lon)
+    # a NaN or a corrupt chunk where a valid time is looked up: named (NaN gave NaN ACC/baseline; a chunk a traceback)
+    holes = clim.copy(deep=True)
+    holes["2m_temperature"][13, 59, 2, 3] = np.nan
+    holes.to_netcdf(tmp_path / "holes.nc")
+    with pytest.raises(WeatherDataError, match=r"holes\.nc \[2m_temperature\]: 1 NaN.* at dayofyear 60, hour 13"):
+        FileClimatology(str(tmp_path / "holes.nc"), ["2m_temperature"], lat, lon)(np.datetime64("2001-03-01T13"))
+    clim.to_zarr(tmp_path / "clim.zarr", zarr_format=3, consolidated=False, encoding={"2m_temperature": {"chunks": (1, 366, 16, 8)}})
+    (tmp_path / "clim.zarr" / "2m_temperature" / "c" / "13" / "0" / "0" / "0").write_bytes(b"\x00garbage")
+    with pytest.raises(WeatherDataError, match=r"clim\.zarr \[2m_temperature\]: cannot read data at dayofyear 60, hour 13"):
+        FileClimatology(str(tmp_path / "clim.zarr"), ["2m_temperature"], lat, lon)(np.datetime64("2001-03-01T13"))
 
 
 def test_damaged_or_unfinished_forecast_store_is_named(tmp_path):
@@ -176,3 +186,28 @@ def test_damaged_or_unfinished_forecast_store_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"missing\.zarr \[2m_temperature\]: 64 NaN.* at init 2000-01-02T00:00, lead 12 h"):
         evaluate(tmp_path / "missing.zarr", tmp_path / "truth.zarr", tmp_path / "ev2", report=False)
     assert not (tmp_path / "ev1").exists() and not (tmp_path / "ev2").exists()
+
+
+def test_forecast_store_in_other_orientations_scores_the_same(tmp_path):
+    """A forecast store with longitudes in [-180, 180) (was refused: 'does not match the forecast's grid'),
+    latitude descending or an ensemble dim named ``number`` scores exactly like the WB2-oriented store."""
+    truth = simulate(4, 8, days=3, seed=4)
+    truth.to_zarr(tmp_path / "truth.zarr", consolidated=False, zarr_format=3)
+    leads = np.array([6, 12], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    inits = truth.time.values[[24, 36]]
+    rng = np.random.default_rng(1)
+    ens = np.stack([np.stack([truth["2m_temperature"].sel(time=i + lt).values for lt in leads]) for i in inits])[:, None]
+    ens = ens + rng.normal(0, 1.0, (2, 3, 2, 4, 8))
+    fc = xr.Dataset({"2m_temperature": (("time", "realization", "prediction_timedelta", "latitude", "longitude"), ens.astype("f4"))},
+                    coords={"time": inits, "realization": np.arange(3), "prediction_timedelta": leads,
+                            "latitude": truth.latitude.values, "longitude": truth.longitude.values})
+    fc.to_netcdf(tmp_path / "wb2.nc")
+    ref = evaluate(tmp_path / "wb2.nc", tmp_path / "truth.zarr", tmp_path / "ev", report=False)["scores"]
+    variants = {"lon180.nc": fc.assign_coords(longitude=(fc.longitude + 180) % 360 - 180).sortby("longitude"),
+                "desc.nc": fc.sortby("latitude", ascending=False), "number.nc": fc.rename(realization="number")}
+    for name, ds in variants.items():
+        ds.to_netcdf(tmp_path / name)
+        rows = evaluate(tmp_path / name, tmp_path / "truth.zarr", tmp_path / f"ev_{name}", report=False)["scores"]
+        for a, b in zip(ref, rows):
+            for key in ("rmse", "crps", "ssr", "bias", "persistence_rmse"):
+                assert b[key] == pytest.approx(a[key], rel=1e-9), (name, key)
