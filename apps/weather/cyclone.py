@@ -205,12 +205,20 @@ def track_forecast(
     """
     import xarray as xr
 
-    from apps.weather.data import match_grid, open_weather
+    from apps.weather.data import WeatherDataError, check_finite, load_block, match_grid, open_weather, read_values
+    from apps.weather.evaluate import _open_forecast
 
-    fc = xr.open_zarr(forecast_path, consolidated=False) if not str(forecast_path).endswith(".nc") else xr.open_dataset(forecast_path)
+    src = str(forecast_path)
+    fc = _open_forecast(forecast_path)  # a missing file or a non-forecast store: named
+    if variable not in fc.data_vars:
+        raise WeatherDataError(src, f"cyclone tracking needs this variable (the store has {sorted(map(str, fc.data_vars))})", variable)
+    if not -fc.sizes["time"] <= init_index < fc.sizes["time"]:
+        raise WeatherDataError(src, f"init index {init_index} out of range (the store has {fc.sizes['time']} inits)", "time")
     step = fc[variable].isel(time=init_index)
     mdim = next((d for d in ("realization", "number") if d in step.dims), None)
-    fields = np.asarray(step.transpose(*([mdim] if mdim else []), "prediction_timedelta", "latitude", "longitude").values)
+    where = f" at init {str(fc.time.values[init_index])[:16]}"
+    fields = read_values(step.transpose(*([mdim] if mdim else []), "prediction_timedelta", "latitude", "longitude"), src, variable, where)
+    check_finite(fields, src, variable, where)
     if mdim is None:
         fields = fields[None]
     lat, lon = fc.latitude.values, fc.longitude.values
@@ -225,7 +233,11 @@ def track_forecast(
     }
     if truth_path is not None:
         truth = match_grid(open_weather(truth_path, variables=[variable]), lat, lon, truth_path)
-        tf = np.asarray(truth[variable].sel(time=valid).values)
+        tindex = {t: i for i, t in enumerate(truth.time.values.astype("datetime64[ns]"))}
+        absent = [str(v)[:16] for v in valid if v not in tindex]
+        if absent:
+            raise WeatherDataError(truth_path, f"no truth at valid time(s) {', '.join(absent)} of the track", "time")
+        tf = load_block(truth, [variable], np.array([tindex[v] for v in valid]))[:, 0]  # read and checked, named
         ttrack = track(tf, lat, lon, start)
         out["truth_track"] = ttrack.tolist()
         out["mean_field_error_km"] = track_error_km(mean_track, ttrack).tolist()

@@ -38,7 +38,12 @@ def draw_tracks(res: dict, path: str | Path, margin_deg: float = 12.0) -> Path:
     prob = np.asarray(res["strike_probability"], float)
     ref = truth if truth is not None and np.isfinite(truth).any() else mean
     finite = ref[np.isfinite(ref[:, 0])]
-    centre = float(finite[0, 1]) if len(finite) else float(np.nanmedian(members[..., 1]))
+    if len(finite):
+        centre = float(finite[0, 1])
+    elif np.isfinite(members[..., 1]).any():
+        centre = float(np.nanmedian(members[..., 1]))
+    else:  # no track found anywhere (no minimum near the start): the map of the grid, centred on its circular mean
+        centre = float(np.degrees(np.arctan2(np.sin(np.radians(lon)).mean(), np.cos(np.radians(lon)).mean())) % 360.0)
     glon = _recentre(lon, centre)
     order = np.argsort(glon)
     pts = np.concatenate([t.reshape(-1, 2) for t in (members, mean[None], ref[None])])

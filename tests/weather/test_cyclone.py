@@ -134,3 +134,32 @@ def test_planted_vortex_displacement_gives_known_along_cross_errors():
     # symmetric members: the mean-field vortex sits on the observed track
     at, xt = along_cross_track_km(mean_track, obs)
     assert np.nanmax(np.abs(at)) < 120 and np.nanmax(np.abs(xt)) < 120
+
+
+def test_track_verb_bad_input_and_no_cyclone(tmp_path):
+    """No minimum near the start (the map crashed in pcolormesh after the JSON was written), a corrupt chunk of the
+    store (was a traceback), a truth without the valid times (was a KeyError): a map, or one error naming the file."""
+    import pandas as pd
+    import xarray as xr
+
+    from apps.weather.cli import main
+    from apps.weather.data import WeatherDataError
+
+    lat, lon = np.arange(-30.0, 30.1, 3.0), np.arange(0.0, 360.0, 3.0)
+    flat = np.full((2, 3, lat.size, lon.size), 101000.0) + lat[None, None, :, None] * 10.0  # monotone in lat: no minimum
+    leads = (np.arange(3) * 6).astype("timedelta64[h]").astype("timedelta64[ns]")
+    fc = xr.Dataset({"mean_sea_level_pressure": (("time", "realization", "prediction_timedelta", "latitude", "longitude"), flat[None].astype("f4"))},
+                    coords={"time": pd.DatetimeIndex(["2020-09-01T00"]), "realization": [0, 1], "prediction_timedelta": leads,
+                            "latitude": lat, "longitude": lon})
+    fc.to_zarr(tmp_path / "fc.zarr", consolidated=False, zarr_format=3, encoding={"mean_sea_level_pressure": {"chunks": (1, 1, 3, 21, 120)}})
+    res = main(["track", "--forecast", str(tmp_path / "fc.zarr"), "--start", "0,100", "--out", str(tmp_path / "t.json")])
+    assert np.all(np.isnan(np.asarray(res["mean_field_track"], float))) and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    late = xr.Dataset({"msl": (("time", "latitude", "longitude"), flat[0].astype("f4"))},
+                      coords={"time": pd.DatetimeIndex(["2020-09-02T00", "2020-09-02T06", "2020-09-02T12"]), "latitude": lat, "longitude": lon})
+    late.to_netcdf(tmp_path / "late.nc")
+    with pytest.raises(WeatherDataError, match=r"late\.nc \[time\]: no truth at valid time\(s\) 2020-09-01T00:00"):
+        main(["track", "--forecast", str(tmp_path / "fc.zarr"), "--start", "0,100", "--truth", str(tmp_path / "late.nc"), "--out", str(tmp_path / "u.json")])
+    (tmp_path / "fc.zarr" / "mean_sea_level_pressure" / "c" / "0" / "1" / "0" / "0" / "0").write_bytes(b"\x00garbage")
+    with pytest.raises(WeatherDataError, match=r"fc\.zarr \[mean_sea_level_pressure\]: cannot read data at init 2020-09-01T00:00"):
+        main(["track", "--forecast", str(tmp_path / "fc.zarr"), "--start", "0,100", "--out", str(tmp_path / "v.json")])
+    assert not any((tmp_path / n).exists() for n in ("u.json", "v.json", "u.png", "v.png"))
