@@ -38,7 +38,10 @@ print(json.dumps({{"baseline_kib": base, "peak_kib": peak}}))
 
 def measure(ckpt: str, data: str, init: str, leads: int, members: int, steps: int, out: str) -> dict:
     code = CHILD.format(root=str(ROOT), ckpt=ckpt, data=data, init=init, leads=leads, members=members, steps=steps, out=out)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode:  # the child's error (e.g. a WeatherDataError naming the file) as one line, not two tracebacks
+        lines = res.stderr.strip().splitlines()
+        raise SystemExit(f"error: {lines[-1] if lines else f'forecast exited with status {res.returncode}'}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -74,4 +77,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from apps.weather.cli import script_main
+
+    script_main(main)  # bad input: one line naming file, variable and problem

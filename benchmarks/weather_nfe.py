@@ -120,4 +120,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from apps.weather.cli import script_main
+
+    script_main(main)  # bad input: one line naming file, variable and problem

@@ -170,7 +170,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except WeatherDataError as exc:  # bad input: one line naming file, variable and problem
-        sys.exit(f"error: {exc}")
+    from apps.weather.cli import script_main
+
+    script_main(main)  # bad input: one line naming file, variable and problem

@@ -152,6 +152,20 @@ def track_main(argv: list[str]) -> dict:
     return res
 
 
+def script_main(run) -> None:
+    """Run a benchmark script's ``main``: bad input (a weather data or calibration error, an existing output)
+    ends with one ``error:`` line naming the file and the problem (exit 1), not a traceback."""
+    import sys
+
+    from apps.weather.calibration import CalibrationError
+    from apps.weather.data import WeatherDataError
+
+    try:
+        run()
+    except (WeatherDataError, CalibrationError, FileExistsError) as exc:
+        sys.exit(f"error: {exc}")
+
+
 VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main,
          "calibrate": calibrate_main}
 

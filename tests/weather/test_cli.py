@@ -120,3 +120,24 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     res = console("fit", "--config", str(CONFIG_DIR / "t2m_uk.yaml"), "--data.init_args.path", str(tmp_path / "none.nc"),
                   "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "fitbad"))
     assert res.returncode == 2 and "none.nc" in res.stderr and not (tmp_path / "fitbad").exists(), res.stderr[-800:]
+
+
+def test_benchmark_scripts_end_bad_input_with_one_line(tmp_path, load_benchmark):
+    """The weather benchmarks run through `script_main`: a missing checkpoint or data file is one `error:` line
+    naming it (nfe, memory and precision printed tracebacks; memory's came from its child process)."""
+    from apps.weather.cli import script_main
+
+    ckpt, data, out = str(tmp_path / "nope.ckpt"), str(tmp_path / "nope.nc"), str(tmp_path / "o.json")
+    for name, argv, named in (
+        ("weather_nfe", ["--checkpoint", ckpt, "--data", data, "--out", out], "nope.ckpt: checkpoint not found"),
+        ("weather_memory", ["--checkpoint", ckpt, "--data", data, "--init", "2000-01-01T00", "--out", out], "nope.ckpt: checkpoint not found"),
+        ("weather_precision", ["--data", data, "--out", out], "nope.nc: no such file"),
+        ("weather_t2m_baselines", ["--data", data, "--train", "2000-01-01:2000-01-05", "--test", "2000-01-07:2000-01-09", "--out", out],
+         "nope.nc: no such file"),
+    ):
+        mod = load_benchmark(name)
+        with pytest.raises(SystemExit) as exit_info:
+            script_main(lambda: mod.main(argv))  # noqa: B023 - called at once
+        msg = str(exit_info.value.code)
+        assert msg.startswith("error: ") and named in msg and "\n" not in msg, (name, msg)
+    assert not (tmp_path / "o.json").exists()
