@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     test_start, test_end = np.datetime64(test[0], "h"), period_end_hour(test[1])
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
+    spacing = float(np.median(np.diff(times)) / np.timedelta64(1, "h")) if len(times) > 1 else 0.0
+    if not spacing or 6 % spacing:
+        raise WeatherDataError(a.data, f"the file's time step ({spacing:g} h) does not divide the model's 6 h step: the "
+                               "6/12/24/48 h leads cannot be read from it (hourly, 3- or 6-hourly data work)", "time")
     truth_end = verification_limit(a.data, train, test)  # overlap refused; a test period first verifies before training
     inits = _inits(times, test_start, test_end, a.history, truth_end=truth_end)
     if not inits:

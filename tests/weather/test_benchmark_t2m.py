@@ -140,6 +140,10 @@ def test_periods_refused_with_the_reason(tmp_path, load_benchmark):
     with pytest.raises(WeatherDataError, match=r"period too short for 4 frames of 6 h \(with 1 history state\(s\) a window spans 30 h; "
                                                r"the period 2021-07-08T00:00 .. 2021-07-09T05:00 has 30 times"):
         run("2021-07-08T00:2021-07-09T05", "2021-07-01:2021-07-05")
+    ds.isel(time=slice(0, None, 4)).to_netcdf(tmp_path / "4h.nc")
+    with pytest.raises(WeatherDataError, match=r"4h\.nc \[time\]: the file's time step \(4 h\) does not divide the model's 6 h step"):
+        bench.main(["--data", str(tmp_path / "4h.nc"), "--train", "2021-07-01:2021-07-05", "--test", "2021-07-06:2021-07-07",
+                    "--out", str(tmp_path / "o.json")])
     with pytest.raises(WeatherDataError, match=r"--val-days 4 holds out the whole training period 2021-07-01:2021-07-03"):
         bench.main(["--data", str(tmp_path / "t.nc"), "--train", "2021-07-01:2021-07-03", "--test", "2021-07-05:2021-07-06",
                     "--out", str(tmp_path / "o.json"), "--val-days", "4"])
