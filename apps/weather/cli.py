@@ -15,6 +15,28 @@ from typing import Sequence
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    """argparse type: ``LAT,LON`` in degrees."""
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAT,LON (e.g. 15,30)") from None
+    if not -90.0 <= lat <= 90.0:
+        raise argparse.ArgumentTypeError(f"latitude {lat:g} is outside [-90, 90]")
+    return lat, lon
+
+
 def synth_main(argv: list[str]) -> int:
     """Write the embedded synthetic WeatherBench2-schema zarr."""
     from apps.weather.synthetic import main
@@ -31,16 +53,16 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--data", required=True, help="dataset with the initial conditions (and statics)")
     p.add_argument("--out", required=True, help="output .zarr folder or .nc file")
     p.add_argument("--inits", required=True, help="list 'T1,T2' or range 'START:END:STEP_HOURS' (any hour)")
-    p.add_argument("--lead-hours", type=int, required=True)
-    p.add_argument("--members", type=int, default=10)
+    p.add_argument("--lead-hours", type=_positive_int, required=True)
+    p.add_argument("--members", type=_positive_int, default=10)
     p.add_argument("--sampler", default="heun", choices=["heun", "dpmpp_2m", "dpmpp_3m", "euler", "euler_ancestral"])
-    p.add_argument("--steps", type=int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
+    p.add_argument("--steps", type=_positive_int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
     p.add_argument("--sigma-max", type=float, default=None, help="top level of the Karras sampling grid (default: the objective's)")
     p.add_argument("--rho", type=float, default=None, help="Karras rho of the sampling grid (default: the objective's)")
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn")
     p.add_argument("--ic-noise", type=float, default=0.0, help="std of IC perturbation in normalised units")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-members", type=int, default=10)
+    p.add_argument("--batch-members", type=_positive_int, default=10)
     p.add_argument("--autoencoder", default=None, help="decode a latent forecaster's blocks with this checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--calibration", default=None, help="spread calibration JSON: also write a calibrated copy")
@@ -57,9 +79,15 @@ def forecast_main(argv: list[str]) -> str:
         dst = a.calibrated_out or str(raw.with_name(raw.stem + "_calibrated" + raw.suffix))
         if Path(dst).exists():  # ... and so does an existing calibrated output
             raise FileExistsError(f"{dst}: output already exists (refusing to overwrite)")
+    try:
+        inits = parse_inits(a.inits)
+    except ValueError as exc:
+        p.error(f"--inits {a.inits!r}: {exc}")
+    if not inits:
+        p.error(f"--inits {a.inits!r} names no time")
     fmt = "netcdf" if a.out.endswith((".nc", ".nc4")) else "zarr"
     opts = ForecastOptions(
-        inits=[str(t) for t in parse_inits(a.inits)], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
+        inits=[str(t) for t in inits], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
         sigma_max=a.sigma_max, rho=a.rho,
     )
@@ -100,10 +128,18 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--climatology", default=None, help="WB2 climatology file (dayofyear, hour) for ACC and the baseline")
     p.add_argument("--calibration", default=None, help="spread calibration JSON (apps.weather.calibration) applied to the members")
     p.add_argument("--no-report", action="store_true")
-    p.add_argument("--track-start", default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
+    p.add_argument("--track-start", type=_lat_lon, default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
     a = p.parse_args(argv)
-    period = split_period(a.climatology_period) if a.climatology_period else None
-    start = tuple(float(v) for v in a.track_start.split(",")) if a.track_start else None
+    from apps.weather.metrics import REGIONS
+
+    unknown = [r for r in a.regions.split(",") if r not in REGIONS]
+    if unknown:
+        p.error(f"--regions: unknown {unknown}; allowed: {sorted(REGIONS)}")
+    try:
+        period = split_period(a.climatology_period) if a.climatology_period else None
+    except ValueError as exc:
+        p.error(f"--climatology-period: {exc}")
+    start = a.track_start
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
         track_start=start, climatology=a.climatology, calibration=a.calibration,
@@ -136,13 +172,13 @@ def track_main(argv: list[str]) -> dict:
 
     p = argparse.ArgumentParser(prog="dualsci-weather track", description=track_main.__doc__)
     p.add_argument("--forecast", required=True)
-    p.add_argument("--start", required=True, help="LAT,LON of the cyclone near the first lead")
+    p.add_argument("--start", type=_lat_lon, required=True, help="LAT,LON of the cyclone near the first lead")
     p.add_argument("--init-index", type=int, default=0)
     p.add_argument("--truth", default=None)
     p.add_argument("--radius-km", type=float, default=300.0)
     p.add_argument("--out", required=True, help="output .json (the map goes next to it as .png)")
     a = p.parse_args(argv)
-    lat, lon = (float(v) for v in a.start.split(","))
+    lat, lon = a.start
     res = track_forecast(a.forecast, (lat, lon), a.init_index, a.truth, a.radius_km)
     write_json_atomic(a.out, res)
     from apps.weather.track_plot import draw_tracks

@@ -195,12 +195,14 @@ def forecast(
         raise FileExistsError(f"{out}: output already exists (refusing to overwrite)")
     if options.format not in ("zarr", "netcdf"):
         raise ValueError(f"format={options.format!r} is not one of ('zarr', 'netcdf')")
+    if options.members < 1 or options.steps < 1:  # checked before anything is written (0 members: an empty store)
+        raise ValueError(f"members={options.members} and steps={options.steps} must be >= 1")
     net, objective, meta = load_checkpoint(checkpoint)
     stats = NormStats.from_dict(meta["stats"])
     channels = stats.channels
     k, step = int(meta["frames"]), int(meta["step_hours"])
     if options.lead_hours % step or options.lead_hours <= 0:
-        raise ValueError(f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
+        raise WeatherDataError(checkpoint, f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
     n_blocks = -(-options.lead_hours // (k * step))
     leads = np.arange(1, n_blocks * k + 1) * step
     ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}), levels=channel_levels(channels))

@@ -141,3 +141,29 @@ def test_benchmark_scripts_end_bad_input_with_one_line(tmp_path, load_benchmark)
         msg = str(exit_info.value.code)
         assert msg.startswith("error: ") and named in msg and "\n" not in msg, (name, msg)
     assert not (tmp_path / "o.json").exists()
+
+
+def test_bad_arguments_are_usage_errors(tmp_path, capsys):
+    """Arguments checked before anything runs (exit 2, one line): --members 0 wrote an empty store (exit 0), --steps 0
+    left OUT.partial behind after a traceback, --lead-hours 0, --inits garbage, an unknown region and a malformed
+    LAT,LON were tracebacks."""
+    from apps.weather.sampling import ForecastOptions, forecast
+
+    fc = ["forecast", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "o.zarr")]
+    ok = ["--inits", "2000-01-10T00", "--lead-hours", "12"]
+    for argv, problem in (
+        (fc + ok + ["--members", "0"], "--members: 0 must be >= 1"),
+        (fc + ok + ["--steps", "0"], "--steps: 0 must be >= 1"),
+        (fc + ["--inits", "2000-01-10T00", "--lead-hours", "0"], "--lead-hours: 0 must be >= 1"),
+        (fc + ["--inits", "garbage", "--lead-hours", "12"], "--inits 'garbage'"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--regions", "global,mars"],
+         "--regions: unknown ['mars']"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--track-start", "abc"], "'abc' is not LAT,LON"),
+        (["track", "--forecast", "f.zarr", "--start", "95,3", "--out", str(tmp_path / "t.json")], "latitude 95 is outside"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and problem in capsys.readouterr().err, argv
+    with pytest.raises(ValueError, match="members=2 and steps=0 must be >= 1"):  # the API checks too, before writing
+        forecast(tmp_path / "m.ckpt", tmp_path / "d.zarr", tmp_path / "o.zarr", ForecastOptions(["2000-01-10T00"], 12, members=2, steps=0))
+    assert list(tmp_path.iterdir()) == []
