@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
+from apps.weather.cli import positive_int  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
@@ -103,11 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test", required=True, help="START:END (inclusive)")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="short training (smoke run)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 3000, quick 300)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 3000, quick 300)")
     p.add_argument("--members", type=int, default=10)
-    p.add_argument("--sampler-steps", type=int, default=10, help="Heun levels per block (2N-1 calls)")
+    p.add_argument("--sampler-steps", type=positive_int, default=10, help="Heun levels per block (2N-1 calls)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--prior", choices=("persistence", "diurnal", "damped"), default="damped",
                    help="what the model diffuses the departure from (apps.weather.prior)")
     p.add_argument("--val-days", type=int, default=0,
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
     p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")
     a = p.parse_args(argv)
-    if a.val_days < 0:
-        raise SystemExit("--val-days must be >= 0")
+    if a.val_days < 0 or a.history < 0 or not a.max_train_minutes > 0:  # before the (long) training, not after it
+        p.error("--val-days and --history must be >= 0, --max-train-minutes > 0")
     if a.checkpoint and not Path(a.checkpoint).is_file():
         raise SystemExit(f"--checkpoint {a.checkpoint}: no such file")
     if a.members < 10:

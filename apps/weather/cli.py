@@ -15,7 +15,7 @@ from typing import Sequence
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a usage error, exit 2, otherwise)."""
     try:
         value = int(text)
@@ -53,16 +53,16 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--data", required=True, help="dataset with the initial conditions (and statics)")
     p.add_argument("--out", required=True, help="output .zarr folder or .nc file")
     p.add_argument("--inits", required=True, help="list 'T1,T2' or range 'START:END:STEP_HOURS' (any hour)")
-    p.add_argument("--lead-hours", type=_positive_int, required=True)
-    p.add_argument("--members", type=_positive_int, default=10)
+    p.add_argument("--lead-hours", type=positive_int, required=True)
+    p.add_argument("--members", type=positive_int, default=10)
     p.add_argument("--sampler", default="heun", choices=["heun", "dpmpp_2m", "dpmpp_3m", "euler", "euler_ancestral"])
-    p.add_argument("--steps", type=_positive_int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
+    p.add_argument("--steps", type=positive_int, default=10, help="Karras levels per block (Heun: 2N-1 network calls)")
     p.add_argument("--sigma-max", type=float, default=None, help="top level of the Karras sampling grid (default: the objective's)")
     p.add_argument("--rho", type=float, default=None, help="Karras rho of the sampling grid (default: the objective's)")
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn")
     p.add_argument("--ic-noise", type=float, default=0.0, help="std of IC perturbation in normalised units")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-members", type=_positive_int, default=10)
+    p.add_argument("--batch-members", type=positive_int, default=10)
     p.add_argument("--autoencoder", default=None, help="decode a latent forecaster's blocks with this checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--calibration", default=None, help="spread calibration JSON: also write a calibrated copy")

@@ -52,6 +52,11 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert set(calib["factors"]["2m_temperature"]) >= {"6", "12", "24", "48"}
     with pytest.raises(SystemExit):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
+    # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
+    for bad in (["--sampler-steps", "0"], ["--steps", "0"], ["--history", "-1"], ["--max-train-minutes", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), *bad])
+        assert exit_info.value.code == 2, bad
 
 
 def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark):
