@@ -37,6 +37,16 @@ def _lat_lon(text: str) -> tuple[float, float]:
     return lat, lon
 
 
+def period_arg(text: str) -> tuple[str | None, str | None]:
+    """argparse type: an inclusive ``START:END`` period (``apps.weather.data.split_period``)."""
+    from apps.weather.data import split_period
+
+    try:
+        return split_period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def synth_main(argv: list[str]) -> int:
     """Write the embedded synthetic WeatherBench2-schema zarr."""
     from apps.weather.synthetic import main
@@ -116,7 +126,6 @@ def calibrate_main(argv: list[str]) -> str:
 
 def evaluate_main(argv: list[str]) -> dict:
     """Score a forecast against truth (WB2 definitions): scores.json, scores.csv, report.html."""
-    from apps.weather.data import split_period
     from apps.weather.evaluate import evaluate
 
     p = argparse.ArgumentParser(prog="dualsci-weather evaluate", description=evaluate_main.__doc__)
@@ -124,7 +133,7 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--truth", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--regions", default="global", help="comma-separated WB2 region names")
-    p.add_argument("--climatology-period", default=None, help="START:END of truth for the climatology")
+    p.add_argument("--climatology-period", type=period_arg, default=None, help="START:END of truth for the climatology")
     p.add_argument("--climatology", default=None, help="WB2 climatology file (dayofyear, hour) for ACC and the baseline")
     p.add_argument("--calibration", default=None, help="spread calibration JSON (apps.weather.calibration) applied to the members")
     p.add_argument("--no-report", action="store_true")
@@ -135,10 +144,7 @@ def evaluate_main(argv: list[str]) -> dict:
     unknown = [r for r in a.regions.split(",") if r not in REGIONS]
     if unknown:
         p.error(f"--regions: unknown {unknown}; allowed: {sorted(REGIONS)}")
-    try:
-        period = split_period(a.climatology_period) if a.climatology_period else None
-    except ValueError as exc:
-        p.error(f"--climatology-period: {exc}")
+    period = a.climatology_period
     start = a.track_start
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
@@ -151,15 +157,14 @@ def evaluate_main(argv: list[str]) -> dict:
 def encode_main(argv: list[str]) -> str:
     """Encode a dataset with a trained autoencoder into a latent zarr (forecaster input)."""
     from apps.weather.autoencoder import encode_dataset
-    from apps.weather.data import split_period
 
     p = argparse.ArgumentParser(prog="dualsci-weather encode", description=encode_main.__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--period", default=None, help="START:END")
+    p.add_argument("--period", type=period_arg, default=None, help="START:END")
     a = p.parse_args(argv)
-    period = split_period(a.period) if a.period else None
+    period = a.period
     out = encode_dataset(a.checkpoint, a.data, a.out, period)
     print(f"wrote {out}")
     return str(out)

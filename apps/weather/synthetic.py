@@ -194,15 +194,21 @@ def write_synthetic_zarr(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from apps.weather.cli import positive_int
+
     p = argparse.ArgumentParser(prog="python -m apps.weather.synthetic", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--n-lat", type=int, default=16)
-    p.add_argument("--n-lon", type=int, default=32)
+    p.add_argument("--n-lat", type=positive_int, default=16)
+    p.add_argument("--n-lon", type=positive_int, default=32)
     p.add_argument("--start", default="2000-01-01")
-    p.add_argument("--days", type=int, default=731)
+    p.add_argument("--days", type=positive_int, default=731)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
+    try:
+        np.datetime64(a.start, "h")
+    except ValueError:
+        p.error(f"--start {a.start!r} is not an ISO date or time (e.g. 2000-01-01)")
     out = write_synthetic_zarr(a.out, a.n_lat, a.n_lon, a.start, a.days, a.seed, a.overwrite)
     print(f"wrote {out}")
     return 0

@@ -145,8 +145,8 @@ def test_benchmark_scripts_end_bad_input_with_one_line(tmp_path, load_benchmark)
 
 def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     """Arguments checked before anything runs (exit 2, one line): --members 0 wrote an empty store (exit 0), --steps 0
-    left OUT.partial behind after a traceback, --lead-hours 0, --inits garbage, an unknown region and a malformed
-    LAT,LON were tracebacks."""
+    left OUT.partial behind after a traceback, --lead-hours 0, --inits garbage, an unknown region, a malformed
+    LAT,LON or period and synth --days 0 were tracebacks."""
     from apps.weather.sampling import ForecastOptions, forecast
 
     fc = ["forecast", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "o.zarr")]
@@ -160,6 +160,10 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
          "--regions: unknown ['mars']"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--track-start", "abc"], "'abc' is not LAT,LON"),
         (["track", "--forecast", "f.zarr", "--start", "95,3", "--out", str(tmp_path / "t.json")], "latitude 95 is outside"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--climatology-period", "x"], "'START:END'"),
+        (["encode", "--checkpoint", "a.ckpt", "--data", "d.zarr", "--out", str(tmp_path / "l.zarr"), "--period", "x"], "'START:END'"),
+        (["synth", "--out", str(tmp_path / "s.zarr"), "--days", "0"], "--days: 0 must be >= 1"),  # was an IndexError
+        (["synth", "--out", str(tmp_path / "s.zarr"), "--start", "soon"], "--start 'soon' is not an ISO date"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
