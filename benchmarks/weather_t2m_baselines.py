@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, verifiable_inits, verification_limit  # noqa: E402
+from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     (tr0, tr1), (te0, te1) = (split_period(s) for s in (a.train, a.test))
+    (tr0, tr1), overlap_note = trim_training_overlap((tr0, tr1), (te0, te1), max(LEADS))  # as weather_t2m_uk.py
+    if overlap_note:
+        print(f"note: {overlap_note}", file=sys.stderr)
     truth_end = verification_limit(a.data, (tr0, tr1), (te0, te1))  # the same rule as weather_t2m_uk.py
     ds = crop_to_multiple(open_weather(a.data, variables=["2m_temperature"]), 4)
     times = ds.time.values

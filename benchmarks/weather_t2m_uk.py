@@ -4,8 +4,9 @@
 
 Trains the pixel-space forecaster (4 frames of 6 h per block) on the training period, forecasts from
 every 00/12 UTC init in the test period that has truth in the file at every lead (the 48 h verification
-may reach past END but never into the training period; ``verification_end`` in the JSON; a test period
-overlapping the training period is refused), with ≥ 10 members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
+may reach past END but never into the training period; ``verification_end`` in the JSON; a training period
+that overlaps the test period is cut to its part before the test, or after the test's 48 h verification, with a
+note on stderr and the period used as ``fit_period`` in the JSON), with ≥ 10 members, and scores with the WB2 definitions (area weights, RMSE after the time mean, fair CRPS,
 unbiased SSR). Baselines: persistence (the analysis at the init) and the diurnal climatology of the
 training period (hour-of-day mean; seasonal harmonics only when training spans a year).
 Works on any file of that schema (hourly t2m or ``2m_temperature``, any box, any period). Periods are
@@ -55,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
 from apps.weather.cli import positive_int  # noqa: E402
-from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, verifiable_inits, verification_limit  # noqa: E402
+from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
@@ -144,24 +145,27 @@ def main(argv: list[str] | None = None) -> dict:
     if not spacing or 6 % spacing:
         raise WeatherDataError(a.data, f"the file's time step ({spacing:g} h) does not divide the model's 6 h step: the "
                                "6/12/24/48 h leads cannot be read from it (hourly, 3- or 6-hourly data work)", "time")
-    truth_end = verification_limit(a.data, train, test)  # overlap refused; a test period first verifies before training
+    train, overlap_note = trim_training_overlap(train, test, max(LEADS))  # never train on the test's truth
+    if overlap_note:
+        print(f"note: {overlap_note}", file=sys.stderr)
+    truth_end = verification_limit(a.data, train, test)  # a test period first verifies before training
     inits = _inits(times, test_start, test_end, a.history, truth_end=truth_end)
     if not inits:
         raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {a.history} state(s) 6 h apart "
                                f"before it and truth at +{'/'.join(map(str, LEADS))} h in the file"
-                               + (f" before the training period {a.train}" if truth_end is not None else ""), "time")
+                               + (f" before the training period {train[0]}:{train[1]}" if truth_end is not None else ""), "time")
     # validation = the last --val-days days of the training period; the model trains on the rest
     train_end_day = np.datetime64(train[1], "D")
     fit_end = str(train_end_day - np.timedelta64(a.val_days, "D")) if a.val_days else train[1]
     val_inits: list[np.datetime64] = []
     if a.val_days:
         val_start = train_end_day - np.timedelta64(a.val_days - 1, "D")
-        val_end = train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h")
+        val_end = min(train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"), period_end_hour(train[1]))
         val_inits = _inits(times, val_start.astype("datetime64[h]"), val_end, a.history, truth_end=val_end)
         if not val_inits:
             raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
     if a.val_days and np.datetime64(fit_end, "D") < np.datetime64(train[0], "D"):
-        raise WeatherDataError(a.data, f"--val-days {a.val_days} holds out the whole training period {a.train} "
+        raise WeatherDataError(a.data, f"--val-days {a.val_days} holds out the whole training period {train[0]}:{train[1]} "
                                "(nothing left to train on)", "time")
     fit_period = f"{train[0]}:{fit_end}"
     pl.seed_everything(a.seed, verbose=False)

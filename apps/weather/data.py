@@ -273,6 +273,39 @@ def period_end_hour(end: str) -> np.datetime64:
     return np.datetime64(end, "D").astype("datetime64[h]") + np.timedelta64(23, "h")
 
 
+def trim_training_overlap(train: tuple[str | None, str | None], test: tuple[str | None, str | None],
+                          max_lead_hours: int) -> tuple[tuple[str | None, str | None], str | None]:
+    """Cut the training period (inclusive ``(START, END)``, None = open) so it no longer overlaps the test.
+
+    A user who writes half-open periods (``--train 03-01:03-17 --test 03-17:03-24``) means disjoint ones; a
+    test period inside the training one would be scored on data the model trained on. The training period
+    keeps its part before the test period (ending the hour before the test starts) or, when the test comes
+    first, its part after the test's verification (``max_lead_hours`` after the test's last hour).
+
+    Returns:
+        ``(train, note)``: the training period to use and a one-line note saying what was cut (None when
+        the periods are disjoint). The period is returned unchanged when nothing of it is left; the
+        caller's "too short" check then names it.
+    """
+    first, last = np.datetime64("0001-01-01T00", "h"), np.datetime64("9999-12-31T23", "h")
+    tr0, te0 = (np.datetime64(p[0], "h") if p[0] else first for p in (train, test))
+    tr1, te1 = (period_end_hour(p[1]) if p[1] else last for p in (train, test))
+    if not (te0 <= tr1 and tr0 <= te1):
+        return train, None
+    hour = np.timedelta64(1, "h")
+    if tr0 < te0:  # the training period starts first: keep what lies before the test
+        cut = (train[0], str(te0 - hour))
+    else:  # the test starts first: keep what lies after its last verification time
+        cut = (str(te1 + np.timedelta64(max_lead_hours, "h") + hour), train[1])
+    c0 = np.datetime64(cut[0], "h") if cut[0] else first
+    c1 = period_end_hour(cut[1]) if cut[1] else last
+    if c0 > c1:
+        return train, None
+    name = lambda p: f"{p[0] or ''}:{p[1] or ''}"  # noqa: E731
+    return cut, (f"the test period {name(test)} overlaps the training period {name(train)}: "
+                 f"training on {name(cut)} (never on the test's truth)")
+
+
 def verification_limit(source: str, train: tuple[str | None, str | None], test: tuple[str | None, str | None]) -> np.datetime64 | None:
     """Refuse a test period that overlaps the training one (inclusive ``(START, END)``, None = open).
 

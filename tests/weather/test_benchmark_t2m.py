@@ -138,8 +138,13 @@ def test_periods_refused_with_the_reason(tmp_path, load_benchmark):
         return bench.main(["--data", str(tmp_path / "t.nc"), "--train", train, "--test", test, "--out", str(tmp_path / "o.json"),
                            "--quick", "--steps", "1", "--sampler-steps", "2", "--threads", "1"])
 
-    with pytest.raises(WeatherDataError, match=r"t\.nc \[time\]: test period 2021-07-05:2021-07-07 overlaps the training period 2021-07-01:2021-07-05"):
-        run("2021-07-01:2021-07-05", "2021-07-05:2021-07-07")
+    with pytest.raises(WeatherDataError, match=r"t\.nc \[time\]: test period 2021-07-04:2021-07-07 overlaps the training period 2021-07-05:2021-07-06"):
+        run("2021-07-05:2021-07-06", "2021-07-04:2021-07-07")  # inside the test's verification: nothing left to train on
+    bench.main(["--data", str(tmp_path / "t.nc"), "--train", "2021-07-01:2021-07-05", "--test", "2021-07-05:2021-07-07",
+                "--out", str(tmp_path / "cut.json"), "--quick", "--steps", "1", "--sampler-steps", "2", "--threads", "1"])
+    cut = json.loads((tmp_path / "cut.json").read_text())  # the shared day is cut from training, not refused
+    assert cut["fit_period"] == "2021-07-01:2021-07-04T23" and cut["inits"][0].startswith("2021-07-05T00")
+    assert set(cut["leads"]) == {"6", "12", "24", "48"}
     with pytest.raises(WeatherDataError, match=r"no 00/12 UTC init .* before the training period 2021-07-03:2021-07-09"):
         run("2021-07-03:2021-07-09", "2021-07-01:2021-07-02")
     with pytest.raises(WeatherDataError, match=r"period too short for 4 frames of 6 h \(with 1 history state\(s\) a window spans 30 h; "
@@ -153,6 +158,20 @@ def test_periods_refused_with_the_reason(tmp_path, load_benchmark):
         bench.main(["--data", str(tmp_path / "t.nc"), "--train", "2021-07-01:2021-07-03", "--test", "2021-07-05:2021-07-06",
                     "--out", str(tmp_path / "o.json"), "--val-days", "4"])
     with pytest.raises(WeatherDataError, match=r"overlaps the training period"):  # the baselines use the same rule
-        load_benchmark("weather_t2m_baselines").main(["--data", str(tmp_path / "t.nc"), "--train", "2021-07-01:2021-07-05",
-                                                      "--test", "2021-07-05:2021-07-07", "--out", str(tmp_path / "o.json")])
+        load_benchmark("weather_t2m_baselines").main(["--data", str(tmp_path / "t.nc"), "--train", "2021-07-05:2021-07-06",
+                                                      "--test", "2021-07-04:2021-07-07", "--out", str(tmp_path / "o.json")])
     assert not (tmp_path / "o.json").exists()
+
+
+def test_overlapping_training_period_is_cut_not_scored_on(capsys):
+    """Half-open habits (``--train 07-01:07-05 --test 07-05:07-07``) or a test inside the training period: the
+    benchmark trains on the part before the test (or after the test's 48 h verification), says so, and never
+    on the test's truth (before: scored on training data; then: refused, so such a run gave no result)."""
+    from apps.weather.data import trim_training_overlap
+
+    assert trim_training_overlap(("2021-07-01", "2021-07-05"), ("2021-07-06", "2021-07-07"), 48) == (("2021-07-01", "2021-07-05"), None)
+    cut, note = trim_training_overlap(("2021-07-01", "2021-07-05"), ("2021-07-05", "2021-07-07"), 48)
+    assert cut == ("2021-07-01", "2021-07-04T23") and "training on 2021-07-01:2021-07-04T23" in note
+    assert trim_training_overlap(("2021-07-01", "2021-07-20"), ("2021-07-05T12", "2021-07-07"), 48)[0] == ("2021-07-01", "2021-07-05T11")
+    assert trim_training_overlap(("2021-07-03", "2021-07-20"), ("2021-07-01", "2021-07-04"), 48)[0] == ("2021-07-07T00", "2021-07-20")
+    assert trim_training_overlap(("2021-07-05", "2021-07-06"), ("2021-07-04", "2021-07-07"), 48)[1] is None  # nothing left
