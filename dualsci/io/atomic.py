@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -74,10 +75,27 @@ def _current_umask() -> int:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
+    """Write ``obj`` as strict JSON to ``path`` atomically.
+
+    numpy scalars/arrays and paths are converted; NaN and ±inf become ``null`` (Python's ``NaN`` and
+    ``Infinity`` tokens are not JSON: jq, JavaScript and most other parsers refuse the whole file).
+    """
     with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=indent, sort_keys=False, default=_json_default)
+        json.dump(_strict(obj), handle, indent=indent, sort_keys=False, allow_nan=False)
         handle.write("\n")
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with numpy values and paths as plain Python, and non-finite floats as None."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return _strict(_json_default(value))
 
 
 def _json_default(value: Any) -> Any:

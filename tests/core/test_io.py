@@ -52,6 +52,10 @@ def test_json_and_checksum(tmp_path):
     path = tmp_path / "r.json"
     write_json_atomic(path, {"x": np.float32(1.5), "a": np.arange(3)})
     assert json.loads(path.read_text()) == {"x": 1.5, "a": [0, 1, 2]}
+    write_json_atomic(path, {"ssr": float("inf"), "rmse": np.float64("nan"), "v": np.array([1.0, np.nan]), "ok": True})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: other parsers refuse those tokens
+    assert json.loads(text) == {"ssr": None, "rmse": None, "v": [1.0, None], "ok": True}
     assert len(sha256_file(path)) == 64
     assert sha256_file(path) == sha256_file(path)
 
