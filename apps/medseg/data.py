@@ -122,6 +122,8 @@ def load_case(
     image = out["image"][0].numpy().astype(np.float32)
     if image.ndim != 3:  # the slice datasets index (X, Y, Z)
         raise DataError(f"{image_path}: expected a 3-D volume (X, Y, Z), got shape {image.shape}")
+    if not np.isfinite(image).all():  # NaN survives the window's clip and trained / scored on NaN silently
+        raise DataError(f"{image_path}: {int(image.size - np.isfinite(image).sum())} voxels are NaN or infinite")
     raw = np.rint(out["label"][0].numpy()).astype(np.int64)
     label = source_labels.remap(raw, lut, source=str(label_path))
     affine = np.asarray(out["image"].affine, dtype=np.float64)

@@ -166,3 +166,23 @@ def test_evaluate_bad_numeric_options_are_one_line_exit_2(tmp_path, capsys, opti
         evaluate_main(["--real", str(tmp_path / "r"), "--synthetic", str(tmp_path / "s"), "--out", str(tmp_path / "ev"),
                        *option])
     assert exit_info.value.code == 2 and problem in capsys.readouterr().err and not (tmp_path / "ev").exists()
+
+
+def test_nan_voxels_in_a_real_image_are_one_line_exit_2(tmp_path, capsys):
+    """A NaN voxel passed the intensity window's clip: the UNets trained and scored on NaN without a word."""
+    import nibabel as nib
+    import numpy as np
+
+    real = write_phantom_msd(tmp_path / "real", n_cases=3, seed=0, shape=(16, 16, 6))
+    first = real / json.loads((real / "dataset.json").read_text())["training"][0]["image"]
+    img = nib.load(first)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[3, 4, 2] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), first)
+    syn = write_phantom_msd(tmp_path / "syn", n_cases=2, seed=5, shape=(16, 16, 6))
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--real", str(real), "--synthetic", str(syn), "--out", str(tmp_path / "ev"), "--size", "16",
+                       "--labels", "liver,spleen", "--steps", "1", "--ref-steps", "1", "--seeds", "1", "--few", "2",
+                       "--ratios", "1"])
+    assert exit_info.value.code == 2 and f"{first.resolve()}: 1 voxels are NaN or infinite" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
