@@ -2,7 +2,7 @@
 
 from dualsci.training.callbacks import EMA, ThroughputMFU, make_ema
 from dualsci.training.checkpoint import FinalCheckpoint
-from dualsci.training.cli import DualsciTrainer, build_cli, console_exit, console_main
+from dualsci.training.cli import ConfigError, DualsciTrainer, build_cli, console_exit, console_main
 from dualsci.training.hardware import bf16_supported, measure_gemm_peak, resolve_precision
 from dualsci.training.module import DiffusionModule, Objective
 
@@ -15,6 +15,7 @@ __all__ = [
     "ThroughputMFU",
     "bf16_supported",
     "build_cli",
+    "ConfigError",
     "console_exit",
     "console_main",
     "make_ema",

@@ -122,6 +122,19 @@ def _widen_precision(signature: inspect.Signature) -> inspect.Signature:
 DualsciTrainer.__init__.__signature__ = _widen_precision(inspect.signature(pl.Trainer.__init__))  # type: ignore[attr-defined]
 
 
+class ConfigError(ValueError):
+    """A configured object refused its settings while the CLI built it (its own ``ValueError``)."""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of ``exc``'s cause/context chain (jsonargparse wraps the class's own error)."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
 class _DualsciCLI(LightningCLI):
     """LightningCLI whose trainers always leave a ``last.ckpt`` when fit ends (:class:`FinalCheckpoint`)."""
 
@@ -136,6 +149,18 @@ class _DualsciCLI(LightningCLI):
         """Register the :class:`Link`s on every subcommand's parser."""
         for link in self._links:
             parser.link_arguments(link.source, link.target, compute_fn=link.compute_fn, apply_on=link.apply_on)
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a class's own ``ValueError`` (a setting it refuses, e.g.
+        ``dim`` not divisible by ``num_heads``) becomes a :class:`ConfigError` with that message, so a
+        console script shows one line instead of jsonargparse's nested traceback."""
+        try:
+            super().instantiate_classes()
+        except Exception as exc:  # noqa: BLE001 -- re-raised unless the root cause is a ValueError
+            root = _root_cause(exc)  # an error that reached here unwrapped keeps its own type
+            if root is not exc and isinstance(root, ValueError) and not isinstance(root, ConfigError):
+                raise ConfigError(f"{self.subcommand or 'config'}: {root}") from exc
+            raise
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -259,13 +284,14 @@ def console_main(run: Callable[[], Any], args: Sequence[str] | None,
     """Run an app's command line (``run``, usually ``lambda: build_cli(...)``) as console scripts need it.
 
     As a console script (``args=None``) an exception of ``input_errors`` (bad input; its message names
-    the file and the problem) becomes one ``error:`` line on stderr and exit status 2, and the result an
+    the file and the problem) or a :class:`ConfigError` (a configured class refused its settings) becomes
+    one ``error:`` line on stderr and exit status 2, and the result an
     exit status (`console_exit`). From Python (explicit ``args``) exceptions propagate and the result is
     returned.
     """
     try:
         result = run()
-    except input_errors as exc:
+    except (*input_errors, ConfigError) as exc:
         if args is not None:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -273,18 +299,13 @@ def console_main(run: Callable[[], Any], args: Sequence[str] | None,
     return console_exit(result, args)
 
 
-def main(args: Sequence[str] | None = None) -> None:
+def main(args: Sequence[str] | None = None) -> Any:
     """``dualsci``: the core's toy problem (two coupled streams) through the standard CLI."""
     from dualsci.training.module import DiffusionModule
     from dualsci.training.toy import ToyDualDataModule
 
-    build_cli(
-        DiffusionModule,
-        ToyDualDataModule,
-        args=args,
-        default_config_files=[CONFIG_DIR / "toy.yaml"],
-        prog="dualsci",
-    )
+    return console_main(lambda: build_cli(DiffusionModule, ToyDualDataModule, args=args,
+                                          default_config_files=[CONFIG_DIR / "toy.yaml"], prog="dualsci"), args)
 
 
 if __name__ == "__main__":

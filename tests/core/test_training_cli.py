@@ -172,3 +172,19 @@ def test_console_exit_gives_a_status_to_console_scripts_and_results_to_python():
         with pytest.raises(SystemExit) as exit_info:
             console_exit(result, None)
         assert exit_info.value.code == status
+
+
+def test_a_setting_a_class_refuses_is_one_error_line(monkeypatch, capsys):
+    """``--...config.dim 30`` with 4 heads: DualStreamConfig's ValueError came out of jsonargparse as a
+    60-line nested traceback with exit 1; it is a ConfigError naming the setting, one line and exit 2."""
+    from dualsci.training.cli import ConfigError, main
+
+    bad = ["fit", "--model.init_args.net.init_args.config.dim", "30", "--trainer.logger", "false"]
+    with pytest.raises(ConfigError, match=r"fit: DualStreamConfig: dim \(30\) must be divisible by num_heads \(4\)"):
+        main(bad)
+    monkeypatch.setattr("sys.argv", ["dualsci", *bad])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: fit: DualStreamConfig: dim (30) must be divisible by num_heads (4)" and "Traceback" not in "".join(err)
