@@ -181,6 +181,8 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
     ds = _drop_grib_scalars(ds)
     if "valid_time" in ds.dims and "time" not in ds.dims:
         ds = ds.rename({"valid_time": "time"})  # new CDS NetCDF layout
+    if "expver" in ds.dims:
+        ds = _merge_expver(ds)
     renames = {k: v for k, v in COORD_ALIASES.items() if k in ds.variables and v not in ds.variables}
     ds = ds.rename(renames)
     var_renames = {k: v for k, v in CDS_TO_WB2.items() if k in ds.data_vars and v not in ds.data_vars}
@@ -231,6 +233,21 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
             out[name].attrs.setdefault("units", units)
             out[name].attrs["standard_name"] = std
     return ds.assign(out)
+
+
+def _merge_expver(ds: xr.Dataset) -> xr.Dataset:
+    """One state per time from a legacy CDS ERA5 + ERA5T download.
+
+    Such files carry an ``expver`` axis: final ERA5 (expver 1) holds the older times and NaN elsewhere,
+    the preliminary ERA5T (expver 5) the recent ones. Each time takes the lowest expver that has a value
+    (the final release wins where both have one); the result stays lazy.
+    """
+    codes = [int(str(v).strip()) for v in np.asarray(ds["expver"].values)]
+    order = [int(i) for i in np.argsort(codes, kind="stable")]
+    merged = ds.isel(expver=order[0])
+    for i in order[1:]:
+        merged = merged.combine_first(ds.isel(expver=i))
+    return merged.drop_vars("expver", errors="ignore")
 
 
 def _roll_regional_longitudes(ds: xr.Dataset) -> xr.Dataset:

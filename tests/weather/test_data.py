@@ -191,15 +191,25 @@ def test_static_fields_checked_like_states(tmp_path):
 
 def test_extra_dims_of_one_are_dropped_longer_ones_named(tmp_path):
     """A CDS file with a ``number`` dimension of one member reads as (T, C, H, W) (it was (1, T, C, H, W): an
-    IndexError in training); two members or an ``expver`` axis are an error naming the dimension."""
+    IndexError in training); two members are an error naming the dimension; a legacy CDS ERA5 + ERA5T
+    ``expver`` axis is merged (it was refused), the final release winning where both hold a value."""
     ds = _tiny(tmp_path)
     ds.expand_dims(number=[0]).to_netcdf(tmp_path / "one.nc")
     got = load_block(open_weather(tmp_path / "one.nc"), ["mean_sea_level_pressure", "temperature/850"], slice(0, 4))
     assert got.shape == (4, 2, 3, 3)
     np.testing.assert_array_equal(got[:, 0], ds["msl"].values[:4, ::-1][:, :, [1, 2, 0]])  # lat flipped, lon from 0°
-    ds.expand_dims(expver=[1, 5]).to_netcdf(tmp_path / "expver.nc")
-    with pytest.raises(WeatherDataError, match=r"expver\.nc \[mean_sea_level_pressure\]: unexpected dimension\(s\) \{'expver': 2\}"):
-        load_block(open_weather(tmp_path / "expver.nc"), ["mean_sea_level_pressure"], slice(0, 4))
+    ds.expand_dims(number=[0, 1]).to_netcdf(tmp_path / "two.nc")
+    with pytest.raises(WeatherDataError, match=r"two\.nc \[mean_sea_level_pressure\]: unexpected dimension\(s\) \{'realization': 2\}"):
+        load_block(open_weather(tmp_path / "two.nc"), ["mean_sea_level_pressure"], slice(0, 4))
+    both = ds.expand_dims(expver=[5, 1]).copy(deep=True)  # ERA5T listed first: order must not matter
+    recent = both["time"] >= both["time"][2]
+    for name in both.data_vars:
+        v = both[name]
+        both[name] = xr.concat([v.sel(expver=5).where(recent), v.sel(expver=1).where(~recent | (v["time"] == v["time"][2]))], "expver")
+    both["msl"].loc[{"expver": 5, "time": both["time"][2]}] = -1.0  # both releases at one time: the final one wins
+    both.assign_coords(expver=[5, 1]).to_netcdf(tmp_path / "expver.nc")
+    merged = load_block(open_weather(tmp_path / "expver.nc"), ["mean_sea_level_pressure", "temperature/850"], slice(0, 4))
+    np.testing.assert_array_equal(merged, load_block(open_weather(tmp_path / "one.nc"), ["mean_sea_level_pressure", "temperature/850"], slice(0, 4)))
 
 
 @pytest.mark.shared_data
