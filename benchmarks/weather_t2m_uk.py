@@ -62,7 +62,7 @@ from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
 from apps.weather.objective import WeatherEDMObjective  # noqa: E402
 from apps.weather.sampling import ForecastOptions, forecast  # noqa: E402
-from dualsci.io import write_json_atomic  # noqa: E402
+from dualsci.io import atomic_write, write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
 PATCH = 4
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
             val_fc = run(val_inits, "val")
             val_res = evaluate(val_fc, a.data, Path(tmp) / "eval_val", climatology_period=clim_period, report=False)
             calib = fit_spread_scales(val_res["scores"], source={"validation_inits": [str(t) for t in val_inits], "fit_period": fit_period})
-            calib_path = Path(a.out).with_name(Path(a.out).stem + "_calibration.json")
+            # kept in the temporary folder until the benchmark JSON is written: a failure later leaves no file
+            calib_path = Path(tmp) / "calibration.json"
             calib.save(calib_path)
         t1 = time.perf_counter()
         fc = run(inits, "test")
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
         res_raw = evaluate(fc, a.data, Path(tmp) / "eval_raw", climatology_period=clim_period, report=False)
         res = (evaluate(fc, a.data, Path(tmp) / "eval_cal", climatology_period=clim_period, report=False, calibration=calib_path)
                if calib_path else res_raw)
+        calib_text = calib_path.read_text() if calib_path else None
+    calib_final = Path(a.out).with_name(Path(a.out).stem + "_calibration.json")
     raw = _global_rows(res_raw)
     leads = _global_rows(res)
     for lead in leads:
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         "prior": a.prior,
         "fit_period": fit_period,
         "validation_inits": [str(np.datetime64(t, "h")) for t in val_inits],
-        "calibration": str(calib_path) if calib_path else None,
+        "calibration": str(calib_final) if calib_path else None,
         "checkpoint": a.checkpoint or a.keep_checkpoint,
         "members": a.members,
         "n_inits": len(inits),
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/weather_t2m_uk.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:])),
     }
     write_json_atomic(a.out, out)
+    if calib_text is not None:
+        with atomic_write(calib_final, "w", encoding="utf-8") as handle:
+            handle.write(calib_text)
     print(json.dumps(out, indent=2))
     return out
 

@@ -50,6 +50,12 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert saved["validation_inits"] == ["2021-07-03T00", "2021-07-03T12", "2021-07-04T00", "2021-07-04T12"]
     calib = json.loads((tmp_path / "b_calibration.json").read_text())
     assert set(calib["factors"]["2m_temperature"]) >= {"6", "12", "24", "48"}
+    # a run that fails after the calibration was fitted leaves neither its JSON nor a calibration file
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "write_json_atomic", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            bench.main(common + ["--out", str(tmp_path / "failed.json"), "--val-days", "4", "--prior", "diurnal", "--history", "0"])
+    assert not list(tmp_path.glob("failed*")) and not list(tmp_path.glob(".failed*"))
     with pytest.raises(SystemExit):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
     # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
