@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from apps.echo import camus, echonet
 from apps.echo.transforms import augment, preprocess
+from dualsci.training import run_output_problem
 
 Source = Literal["phantom", "camus", "echonet"]
 SOURCES = ("phantom", "camus", "echonet")
@@ -106,9 +107,11 @@ class EchoDataModule(pl.LightningDataModule):
         logger creates ``lightning_logs/version_N``, so bad data stops a run without leaving that folder."""
         trainer = getattr(self, "trainer", None)
         if trainer is not None:  # output folders the run cannot create stop it here too, before any work
-            from apps.echo.pipeline import check_run_outputs
+            from apps.echo.pipeline import InputError
 
-            check_run_outputs(trainer)
+            problem = run_output_problem(trainer)
+            if problem:
+                raise InputError(problem)
         if self.source == "phantom" and not self.root.exists():
             from apps.echo.pipeline import check_out
             from apps.echo.writers import write_camus_2023

@@ -28,6 +28,7 @@ from apps.echo.camus import CamusError, check_labels, read_image
 from apps.echo.echonet import EchoNetError, read_video
 from apps.echo.sampling import segment_batch
 from apps.echo.transforms import model_spacing, to_model, to_native
+from dualsci.io import output_dir_problem
 
 CAMUS_NAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)$")
 CAMUS_VIEW = re.compile(r"(patient\d+)_(2CH|4CH)")  # also half sequences / 2019 sequences
@@ -48,34 +49,16 @@ def check_out(out: str | os.PathLike, overwrite: bool = False, option: str = "--
     ``overwrite``; with it, only an earlier ``segment`` output, holding ``cases.json``, is replaced:
     ``--out . --overwrite`` would have deleted the working folder)."""
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{out}: {option} exists and is not a folder")
+    if out.is_dir():
         if not overwrite:
             raise InputError(f"{out}: output folder already exists (use --overwrite)")
         if any(out.iterdir()) and not (out / "cases.json").exists():
             raise InputError(f"{out}: --overwrite replaces only an earlier segment output (with cases.json); "
                              "this folder holds other data")
         return
-    above = next(p for p in out.absolute().parents if p.exists())
-    if not above.is_dir():
-        raise InputError(f"{out}: {option} cannot be created: {above} is a file, not a folder")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: {option} cannot be created: {above} is not writable")
-
-
-def check_run_outputs(trainer) -> None:
-    """:func:`check_out` for the folders a Lightning run will create (log folder, loggers' ``save_dir``,
-    checkpoint folders when fitting); called from ``EchoDataModule.prepare_data``, before the logger
-    makes ``lightning_logs/version_N`` (under a file it raised a raw ``NotADirectoryError``; a bad
-    checkpoint folder failed only at the first save, after training)."""
-    dirs = [("--trainer.default_root_dir", trainer.default_root_dir)]
-    dirs += [("logger save_dir", lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
-    if trainer.training:
-        dirs += [("checkpoint dirpath", cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
-    for option, folder in dirs:
-        if not Path(folder).is_dir():  # an existing folder is fine here (runs add version_N folders)
-            check_out(folder, option=option)
+    problem = output_dir_problem(out, option)
+    if problem:
+        raise InputError(problem)
 
 
 # ------------------------------------------------------------------------------------------ model

@@ -15,7 +15,7 @@ from apps.medseg.data import PatchDataset3D, SliceDataset, load_case
 from apps.medseg.labels import LabelDict
 from apps.medseg.layouts import read_dataset
 from apps.medseg.prompts import PromptVocab
-from dualsci.io import shared_data_dir
+from dualsci.io import output_dir_problem, shared_data_dir
 
 _SHARED = "shared:"
 
@@ -87,9 +87,9 @@ class MedSegDataModule(pl.LightningDataModule):
             check_run_outputs(self.trainer)
         if h.root is None and h.image is None and not (Path(h.root_cache) / "dataset.json").exists():
             from apps.medseg.phantom import write_phantom_msd
-            from apps.medseg.writer import GenerateError, out_problem
+            from apps.medseg.writer import GenerateError
 
-            problem = out_problem(h.root_cache, "--data.init_args.root_cache")
+            problem = output_dir_problem(h.root_cache, "--data.init_args.root_cache")
             if problem:
                 raise GenerateError(problem)
 

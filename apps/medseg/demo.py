@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from apps.medseg.cli import CONFIG_DIR
-from apps.medseg.evaluate import load_slices, run_evaluation, strict_json
+from apps.medseg.evaluate import load_slices, run_evaluation
 from apps.medseg.phantom import write_phantom_msd
-from dualsci.io import write_json_atomic
+from dualsci.io import output_dir_problem, write_json_atomic
 
 LABELS = ["liver", "spleen", "kidney_left", "kidney_right", "stomach", "liver_lesion"]
 PROMPTS = ["CT abdomen with liver, spleen and stomach",
@@ -41,10 +41,8 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     from apps.medseg.generate import generate
     from apps.medseg.report import write_report
 
-    from apps.medseg.writer import out_problem
-
     out = Path(out)
-    problem = out_problem(out)  # a file, or a path under one: was a NotADirectoryError traceback
+    problem = output_dir_problem(out)  # a file, or a path under one: was a NotADirectoryError traceback
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
@@ -91,7 +89,7 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     res["timings_seconds"] = timings
     res["fit_steps_done"] = steps_done
     res["pairs_per_second"] = gen["pairs_per_second"]
-    write_json_atomic(out / "evaluation.json", strict_json(res))
+    write_json_atomic(out / "evaluation.json", res)
     write_report(out, res, real_train, synth, labels.names, gen_dir=out / "generated",
                  extra={"generation pairs/s (20 Euler steps, CFG 2)": gen["pairs_per_second"],
                         "timings (s)": json.dumps({k: round(v) for k, v in timings.items()}),

@@ -34,7 +34,7 @@ from apps.medseg.layouts import LayoutError, read_dataset
 from apps.medseg.metrics import (SegData, dice_hd95, frechet_distance, intensity_stats, memorisation, predict,
                                  train_segmenter, unet_features)
 from apps.medseg.prompts import PromptVocab
-from dualsci.io import write_json_atomic
+from dualsci.io import output_dir_problem, write_json_atomic
 
 #: UNet channels of the reference segmenter (the downstream UNets keep the small default).
 REF_CHANNELS = (16, 32, 64, 128)
@@ -153,17 +153,6 @@ def run_evaluation(real_train: SegData, real_test: SegData, synth: SegData, name
     return res
 
 
-def strict_json(obj):
-    """``obj`` with NaN / inf floats as None, for ``evaluation.json``: NaN is not JSON (``jq`` and
-    ``JSON.parse`` refuse the file) and is what a per-label Dice or HD95 is when the held-out slices lack
-    that label."""
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return None if isinstance(obj, (float, np.floating)) and not np.isfinite(obj) else obj
-
-
 class EvaluateError(ValueError):
     """Refused evaluate request (an output folder that holds an evaluation or other data)."""
 
@@ -226,10 +215,8 @@ def _run(a: argparse.Namespace) -> dict:
     """Read the datasets (every input error before ``--out`` is created), evaluate, write the report."""
     from apps.medseg.report import write_report
 
-    from apps.medseg.writer import out_problem
-
     out = Path(a.out)
-    problem = out_problem(out) or options_problem(a)  # before the minutes of training, not at the final mkdir
+    problem = output_dir_problem(out) or options_problem(a)  # before the minutes of training, not at the final mkdir
     if problem:
         raise EvaluateError(problem)
     if (out / "evaluation.json").exists() and not a.force:
@@ -253,10 +240,10 @@ def _run(a: argparse.Namespace) -> dict:
                          ref_steps=a.ref_steps)
     res.update({"real": str(a.real), "synthetic": str(a.synthetic)})
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "evaluation.json", strict_json(res))
+    write_json_atomic(out / "evaluation.json", res)  # strict JSON: NaN (a label missing from the held-out slices) -> null
     write_report(out, res, real_train, synth, labels.names, gen_dir=Path(a.synthetic))
     print(f"evaluate: wrote {out / 'evaluation.json'} and {out / 'report.html'}")
     return res
 
 
-__all__ = ["run_evaluation", "strict_json", "load_slices", "split_real", "find_dataset_root", "main"]
+__all__ = ["run_evaluation", "load_slices", "split_real", "find_dataset_root", "main"]

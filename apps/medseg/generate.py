@@ -30,8 +30,8 @@ from apps.medseg.model import MedSegNet
 from apps.medseg.objective import PairObjective
 from apps.medseg.prompts import Prompt
 from apps.medseg.sampling import MODES, sample_pairs
-from apps.medseg.writer import VERSION, GenerateError, PairWriter, out_problem
-from dualsci.io import sha256_file
+from apps.medseg.writer import VERSION, GenerateError, PairWriter
+from dualsci.io import output_dir_problem, sha256_file
 from dualsci.io.atomic import atomic_write
 _ALLOWED = {"net": "apps.medseg.model.MedSegNet", "objective": "apps.medseg.objective.PairObjective"}
 
@@ -281,7 +281,7 @@ def check_options(out, n, steps, batch, cfg, spacing, layouts, name="MedSegSynth
         raise GenerateError(f"--dataset-id must be 1..999 (nnU-Net v2 Dataset###_Name), got {dataset_id}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise GenerateError(f"--name must be letters, digits, '_' or '-' (a folder name part), got {name!r}")
-    problem = out_problem(out)
+    problem = output_dir_problem(out)
     if problem:
         raise GenerateError(problem)
 

@@ -22,8 +22,9 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from apps.medseg.writer import GenerateError, PairWriter, out_problem
-from dualsci.io import atomic_dir, sha256_file
+from apps.medseg.writer import GenerateError, PairWriter
+from dualsci.io import atomic_dir, output_dir_problem, sha256_file
+from dualsci.training import run_output_problem
 
 
 class PairPredictionWriter(BasePredictionWriter):
@@ -58,7 +59,7 @@ class PairPredictionWriter(BasePredictionWriter):
         if target.exists():
             raise GenerateError(f"{target}: predict output folder already exists; choose a new one "
                                 "(--trainer.default_root_dir) or remove it")
-        problem = out_problem(target, "predict output folder")
+        problem = output_dir_problem(target, "predict output folder")
         if problem:
             raise GenerateError(problem)
         return target
@@ -120,14 +121,9 @@ def check_run_outputs(trainer: pl.Trainer) -> None:
     Raises:
         GenerateError: naming the folder and the problem.
     """
-    dirs = [("--trainer.default_root_dir", trainer.default_root_dir)]
-    dirs += [("logger save_dir", lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
-    if trainer.training:
-        dirs += [("checkpoint dirpath", cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
-    for option, folder in dirs:
-        problem = out_problem(folder, option)
-        if problem:
-            raise GenerateError(problem)
+    problem = run_output_problem(trainer)
+    if problem:
+        raise GenerateError(problem)
     if trainer.predicting:
         for cb in trainer.callbacks:
             if isinstance(cb, PairPredictionWriter):

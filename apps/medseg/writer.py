@@ -15,7 +15,6 @@ its files exist, so the manifest is the list of complete pairs.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -38,26 +37,6 @@ _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]
 
 class GenerateError(RuntimeError):
     """Refused generation request (bad folder, mismatched resume, bad checkpoint)."""
-
-
-def out_problem(path: str | os.PathLike, option: str = "--out") -> str | None:
-    """Why ``path`` cannot be (or become) an output folder, as ``"<path>: <problem>"``; None if it can.
-
-    Checked before any work: ``mkdir`` under a file raised a raw ``NotADirectoryError`` (or
-    ``FileExistsError``) at write time, after the sampling was done (``Path.exists`` is simply False
-    for ``a_file/sub``).
-    """
-    path = Path(path)
-    if path.exists():
-        return None if path.is_dir() else f"{path}: {option} exists and is not a folder"
-    above = path.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        return f"{path}: {option} cannot be created: {above} is a file, not a folder"
-    if not os.access(above, os.W_OK | os.X_OK):
-        return f"{path}: {option} cannot be created: {above} is not writable"
-    return None
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
@@ -218,4 +197,4 @@ def write_card(out: Path, labels: LabelDict, settings: dict, records: list[dict]
     return path
 
 
-__all__ = ["PairWriter", "GenerateError", "out_problem", "remove_stale_temporaries", "prepare_out", "preview_png", "write_card", "VERSION"]
+__all__ = ["PairWriter", "GenerateError", "remove_stale_temporaries", "prepare_out", "preview_png", "write_card", "VERSION"]

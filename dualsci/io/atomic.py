@@ -52,7 +52,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise FileExistsError(f"{path}: is a file, not an output folder (refusing to replace it)")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output folder already exists (refusing to overwrite)")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocker = blocking_file(path)
     if blocker is not None:
         raise NotADirectoryError(f"{path}: cannot create the output folder, {blocker} is a file")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,34 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _nearest_existing_parent(path: Path) -> Path | None:
+    # ``Path.exists`` is False for anything under a file, so the first existing parent is the one to test
+    return next((p for p in path.parents if p.exists()), None)
+
+
+def blocking_file(path: str | os.PathLike) -> Path | None:
+    """The file among ``path``'s parents that stops ``path`` from being created (``mkdir`` would raise a
+    bare ``NotADirectoryError``), or None."""
+    parent = _nearest_existing_parent(Path(path))
+    return parent if parent is not None and not parent.is_dir() else None
+
+
+def output_dir_problem(path: str | os.PathLike, option: str = "--out") -> str | None:
+    """Why ``path`` cannot be (or become) an output folder, as ``"<path>: <option> <problem>"``; None if
+    it can (an existing folder can). Meant for a check before any work, instead of a raw OS error when
+    the results are finally written: ``path`` is a file, a file sits above it, or the nearest existing
+    folder above it is not writable."""
+    path = Path(path)
+    if path.exists():
+        return None if path.is_dir() else f"{path}: {option} exists and is not a folder"
+    above = _nearest_existing_parent(path)
+    if above is not None and not above.is_dir():
+        return f"{path}: {option} cannot be created: {above} is a file, not a folder"
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):
+        return f"{path}: {option} cannot be created: {above} is not writable"
+    return None
 
 
 def _current_umask() -> int:

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dualsci.io import JsonlManifest, atomic_dir, atomic_write, sha256_file, write_index_html, write_json_atomic
+from dualsci.io import (JsonlManifest, atomic_dir, atomic_write, blocking_file, output_dir_problem, sha256_file,
+                        write_index_html, write_json_atomic)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -112,3 +113,13 @@ def test_atomic_dir_names_a_file_in_the_way(tmp_path):
         with atomic_dir(blocker / "sub" / "out"):
             pass
     assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
+
+
+def test_output_dir_problem_names_the_path_and_the_file_in_the_way(tmp_path):
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    assert output_dir_problem(tmp_path) is None and output_dir_problem(tmp_path / "new" / "deeper") is None
+    assert output_dir_problem(a_file) == f"{a_file}: --out exists and is not a folder"
+    deep = a_file / "sub" / "out"
+    assert output_dir_problem(deep, "--dir") == f"{deep}: --dir cannot be created: {a_file} is a file, not a folder"
+    assert blocking_file(deep) == a_file and blocking_file(tmp_path / "new" / "x") is None

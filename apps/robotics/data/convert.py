@@ -8,6 +8,7 @@ from pathlib import Path
 
 from apps.robotics.argtypes import positive_int
 from apps.robotics.data.episodes import DataError, EpisodeSet, data_error
+from dualsci.io import blocking_file
 
 FORMATS = ("zarr", "lerobot_v2.1", "lerobot_v3", "robomimic")
 
@@ -95,11 +96,9 @@ def save_episodes(eps: EpisodeSet, path: str | os.PathLike, fmt: str, overwrite:
 
 def check_destination(dst: str | os.PathLike) -> None:
     """ValueError when a folder above `dst` is a file (the writers' own error only said "File exists")."""
-    for parent in Path(dst).absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{dst}: cannot write there, {parent} is a file, not a folder")
-            return
+    blocker = blocking_file(Path(dst).absolute())
+    if blocker is not None:
+        raise ValueError(f"{dst}: cannot write there, {blocker} is a file, not a folder")
 
 
 def convert_main(argv: list[str] | None = None) -> int:
