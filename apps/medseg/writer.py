@@ -39,10 +39,15 @@ class GenerateError(RuntimeError):
     """Refused generation request (bad folder, mismatched resume, bad checkpoint)."""
 
 
+def _is_stale_temporary(path: Path) -> bool:
+    """True for a file named like ``atomic_write``'s temporaries (``.<name>.<random>.tmp``)."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def remove_stale_temporaries(out: Path) -> list[Path]:
     """Delete the temporary files (``.<name>.<random>.tmp``) that ``atomic_write`` leaves when a run is
     killed in the middle of a write; a resumed run would otherwise keep them in the dataset folders."""
-    stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    stale = [p for p in out.rglob(".*.tmp") if _is_stale_temporary(p)]
     for p in stale:
         p.unlink()
     return stale
@@ -55,6 +60,10 @@ def prepare_out(out: Path, settings: dict) -> None:
         GenerateError: ``out`` holds other data, or a generation with other settings (the message names them).
     """
     cfg_path = out / "generate_config.json"
+    if out.is_dir() and all(_is_stale_temporary(p) for p in out.iterdir()):
+        # A run killed between creating ``out`` and renaming its generate_config.json leaves at most the
+        # config's temporary file: nothing was generated yet, so the folder counts as empty.
+        remove_stale_temporaries(out)
     if out.exists() and any(out.iterdir()):
         if not cfg_path.exists():
             raise GenerateError(f"{out}: folder holds other data (no generate_config.json); refusing to write into it")

@@ -51,6 +51,15 @@ def test_resume_skips_done_pairs_and_refuses_other_settings(tiny_generator, tmp_
         generate(tiny_generator, PROMPTS, out, n=2, steps=5, progress=False)
 
 
+def test_folder_left_by_a_kill_before_the_config_counts_as_empty(tiny_generator, tmp_path):
+    out = tmp_path / "gen"
+    out.mkdir()
+    (out / ".generate_config.json.k3x9q1.tmp").write_text('{"half": ')  # killed before the rename
+    res = generate(tiny_generator, PROMPTS, out, n=1, steps=2, progress=False)
+    assert res["pairs"] == 2 and (out / "generate_config.json").is_file()
+    assert not list(out.rglob(".*.tmp"))
+
+
 def test_refuses_folder_with_other_data_and_bad_prompts(tiny_generator, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
