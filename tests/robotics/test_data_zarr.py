@@ -126,6 +126,22 @@ def test_damaged_chunk_names_file_and_array(tmp_path, toy_eps):
         read_replay_zarr(out)
 
 
+def test_missing_chunk_is_named_not_read_as_zeros(tmp_path, toy_eps):
+    out = write_replay_zarr(toy_eps, tmp_path / "t.zarr", chunk_frames=8)
+    (out / "data" / "action" / "1.0").unlink()  # an interrupted copy: zarr would fill the rows with 0
+    with pytest.raises(DataError, match=r"t\.zarr, key 'data/action': 1 of \d+ chunk\(s\) missing"):
+        read_replay_zarr(out)
+    assert read_replay_zarr(out, keys=["state"]).n_frames == toy_eps.n_frames  # other arrays still read
+
+
+def test_all_zero_chunks_are_written(tmp_path, toy_eps):
+    """zarr 3 skips chunks equal to the fill value by default; ours are all on disk, so they read back."""
+    eps = EpisodeSet({**toy_eps.fields, "action": np.zeros_like(toy_eps.fields["action"])}, toy_eps.episode_ends,
+                     toy_eps.has_action)
+    out = write_replay_zarr(eps, tmp_path / "z.zarr", chunk_frames=8)
+    np.testing.assert_array_equal(read_replay_zarr(out).fields["action"], 0.0)
+
+
 def test_zip_destination_is_a_zip_store(tmp_path, toy_eps):
     import zipfile
 

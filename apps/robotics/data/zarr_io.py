@@ -103,12 +103,27 @@ def _check_ends(ends: np.ndarray, path: Path) -> np.ndarray:
 
 def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) -> np.ndarray:
     """Decompress `rows` of one array; a damaged chunk (truncated file, bad codec data) becomes a
-    `DataError` naming the file and the array (``data/<field>``) instead of a codec traceback."""
+    `DataError` naming the file and the array (``data/<field>``) instead of a codec traceback, and so
+    does a missing chunk file."""
+    _check_chunks_present(arr, path, key)
     try:
         return arr[rows]
     except Exception as exc:  # blosc/zstd/numcodecs raise RuntimeError, ValueError, OSError ...
         raise data_error(str(path), f"cannot read the stored chunks ({type(exc).__name__}: {exc})",
                          episode=episode, key=key) from exc
+
+
+def _check_chunks_present(arr, path: Path, key: str) -> None:
+    """Raise `DataError` when chunk files of `arr` are missing (e.g. an interrupted copy): zarr reads a
+    missing chunk as its fill value without complaint, so actions or states would silently be zeros."""
+    try:
+        present, expected = arr.nchunks_initialized, arr.nchunks
+    except Exception:  # a store that cannot list its keys: nothing to check here, the read still runs
+        return
+    if present < expected:
+        raise data_error(str(path), f"{expected - present} of {expected} chunk(s) missing (an incomplete copy? zarr "
+                         "would read them as the fill value; a writer that skips all-fill chunks must be told to "
+                         "write them)", key=key)
 
 
 def count_replay_episodes(path: str | os.PathLike) -> int:
@@ -149,11 +164,12 @@ def _fill_group(eps: EpisodeSet, folder: Path, image_float: bool, chunk_frames: 
         if name == "image" and image_float:
             x = x.astype(np.float32)
         chunks = (min(chunk_frames, len(x)),) + tuple(x.shape[1:])
-        data.create_array(_TO_FILE.get(name, name), data=x, chunks=chunks)
+        # every chunk is written, also an all-zero one, so that a missing chunk file means a damaged copy
+        data.create_array(_TO_FILE.get(name, name), data=x, chunks=chunks, config={"write_empty_chunks": True})
     meta = g.create_group("meta")
-    meta.create_array("episode_ends", data=eps.episode_ends.astype(np.int64))
+    meta.create_array("episode_ends", data=eps.episode_ends.astype(np.int64), config={"write_empty_chunks": True})
     if not eps.has_action.all():
-        meta.create_array("has_action", data=eps.has_action.astype(bool))
+        meta.create_array("has_action", data=eps.has_action.astype(bool), config={"write_empty_chunks": True})
 
 
 def _write_zip(eps: EpisodeSet, path: Path, image_float: bool, chunk_frames: int, overwrite: bool) -> Path:
