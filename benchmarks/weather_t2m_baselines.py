@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
-from apps.weather.dataset import WindowDataset, compute_stats  # noqa: E402
+from apps.weather.dataset import NS_PER_HOUR, WindowDataset, compute_stats, time_lag_index  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
@@ -113,27 +113,31 @@ def main(argv: list[str] | None = None) -> dict:
     anomaly = x - clim[hours]  # departure from the smooth daily cycle, every hour
     train_idx = np.flatnonzero(train)
     day = np.timedelta64(24, "h")
+    # states found by time (a gap in the file drops a pair, never shifts it): index of the time TENDENCY_HOURS
+    # before each time, -1 where absent
+    tend_back = time_lag_index(times, [-TENDENCY_HOURS * NS_PER_HOUR])[:, 0]
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
                                "damped_per_cell_hour", "persistence_plus_mean_change",
                                "persistence_plus_yesterday_change", "mean_change_plus_tendency", "stencil_ridge")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
-        # Local fits on training inits whose valid time is also in the training period.
-        fit_i = train_idx[np.isin(train_idx + lead, train_idx)]
+        # Local fits on training inits whose valid time is also in the training period (-1: not in the file).
+        ahead = time_lag_index(times, [lead * NS_PER_HOUR])[:, 0]
+        fit_i = train_idx[np.isin(ahead[train_idx], train_idx)]
         local_a, mean_change, stencil, mean_tend, tend_b = {}, {}, {}, {}, {}
         for h0 in (0, 12):
             sel = fit_i[hours[fit_i] == h0]
             if len(sel) == 0:
                 raise WeatherDataError(a.data, f"no {h0:02d} UTC training init with a {lead} h lead inside {a.train}", "time")
-            a0, a1 = anomaly[sel], anomaly[sel + lead]
+            a0, a1 = anomaly[sel], anomaly[ahead[sel]]
             local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
-            mean_change[h0] = (x[sel + lead] - x[sel]).mean(0)
+            mean_change[h0] = (x[ahead[sel]] - x[sel]).mean(0)
             stencil[h0] = fit_stencil_ridge(a0, a1)
-            sel = sel[sel >= TENDENCY_HOURS]  # the tendency needs the hours before the init
-            tend = x[sel] - x[sel - TENDENCY_HOURS]
+            sel = sel[tend_back[sel] >= 0]  # the tendency needs the hours before the init
+            tend = x[sel] - x[tend_back[sel]]
             mean_tend[h0] = tend.mean(0)
-            dt, dy = tend - mean_tend[h0], x[sel + lead] - x[sel] - mean_change[h0]
+            dt, dy = tend - mean_tend[h0], x[ahead[sel]] - x[sel] - mean_change[h0]
             tend_b[h0] = float((dt * dy).sum() / max((dt * dt).sum(), 1e-12))
         for i in inits:
             j = index[times[i] + np.timedelta64(lead, "h")]
@@ -152,9 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
                 raise WeatherDataError(a.data, f"the init {times[i]} needs the 24 h before it in the file", "time")
             yday = x[i] + x[back_valid] - x[back]
             mse["persistence_plus_yesterday_change"].append(((yday - y) ** 2 * w).mean())
-            if i < TENDENCY_HOURS or times[i - TENDENCY_HOURS] != times[i] - np.timedelta64(TENDENCY_HOURS, "h"):
+            if tend_back[i] < 0:
                 raise WeatherDataError(a.data, f"the init {times[i]} needs the {TENDENCY_HOURS} h before it", "time")
-            tend = x[i] - x[i - TENDENCY_HOURS] - mean_tend[hours[i]]
+            tend = x[i] - x[tend_back[i]] - mean_tend[hours[i]]
             pred = x[i] + mean_change[hours[i]] + tend_b[hours[i]] * tend
             mse["mean_change_plus_tendency"].append(((pred - y) ** 2 * w).mean())
             ridge = clim[hours[j]] + (stencil_features(anomaly[i]) @ stencil[hours[i]]).reshape(y.shape)

@@ -58,6 +58,7 @@ from apps.weather.calibration import fit_spread_scales  # noqa: E402
 from apps.weather.cli import positive_int  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
+from apps.weather.dataset import NS_PER_HOUR, base_spacing  # noqa: E402
 from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
 from apps.weather.objective import WeatherEDMObjective  # noqa: E402
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     test_start, test_end = np.datetime64(test[0], "h"), period_end_hour(test[1])
     if not ((times >= test_start) & (times <= test_end)).any():
         raise WeatherDataError(a.data, f"no times in the test period {a.test}", "time")
-    spacing = float(np.median(np.diff(times)) / np.timedelta64(1, "h")) if len(times) > 1 else 0.0
+    # the smallest step: gaps (missing days) are allowed, steps that are not multiples of it are an error
+    spacing = base_spacing(times, a.data) / NS_PER_HOUR if len(times) > 1 else 0.0
     if not spacing or 6 % spacing:
         raise WeatherDataError(a.data, f"the file's time step ({spacing:g} h) does not divide the model's 6 h step: the "
                                "6/12/24/48 h leads cannot be read from it (hourly, 3- or 6-hourly data work)", "time")

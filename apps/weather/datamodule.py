@@ -9,6 +9,7 @@ frames, step) in every checkpoint under ``"weather"``, so a checkpoint alone can
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, split_period
-from apps.weather.dataset import BlockShuffleSampler, NormStats, WindowDataset, compute_stats
+from apps.weather.dataset import NS_PER_HOUR, BlockShuffleSampler, NormStats, WindowDataset, compute_stats, time_lag_index
 from apps.weather.prior import PriorKind, check_prior, fit_damping, fit_diurnal, prior_tendency
 from dualsci.training import DiffusionModule
 
@@ -28,30 +29,46 @@ def tendency_scale(
     """(k, C) RMS of normalised tendencies ``y_j − x0 − p_j`` (lag ``j·step``) from a few contiguous reads.
 
     ``n_reads`` evenly spaced stretches of one cached block each (plus the longest lag) are read, so
-    the cost does not grow with the period. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
+    the cost does not grow with the period. Pairs are found by time: an init whose frame j falls in a gap
+    of the time axis does not count for lag j. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
     (``p_j`` = its change from the init hour to frame j's hour); None = plain tendencies (``p_j = 0``).
     ``damping`` (k, C): ``prior="damped"`` (``p_j`` also removes ``(1 − a_j)`` of the init's anomaly,
     ``apps.weather.prior``).
     """
     hours = (ds.times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
     k, stride, n = ds.frames, ds.stride, len(ds.times)
+    # (T, k) time index of each time's frame j (-1 in a gap); frame j lies at most j·stride indices later
+    lag = time_lag_index(ds.times, np.arange(1, k + 1, dtype=np.int64) * ds.step_hours * NS_PER_HOUR)
     span = min(n, ds.block + stride * k)
     starts = np.unique(np.linspace(0, n - span, min(n_reads, max(1, n - span + 1))).astype(int))
     sums = np.zeros((k, len(ds.channels)))
-    count = 0
+    count = np.zeros(k)
     for s0 in starts:
         arr = ds.stats.normalise(load_block(ds.ds, ds.channels, slice(int(s0), int(s0) + span))).astype(np.float64)
-        m = span - stride * k
+        src = np.arange(int(s0), int(s0) + span - stride * k)  # inits of this read whose frames all lie inside it
         for j in range(1, k + 1):
-            d = arr[stride * j : stride * j + m] - arr[:m]
+            tgt = lag[src, j - 1]
+            ok = tgt >= 0
+            i0, i1 = src[ok], tgt[ok]
+            if not len(i0):
+                continue
+            d = arr[i1 - s0] - arr[i0 - s0]
             if diurnal is not None:
-                h = hours[int(s0) : int(s0) + span]
-                d = d - (diurnal[h[stride * j : stride * j + m]] - diurnal[h[:m]])
+                d = d - (diurnal[hours[i1]] - diurnal[hours[i0]])
                 if damping is not None:
-                    d = d + (1.0 - damping[j - 1])[None, :, None, None] * (arr[:m] - diurnal[h[:m]])
-            sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * m
-        count += m
-    return np.maximum(np.sqrt(sums / max(count, 1)), 1e-3).astype(np.float32)
+                    d = d + (1.0 - damping[j - 1])[None, :, None, None] * (arr[i0 - s0] - diurnal[hours[i0]])
+            sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * len(i0)
+            count[j - 1] += len(i0)
+    return np.maximum(np.sqrt(sums / np.maximum(count, 1)[:, None]), 1e-3).astype(np.float32)
+
+
+def note_gaps(windows: WindowDataset, what: str) -> None:
+    """Print a ``note:`` line on stderr when gaps in the time axis dropped windows (the user should know
+    that e.g. a missing month costs the windows around it, not only its own)."""
+    if windows.gap_dropped:
+        src = windows.ds.attrs.get("source_path", "<dataset>")
+        print(f"note: {src}: gaps in the time axis dropped {windows.gap_dropped} {what} window(s) "
+              f"({len(windows)} left)", file=sys.stderr)
 
 
 class _Items(torch.utils.data.Dataset):
@@ -179,6 +196,7 @@ class WeatherDataModule(pl.LightningDataModule):
         if self.stats is None:
             self.stats = compute_stats(train_ds, masked_nan=False)
         windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours, history=h.history)
+        note_gaps(windows, "training")
         if h.prior in ("diurnal", "damped") and self.diurnal is None:
             self.diurnal = fit_diurnal(windows)
         if h.prior == "damped" and self.damping is None:
@@ -188,6 +206,7 @@ class WeatherDataModule(pl.LightningDataModule):
         self.train_set = _Items(windows, self.delta_scale, self.diurnal, self.damping)
         if h.val_period:
             val = WindowDataset(self.open(h.val_period), self.stats, h.frames, h.step_hours, h.init_hours, history=h.history)
+            note_gaps(val, "validation")
             self.val_set = _Items(val, self.delta_scale, self.diurnal, self.damping)
 
     def describe(self) -> dict[str, Any]:

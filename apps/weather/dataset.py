@@ -145,11 +145,41 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: 
     return NormStats(channels, mean, std, names, smean, sstd)
 
 
+def base_spacing(times: np.ndarray, source: str = "<dataset>") -> int:
+    """The smallest step (ns) of a strictly increasing time axis (T,); every step must be a multiple of it.
+
+    Gaps (a missing day, January and March downloaded) are whole multiples and allowed; mixed steps that are
+    not (1 h then 1.5 h) are a :class:`WeatherDataError` naming the first such step.
+    """
+    dt = np.diff(np.asarray(times).astype("datetime64[ns]").astype(np.int64))
+    base = int(dt.min())
+    if base <= 0:  # the reader refuses this already (data.normalise); checked here for datasets built by hand
+        i = int(np.argmin(dt))
+        raise WeatherDataError(source, f"time is not strictly increasing (at index {i + 1}: {times[i]} -> {times[i + 1]})", "time")
+    odd = np.flatnonzero(dt % base)
+    if len(odd):
+        i = int(odd[0])
+        raise WeatherDataError(source, f"time axis has mixed steps: {str(times[i])[:16]} -> {str(times[i + 1])[:16]} "
+                                       f"({dt[i] / NS_PER_HOUR:g} h) is not a multiple of the smallest step "
+                                       f"{base / NS_PER_HOUR:g} h", "time")
+    return base
+
+
+def time_lag_index(times: np.ndarray, lags_ns: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(T, L) int64: the index in ``times`` (T,) of ``times[t] + lags_ns[l]``, or -1 where that time is absent
+    (a gap, or beyond either end). ``times`` must be strictly increasing."""
+    t = np.asarray(times).astype("datetime64[ns]").astype(np.int64)
+    wanted = t[:, None] + np.asarray(lags_ns, dtype=np.int64)[None, :]
+    pos = np.minimum(np.searchsorted(t, wanted), len(t) - 1)
+    return np.where(t[pos] == wanted, pos, -1).astype(np.int64)
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Samples ``(initial state, k future frames)`` at any initial hour.
 
     Args:
-        ds: normalised dataset (lazy, regular time axis).
+        ds: normalised dataset (lazy; strictly increasing time, gaps allowed: every step a multiple of the
+            smallest one).
         stats: normalisation statistics (their channels are used, in order).
         frames: number of future frames k.
         step_hours: hours between frames (the lead of frame j is ``j·step_hours``).
@@ -158,6 +188,10 @@ class WindowDataset(torch.utils.data.Dataset):
         max_blocks: cached blocks; memory is bounded by ``max_blocks·block`` frames.
         history: states before the init served as ``x_hist`` (``step_hours`` apart); inits start late
             enough to have them.
+
+    Only windows whose every frame (history, init, k futures) exists in the file are served, each frame
+    looked up by time; ``frame_index`` (N, history + 1 + k) holds their time indices, ``indices`` (N,) the
+    inits', ``gap_dropped`` the number of windows that gaps in the time axis removed.
 
     Item: dict with ``x0 (C, H, W)``, ``y (k, C, H, W)`` normalised float32, ``statics (S, H, W)``,
     ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``); with ``history = h > 0``
@@ -186,29 +220,38 @@ class WindowDataset(torch.utils.data.Dataset):
         src = ds.attrs.get("source_path", "<dataset>")
         if len(times) < 2:
             raise WeatherDataError(src, "need at least 2 times", "time")
-        dt = np.diff(times).astype("timedelta64[ns]").astype(np.int64)
-        if not np.all(dt == dt[0]):
-            usual = np.median(dt)
-            i = int(np.flatnonzero(dt != usual)[0])
-            raise WeatherDataError(src, f"time axis is not regularly spaced (gaps or mixed steps): {str(times[i])[:16]} -> "
-                                        f"{str(times[i + 1])[:16]}, where the spacing is {usual / NS_PER_HOUR:g} h", "time")
-        dt_hours = dt[0] / NS_PER_HOUR
+        base = base_spacing(times, src)
+        dt_hours = base / NS_PER_HOUR
         if step_hours % dt_hours:
-            raise WeatherDataError(src, f"step_hours={step_hours} is not a multiple of the data spacing {dt_hours} h", "time")
+            raise WeatherDataError(src, f"step_hours={step_hours} is not a multiple of the data spacing {dt_hours:g} h", "time")
         self.stride = int(step_hours // dt_hours)
         self.step_hours = step_hours
         self.times = times
-        last = len(times) - self.stride * frames
-        idx = np.arange(self.stride * self.history, max(last, 0))
+        # Every frame of a window (history, init, k futures) is looked up by time: a gap drops the window,
+        # it never shifts a frame onto the wrong time.
+        lags = np.arange(-self.history, frames + 1, dtype=np.int64) * step_hours * NS_PER_HOUR
+        table = time_lag_index(times, lags)  # (T, h + 1 + k)
+        complete = (table >= 0).all(axis=1)
+        # Without gaps, the windows whose first and last frame fall inside the file: the gap-dropped ones are
+        # those of them that lack a frame.
+        t_ns = times.astype("datetime64[ns]").astype(np.int64)
+        inside = (t_ns + lags[0] >= t_ns[0]) & (t_ns + lags[-1] <= t_ns[-1])
         if init_hours is not None:
-            hours = (times[idx].astype("datetime64[h]").astype(np.int64)) % 24
-            idx = idx[np.isin(hours, list(init_hours))]
+            hours = (times.astype("datetime64[h]").astype(np.int64)) % 24
+            wanted = np.isin(hours, list(init_hours))
+            complete &= wanted
+            inside &= wanted
+        self.gap_dropped = int((inside & ~complete).sum())
+        self.frame_index = table[complete]  # (N, h + 1 + k) time indices of each window's frames, oldest first
+        idx = np.flatnonzero(complete)
         if len(idx) == 0:
             span = (self.history + frames) * step_hours
             raise WeatherDataError(src, f"period too short for {frames} frames of {step_hours} h (with {self.history} history "
                                         f"state(s) a window spans {span} h; the period {str(times[0])[:16]} .. "
                                         f"{str(times[-1])[:16]} has {len(times)} times"
-                                        + (f"; inits only at hours {sorted(set(init_hours))}" if init_hours is not None else "") + ")", "time")
+                                        + (f"; inits only at hours {sorted(set(init_hours))}" if init_hours is not None else "")
+                                        + (f"; gaps in the time axis dropped {self.gap_dropped} window(s)" if self.gap_dropped else "")
+                                        + ")", "time")
         self.indices = idx
         self.block = block or chunk_hours(ds, self.channels)
         self.max_blocks = max_blocks
@@ -235,9 +278,10 @@ class WindowDataset(torch.utils.data.Dataset):
         return self._frame(int(t))
 
     def __getitem__(self, i: int) -> dict:
-        t0 = int(self.indices[i])
+        frames = self.frame_index[i]  # (h + 1 + k,) time indices
+        t0 = int(frames[self.history])
         x0 = self._frame(t0)
-        y = np.stack([self._frame(t0 + self.stride * (j + 1)) for j in range(self.frames)])
+        y = np.stack([self._frame(t) for t in frames[self.history + 1:]])
         item = {
             "x0": torch.from_numpy(x0.copy()),
             "y": torch.from_numpy(y),
@@ -246,7 +290,7 @@ class WindowDataset(torch.utils.data.Dataset):
             "index": torch.tensor(t0),
         }
         if self.history:
-            hist = [self._frame(t0 - self.stride * (self.history - j)) for j in range(self.history)]
+            hist = [self._frame(t) for t in frames[: self.history]]
             item["x_hist"] = torch.from_numpy(np.stack(hist))
         return item
 

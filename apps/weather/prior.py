@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apps.weather.dataset import WindowDataset
+from apps.weather.dataset import WindowDataset, time_lag_index
 
 NS_PER_HOUR = 3_600_000_000_000
 PriorKind = Literal["persistence", "diurnal", "damped"]
@@ -89,11 +89,12 @@ def fit_damping(windows: WindowDataset, table: np.ndarray) -> np.ndarray:
     """(k, C) damping ``a_j``: regression of the anomaly at lag ``j·step`` on the anomaly at the init.
 
     Anomaly = normalised state minus the hour-of-day table ``D``; sums run over every init hour of the
-    dataset's period with all k frames inside it and over all cells. Streaming: only the last
-    ``k·stride + 1`` anomalies are held, so memory does not grow with the period.
+    dataset's period with all k frames in the file (looked up by time: a gap drops the init, never shifts a
+    frame) and over all cells. Inits are visited in time order and frames read through the dataset's
+    block cache, so memory does not grow with the period.
 
     Args:
-        windows: the training :class:`WindowDataset` (``frames`` k and ``stride`` are used).
+        windows: the training :class:`WindowDataset` (``frames`` k, ``step_hours`` and ``times`` are used).
         table: (24, C, H, W) hour-of-day climatology from :func:`fit_diurnal`.
 
     Returns:
@@ -101,23 +102,21 @@ def fit_damping(windows: WindowDataset, table: np.ndarray) -> np.ndarray:
     """
     times = windows.times
     hours = (times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
-    k, stride = windows.frames, windows.stride
-    span = k * stride
+    k = windows.frames
+    lag = time_lag_index(times, np.arange(0, k + 1, dtype=np.int64) * windows.step_hours * NS_PER_HOUR)  # (T, k + 1)
     n_ch = table.shape[1]
     cross = np.zeros((k, n_ch))
     auto = np.zeros(n_ch)
-    buf: list[np.ndarray] = []
-    for t in range(len(times)):
+
+    def anomaly(t: int) -> np.ndarray:
         a = windows.frame(t).astype(np.float64) - table[hours[t]]
-        a = np.where(np.isfinite(a), a, 0.0)
-        buf.append(a)
-        if len(buf) > span + 1:
-            buf.pop(0)
-        if len(buf) == span + 1:  # buf[0] is an init with all k frames available
-            a0 = buf[0]
-            auto += (a0**2).sum(axis=(1, 2))
-            for j in range(1, k + 1):
-                cross[j - 1] += (buf[j * stride] * a0).sum(axis=(1, 2))
+        return np.where(np.isfinite(a), a, 0.0)
+
+    for row in lag[(lag >= 0).all(axis=1)]:  # row: time indices of the init and its k frames
+        a0 = anomaly(int(row[0]))
+        auto += (a0**2).sum(axis=(1, 2))
+        for j in range(1, k + 1):
+            cross[j - 1] += (anomaly(int(row[j])) * a0).sum(axis=(1, 2))
     if not auto.any():
         raise ValueError("fit_damping: the period is shorter than one block (no init with all frames)")
     return np.clip(cross / np.maximum(auto, 1e-12)[None], 0.0, 1.0).astype(np.float32)

@@ -102,12 +102,18 @@ def test_masked_field_with_nan_is_refused_for_training(tmp_path):
         dm.prepare_data()
 
 
-def test_time_gap_in_training_data_is_located(syn_path):
-    """A missing hour in a training period names where it is (the message said only 'not regularly spaced')."""
+def test_mixed_time_steps_are_located(syn_path):
+    """Steps that are not multiples of the smallest one (1 h, then 1.5 h) are refused naming where; a gap (a
+    whole multiple) is not an error any more (tests/weather/test_time_gaps.py)."""
     from apps.weather.data import WeatherDataError
 
-    ds = open_weather(syn_path, variables=["2m_temperature"])
-    gap = ds.isel(time=np.flatnonzero(np.arange(ds.sizes["time"]) != 50))
+    ds = open_weather(syn_path, variables=["2m_temperature"]).isel(time=slice(0, 96))
+    shifted = ds.time.values.copy()
+    shifted[51:] += np.timedelta64(30, "m")
+    mixed = ds.assign_coords(time=shifted)
     stats = compute_stats(ds.isel(time=slice(0, 48)))
-    with pytest.raises(WeatherDataError, match=r"not regularly spaced .*: 2000-01-03T01:00 -> 2000-01-03T03:00, where the spacing is 1 h"):
-        WindowDataset(gap, stats, frames=2, step_hours=6)
+    with pytest.raises(WeatherDataError, match=r"\[time\]: time axis has mixed steps: 2000-01-03T02:00 -> 2000-01-03T03:30 "
+                                               r"\(1.5 h\) is not a multiple of the smallest step 1 h"):
+        WindowDataset(mixed, stats, frames=2, step_hours=6)
+    with pytest.raises(WeatherDataError, match=r"step_hours=5 is not a multiple of the data spacing 2 h"):
+        WindowDataset(ds.isel(time=slice(0, None, 2)), stats, frames=2, step_hours=5)
