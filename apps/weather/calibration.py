@@ -162,7 +162,7 @@ def calibrate_store(
     from dualsci.io import atomic_dir
 
     from apps.weather.data import WeatherDataError
-    from apps.weather.sampling import cf_encoding
+    from apps.weather.sampling import cf_encoding, with_cf_coordinates
 
     dst = Path(out_path)
     if dst.exists():
@@ -195,6 +195,7 @@ def calibrate_store(
     out.attrs["spread_calibration"] = json.dumps({"factors": {c: {str(k): x for k, x in p.items()} for c, p in calib.factors.items()}, "source": calib.source})
     for v in out.variables:
         out[v].encoding = {}
+    out = with_cf_coordinates(out)  # each field keeps its own auxiliary coordinates (valid_time, its height)
     try:  # the store is read while the copy is written: a damaged chunk fails here, named
         if str(dst).endswith((".nc", ".nc4")):
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,12 @@ CDS_TO_WB2 = {
     "lsm": "land_sea_mask",
     "sdor": "standard_deviation_of_orography",
     "ws10": "10m_wind_speed",
+    "d2m": "2m_dewpoint_temperature",
+    "2d": "2m_dewpoint_temperature",
+    "u100": "100m_u_component_of_wind",
+    "100u": "100m_u_component_of_wind",
+    "v100": "100m_v_component_of_wind",
+    "100v": "100m_v_component_of_wind",
 }
 # Coordinate spellings seen in the wild -> WeatherBench2 / CF names.
 COORD_ALIASES = {
@@ -66,13 +72,27 @@ UNITS = {
     "v_component_of_wind": ("m s-1", "northward_wind"),
     "specific_humidity": ("kg kg-1", "specific_humidity"),
     "2m_temperature": ("K", "air_temperature"),
+    "2m_dewpoint_temperature": ("K", "dew_point_temperature"),
     "10m_u_component_of_wind": ("m s-1", "eastward_wind"),
     "10m_v_component_of_wind": ("m s-1", "northward_wind"),
+    "10m_wind_speed": ("m s-1", "wind_speed"),
+    "100m_u_component_of_wind": ("m s-1", "eastward_wind"),
+    "100m_v_component_of_wind": ("m s-1", "northward_wind"),
     "mean_sea_level_pressure": ("Pa", "air_pressure_at_mean_sea_level"),
     "sea_surface_temperature": ("K", "sea_surface_temperature"),
     "land_sea_mask": ("1", "land_binary_mask"),
     "geopotential_at_surface": ("m2 s-2", "surface_geopotential"),
 }
+
+
+_NEAR_SURFACE = re.compile(r"^(\d+(?:\.\d+)?)m_")  # WB2 spells the height first: 2m_temperature, 10m_u_component_of_wind
+
+
+def near_surface_height(variable: str) -> float | None:
+    """Height above the surface in metres that a WB2 near-surface name carries (``2m_temperature`` -> 2.0,
+    ``10m_v_component_of_wind`` -> 10.0, ``100m_u_component_of_wind`` -> 100.0); None for any other name."""
+    m = _NEAR_SURFACE.match(variable.partition("/")[0])
+    return float(m.group(1)) if m else None
 
 
 class WeatherDataError(ValueError):

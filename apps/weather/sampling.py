@@ -21,13 +21,13 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
-from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, open_weather
+from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, near_surface_height, open_weather
 from apps.weather.dataset import NormStats
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
@@ -130,7 +130,49 @@ def _template(meta: dict, channels: list[str], inits: Sequence[np.datetime64], l
     if levels is not None:
         coords["level"] = ("level", np.asarray(levels), {"units": "hPa", "long_name": "pressure level", "positive": "down",
                                                          "standard_name": "air_pressure", "axis": "Z"})
-    return xr.Dataset(data_vars, coords=coords)
+    for name, h in sorted(set(height_coords(variables).values())):
+        coords[name] = ((), np.float64(h), HEIGHT_ATTRS)
+    return with_cf_coordinates(xr.Dataset(data_vars, coords=coords))
+
+
+HEIGHT_ATTRS = {"units": "m", "standard_name": "height", "positive": "up", "axis": "Z", "long_name": "height above the surface"}
+
+
+def height_coords(variables: Iterable[str]) -> dict[str, tuple[str, float]]:
+    """``{variable: (scalar coordinate name, height in m)}`` for the near-surface fields among ``variables``.
+
+    CF puts the 2 m of ``2m_temperature`` in a scalar coordinate ``height`` (standard name ``height``). One
+    variable can hold one value, so a store with fields at several heights (2 m temperature and 10 m wind)
+    gets ``height_2m``, ``height_10m``, ...; a store with one height gets plain ``height``.
+    """
+    heights = {str(v): h for v in variables if (h := near_surface_height(str(v))) is not None}
+    single = len(set(heights.values())) == 1
+    return {v: ("height" if single else f"height_{h:g}m", h) for v, h in heights.items()}
+
+
+def with_cf_coordinates(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (shallow copy) with every field's CF ``coordinates`` attribute written out explicitly.
+
+    A field names the non-dimension coordinates on its dims (``valid_time``) and, if it is a near-surface
+    field, its own height coordinate only: xarray's default would attach every scalar coordinate (``height``)
+    to every field, geopotential at 500 hPa included. Called before every write of a forecast store (zarr
+    skeleton, NetCDF, calibrated copies), so a store read back and written again keeps the same attributes.
+    """
+    out = ds.copy()
+    heights = {str(c) for c in out.coords if out[c].attrs.get("standard_name") == "height"}
+    own = {v: name for v, (name, _) in height_coords(out.data_vars).items()}
+    for v in out.data_vars:
+        dims = set(out[v].dims)
+        aux = sorted(str(c) for c in out.coords if c not in out.dims and set(out[c].dims) <= dims
+                     and (c not in heights or c == own.get(str(v))))
+        var = out[v].variable
+        var.encoding.pop("coordinates", None)  # read back from a store: the attribute sits in the encoding
+        var.attrs.pop("coordinates", None)
+        if aux:
+            var.attrs["coordinates"] = " ".join(aux)
+        else:  # None in the encoding: no attribute at all, rather than xarray's default
+            var.encoding["coordinates"] = None
+    return out
 
 
 def cf_encoding(ds: xr.Dataset) -> dict:
@@ -322,7 +364,7 @@ def forecast(
     if options.format == "zarr":
         os.replace(store, out)
     else:
-        fc = xr.open_zarr(store, consolidated=False).load()
+        fc = with_cf_coordinates(xr.open_zarr(store, consolidated=False).load())
         tmp = partial / "forecast.nc"
         fc.to_netcdf(tmp, engine="netcdf4", encoding=cf_encoding(fc))
         os.replace(tmp, out)

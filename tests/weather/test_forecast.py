@@ -13,6 +13,7 @@ import torch
 import xarray as xr
 
 from apps.weather.datamodule import WeatherDataModule, WeatherModule
+from apps.weather.evaluate import evaluate
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.sampling import ForecastOptions, forecast, member_seed, parse_inits
@@ -179,22 +180,72 @@ def test_forecast_output_is_cf(trained, tmp_path):
             t = nc["temperature"]
             assert t.units == "K" and t.standard_name == "air_temperature" and "valid_time" in t.coordinates
             assert np.isnan(t.getncattr("_FillValue")) and nc.Conventions == "CF-1.8"
+            # 2 m temperature: a scalar `height` coordinate (CF 5.7), named by that field only
+            _check_height(nc["height"].shape, nc["height"][...], {a: nc["height"].getncattr(a) for a in nc["height"].ncattrs()}, 2.0)
+            coords = {v: nc[v].coordinates.split() for v in ("2m_temperature", "temperature", "geopotential", "mean_sea_level_pressure")}
+            assert coords == {"2m_temperature": ["height", "valid_time"], "temperature": ["valid_time"],
+                              "geopotential": ["valid_time"], "mean_sea_level_pressure": ["valid_time"]}
     for store in (zr_path, cal_zr):
         for c in ("latitude", "longitude", "level"):
             assert "_FillValue" not in json.loads((store / c / "zarr.json").read_text())["attributes"], c
+        meta = json.loads((store / "height" / "zarr.json").read_text())
+        _check_height(tuple(meta["shape"]), xr.open_zarr(store, consolidated=False)["height"].values, meta["attributes"], 2.0)
+        attrs = {v: json.loads((store / v / "zarr.json").read_text())["attributes"]["coordinates"].split()
+                 for v in ("2m_temperature", "temperature")}
+        assert attrs == {"2m_temperature": ["height", "valid_time"], "temperature": ["valid_time"]}
     for fc in (xr.open_dataset(nc_path), xr.open_zarr(zr_path, consolidated=False), xr.open_dataset(cal_nc)):
         assert {c: fc[c].attrs.get("axis") for c in ("latitude", "longitude", "level")} == {"latitude": "Y", "longitude": "X", "level": "Z"}
         try:
             import cf_xarray  # noqa: F401 - optional: only checked where installed
         except ImportError:
             continue
-        assert {k: fc.cf.axes.get(k) for k in "XYZT"} == {"X": ["longitude"], "Y": ["latitude"], "Z": ["level"], "T": ["valid_time"]}
+        axes = {k: sorted(fc.cf.axes.get(k, [])) for k in "XYZT"}
+        assert axes == {"X": ["longitude"], "Y": ["latitude"], "Z": ["height", "level"], "T": ["valid_time"]}
+    # scoring aligns on (time, lead, grid): the scalar height coordinate does not get in the way
+    res = evaluate(zr_path, data, tmp_path / "ev", report=False)
+    t2m = [r for r in res["scores"] if r["variable"] == "2m_temperature"]
+    assert {r["lead_hours"] for r in t2m} == {6, 12} and all(np.isfinite(r["rmse"]) and np.isfinite(r["crps"]) for r in t2m)
+
+
+def _check_height(shape: tuple, value, attrs: dict, metres: float) -> None:
+    """A CF scalar vertical coordinate: no dimension, the height in metres, the attributes a CF checker wants."""
+    assert shape == () and float(value) == metres
+    assert {k: attrs.get(k) for k in ("units", "standard_name", "positive", "axis")} == \
+        {"units": "m", "standard_name": "height", "positive": "up", "axis": "Z"}
+    assert "_FillValue" not in attrs  # CF 2.5.1: coordinates have no missing values
+
+
+def test_several_heights_get_one_coordinate_each(tmp_path):
+    """2 m and 10 m fields in one store: `height_2m` and `height_10m` (one variable holds one value), each field
+    names only its own; a calibrated NetCDF copy (encodings dropped, attributes rebuilt) keeps that."""
+    import netCDF4
+
+    from apps.weather.calibration import SpreadCalibration, calibrate_store
+    from apps.weather.data import near_surface_height
+    from apps.weather.sampling import _encoding, _template
+
+    assert [near_surface_height(v) for v in ("2m_dewpoint_temperature", "10m_wind_speed", "100m_u_component_of_wind",
+                                             "temperature/850", "mean_sea_level_pressure")] == [2.0, 10.0, 100.0, None, None]
+    channels = ["geopotential/500", "2m_temperature", "2m_dewpoint_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind"]
+    meta = {"lat": [-45.0, 45.0], "lon": [0.0, 120.0, 240.0]}
+    tpl = _template(meta, channels, [np.datetime64("2000-01-01T00", "h")], np.array([6, 12]), 2, 2, 2)
+    store = tmp_path / "fc.zarr"
+    tpl.to_zarr(store, compute=False, encoding=_encoding(tpl), consolidated=False, zarr_format=3)
+    fields = {v: (tpl[v].dims, np.ones(tpl[v].shape, np.float32)) for v in tpl.data_vars}
+    xr.Dataset(fields).to_zarr(store, region="auto", consolidated=False, zarr_format=3)
+    unit = SpreadCalibration({ch: {6: 1.0, 12: 1.0} for ch in channels})
+    with netCDF4.Dataset(calibrate_store(store, tmp_path / "cal.nc", unit)) as nc:
+        for name, metres in (("height_2m", 2.0), ("height_10m", 10.0)):
+            _check_height(nc[name].shape, nc[name][...], {a: nc[name].getncattr(a) for a in nc[name].ncattrs()}, metres)
+        assert "height" not in nc.variables
+        coords = {v: nc[v].coordinates.split() for v in tpl.data_vars}
+    assert coords == {"geopotential": ["valid_time"], "2m_temperature": ["height_2m", "valid_time"],
+                      "2m_dewpoint_temperature": ["height_2m", "valid_time"],
+                      "10m_u_component_of_wind": ["height_10m", "valid_time"], "10m_v_component_of_wind": ["height_10m", "valid_time"]}
 
 
 def test_dask_chunked_store_gives_identical_numbers(trained, tmp_path):
     """Forecast and evaluate on a zarr in small dask chunks (1 h x 4 x 8) equal the same data read from NetCDF."""
-    from apps.weather.evaluate import evaluate
-
     root, data, ckpt = trained
     ds = xr.open_zarr(data, consolidated=False).load()
     ds.to_netcdf(tmp_path / "mem.nc")
