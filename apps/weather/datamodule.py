@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, open_weather, split_period
-from apps.weather.dataset import NS_PER_HOUR, BlockShuffleSampler, NormStats, WindowDataset, compute_stats, time_lag_index
+from apps.weather.dataset import (
+    NS_PER_HOUR, BlockShuffleSampler, NormStats, WindowDataset, compute_stats, fill_masked, time_lag_index,
+)
 from apps.weather.prior import PriorKind, check_prior, fit_damping, fit_diurnal, prior_tendency
 from dualsci.training import DiffusionModule
 
@@ -30,7 +32,8 @@ def tendency_scale(
 
     ``n_reads`` evenly spaced stretches of one cached block each (plus the longest lag) are read, so
     the cost does not grow with the period. Pairs are found by time: an init whose frame j falls in a gap
-    of the time axis does not count for lag j. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
+    of the time axis does not count for lag j, nor does a cell that a masked field (SST over land) leaves
+    empty at either end. ``diurnal`` (24, C, H, W): the prior's hour-of-day table
     (``p_j`` = its change from the init hour to frame j's hour); None = plain tendencies (``p_j = 0``).
     ``damping`` (k, C): ``prior="damped"`` (``p_j`` also removes ``(1 − a_j)`` of the init's anomaly,
     ``apps.weather.prior``).
@@ -42,9 +45,10 @@ def tendency_scale(
     span = min(n, ds.block + stride * k)
     starts = np.unique(np.linspace(0, n - span, min(n_reads, max(1, n - span + 1))).astype(int))
     sums = np.zeros((k, len(ds.channels)))
-    count = np.zeros(k)
+    count = np.zeros((k, len(ds.channels)))  # pairs × fraction of their cells that hold data
     for s0 in starts:
-        arr = ds.stats.normalise(load_block(ds.ds, ds.channels, slice(int(s0), int(s0) + span))).astype(np.float64)
+        arr, valid = fill_masked(ds.stats.normalise(load_block(ds.ds, ds.channels, slice(int(s0), int(s0) + span))))
+        arr = arr.astype(np.float64)
         src = np.arange(int(s0), int(s0) + span - stride * k)  # inits of this read whose frames all lie inside it
         for j in range(1, k + 1):
             tgt = lag[src, j - 1]
@@ -57,9 +61,14 @@ def tendency_scale(
                 d = d - (diurnal[hours[i1]] - diurnal[hours[i0]])
                 if damping is not None:
                     d = d + (1.0 - damping[j - 1])[None, :, None, None] * (arr[i0 - s0] - diurnal[hours[i0]])
-            sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * len(i0)
-            count[j - 1] += len(i0)
-    return np.maximum(np.sqrt(sums / np.maximum(count, 1)[:, None]), 1e-3).astype(np.float32)
+            if valid is None:
+                sums[j - 1] += (d**2).mean(axis=(0, 2, 3)) * len(i0)
+                count[j - 1] += len(i0)
+            else:  # mean over the cells with data at both ends
+                both = (valid[i1 - s0] & valid[i0 - s0]).astype(np.float64)
+                sums[j - 1] += (d**2 * both).mean(axis=(0, 2, 3)) * len(i0)
+                count[j - 1] += both.mean(axis=(0, 2, 3)) * len(i0)
+    return np.maximum(np.sqrt(sums / np.maximum(count, 1e-12)), 1e-3).astype(np.float32)
 
 
 def note_gaps(windows: WindowDataset, what: str) -> None:
@@ -194,7 +203,7 @@ class WeatherDataModule(pl.LightningDataModule):
         h = self.hparams
         train_ds = self.open(h.train_period)
         if self.stats is None:
-            self.stats = compute_stats(train_ds, masked_nan=False)
+            self.stats = compute_stats(train_ds)
         windows = WindowDataset(train_ds, self.stats, h.frames, h.step_hours, history=h.history)
         note_gaps(windows, "training")
         if h.prior in ("diurnal", "damped") and self.diurnal is None:

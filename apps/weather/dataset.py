@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from apps.weather.data import WeatherDataError, channel_names, load_block, load_statics, static_fields
+from apps.weather.data import MASKED_FIELDS, WeatherDataError, channel_names, load_block, load_statics, static_fields
 
 NS_PER_HOUR = 3_600_000_000_000
 
@@ -83,6 +83,19 @@ class NormStats:
         return ((arr - self.static_mean[:, None, None]) / self.static_std[:, None, None]).astype(np.float32)
 
 
+def fill_masked(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalised states ``(..., C, H, W)`` -> (the same with 0 at NaN cells, valid bool of that shape or None).
+
+    Only declared masked fields (SST over land) can hold NaN here (``load_block`` refuses it elsewhere). 0 is
+    the channel mean after normalisation: the network reads a neutral value there and the loss, the tendency
+    scales and the prior leave those cells out. ``None`` when every cell is valid (no mask to carry).
+    """
+    valid = np.isfinite(x)
+    if valid.all():
+        return x, None
+    return np.where(valid, x, 0.0).astype(x.dtype), valid
+
+
 def time_blocks(n_time: int, block: int) -> Iterator[slice]:
     for s in range(0, n_time, block):
         yield slice(s, min(s + block, n_time))
@@ -96,17 +109,16 @@ def chunk_hours(ds: xr.Dataset, channels: Sequence[str], default: int = 168) -> 
     return default
 
 
-def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: int | None = None,
-                  masked_nan: bool = True) -> NormStats:
+def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: int | None = None) -> NormStats:
     """Streaming per-channel mean/std (Chan's parallel merge of block moments in float64).
 
     Args:
         ds: normalised dataset (lazy).
         channels: channel names; default every dynamic channel.
         block: time steps per read; default the store's chunk length.
-        masked_nan: accept NaN in declared masked fields (SST over land; ignored in the moments). False for
-            training data: the forecaster needs finite inputs and nothing fills masked cells, so a NaN there
-            is an error naming the channel (it used to make the tendency scales and the loss NaN).
+
+    NaN in declared masked fields (SST over land, ``data.MASKED_FIELDS``) is left out of the moments; NaN in
+    any other field is an error naming it (``load_block``).
     """
     channels = list(channels) if channels is not None else channel_names(ds)
     if block is None:
@@ -122,10 +134,6 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str] | None = None, block: 
         x = np.moveaxis(x, 1, 0).reshape(len(channels), -1)
         ok = np.isfinite(x)
         nb = ok.sum(axis=1)
-        if not masked_nan and (nb < x.shape[1]).any():
-            c = channels[int(np.argmax(nb < x.shape[1]))]
-            raise WeatherDataError(ds.attrs.get("source_path", "<dataset>"), "NaN in a masked field: the forecaster needs finite "
-                                   "inputs and masked cells are not filled; leave this variable out of `variables`", c)
         bm = np.where(ok, x, 0).sum(axis=1) / np.maximum(nb, 1)
         bm2 = np.where(ok, (x - bm[:, None]) ** 2, 0).sum(axis=1)
         tot = n + nb
@@ -195,7 +203,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Item: dict with ``x0 (C, H, W)``, ``y (k, C, H, W)`` normalised float32, ``statics (S, H, W)``,
     ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``); with ``history = h > 0``
-    also ``x_hist (h, C, H, W)``, oldest first.
+    also ``x_hist (h, C, H, W)``, oldest first. Declared masked fields (SST over land) read 0 at their NaN
+    cells, and with such a channel the item also holds ``valid (k, C, H, W)`` bool: cells where frame j and
+    the init both hold data (the loss ignores the rest).
     """
 
     def __init__(
@@ -255,7 +265,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.indices = idx
         self.block = block or chunk_hours(ds, self.channels)
         self.max_blocks = max_blocks
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        # block index -> (normalised states with masked cells 0 (T_b, C, H, W), valid mask of that shape or None)
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+        # declared masked fields (SST) among the channels: items then carry the loss mask "valid"
+        self.masked = any(c.partition("/")[0] in MASKED_FIELDS for c in self.channels)
         self.statics = stats.statics(ds)
         self.lat = ds["latitude"].values
         self.lon = ds["longitude"].values
@@ -263,19 +276,29 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _frame(self, t: int) -> np.ndarray:
+    def _block(self, t: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """The cached block holding time index t: (states, valid or None, t's row in the block)."""
         b = t // self.block
         if b not in self._cache:
             sl = slice(b * self.block, min((b + 1) * self.block, len(self.times)))
-            self._cache[b] = self.stats.normalise(load_block(self.ds, self.channels, sl))
+            self._cache[b] = fill_masked(self.stats.normalise(load_block(self.ds, self.channels, sl)))
             while len(self._cache) > self.max_blocks:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(b)
-        return self._cache[b][t - b * self.block]
+        return (*self._cache[b], t - b * self.block)
+
+    def _frame(self, t: int) -> np.ndarray:
+        states, _, row = self._block(t)
+        return states[row]
 
     def frame(self, t: int) -> np.ndarray:
-        """Normalised state (C, H, W) at time index t."""
+        """Normalised state (C, H, W) at time index t (masked cells of declared masked fields: 0)."""
         return self._frame(int(t))
+
+    def frame_valid(self, t: int) -> np.ndarray:
+        """(C, H, W) bool: the cells of time index t that hold data (False where a masked field is NaN)."""
+        states, valid, row = self._block(int(t))
+        return np.ones(states.shape[1:], bool) if valid is None else valid[row]
 
     def __getitem__(self, i: int) -> dict:
         frames = self.frame_index[i]  # (h + 1 + k,) time indices
@@ -292,6 +315,9 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.history:
             hist = [self._frame(t) for t in frames[: self.history]]
             item["x_hist"] = torch.from_numpy(np.stack(hist))
+        if self.masked:  # (k, C, H, W): a tendency is defined where both the init and frame j hold data
+            v0 = self.frame_valid(t0)
+            item["valid"] = torch.from_numpy(np.stack([self.frame_valid(t) & v0 for t in frames[self.history + 1:]]))
         return item
 
 

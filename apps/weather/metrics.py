@@ -197,9 +197,13 @@ class ScoreAccumulator:
             truth: (H, W) verifying analysis.
             climatology: (H, W) climatology at the valid time (for ACC and the climatology baseline).
             persistence: (H, W) the analysis at the init time (persistence baseline).
+
+        Cells with NaN in any of these (a declared masked field: SST over land) are left out of every score
+        of this init, as if they were outside the region.
         """
         ens = np.asarray(ens, dtype=np.float64)
         truth = np.asarray(truth, dtype=np.float64)
+        ens, truth, climatology, persistence, masks = self._valid_cells(ens, truth, climatology, persistence)
         m = ens.shape[0]
         mean = ens.mean(axis=0)
         err = mean - truth
@@ -208,7 +212,7 @@ class ScoreAccumulator:
             var = ens.var(axis=0, ddof=1)
             if self.rank_ties == "random":
                 ranks = rank_of_truth(ens, truth, self.rng)
-        for region, mask in self.masks.items():
+        for region, mask in masks.items():
             s = self._sums.setdefault((variable, lead, region), _Sums())
             sm = lambda z: float(spatial_mean(z, self.weights, mask))  # noqa: E731
             s.n += 1
@@ -238,6 +242,28 @@ class ScoreAccumulator:
                 else:
                     counts = rank_histogram_split(ens[:, mask], truth[mask])
                 s.rank_counts = counts if s.rank_counts is None else s.rank_counts + counts
+
+    def _valid_cells(self, ens: np.ndarray, truth: np.ndarray, climatology: np.ndarray | None,
+                     persistence: np.ndarray | None) -> tuple:
+        """Leave out cells without data (a masked field, SST over land: NaN in the truth, the members, the
+        climatology or the persistence state) from every score of this init.
+
+        Args: as :meth:`add` (ens (M, H, W), the rest (H, W) or None).
+
+        Returns:
+            ``(ens, truth, climatology, persistence, masks)``: the fields with 0 at the empty cells (so no NaN
+            reaches a sum) and the region masks (H, W) restricted to the cells with data; unchanged when every
+            cell has data.
+        """
+        valid = np.isfinite(truth) & np.isfinite(ens).all(axis=0)
+        for extra in (climatology, persistence):
+            if extra is not None:
+                valid &= np.isfinite(extra)
+        if valid.all():
+            return ens, truth, climatology, persistence, self.masks
+        fill = lambda z: None if z is None else np.where(valid, z, 0.0)  # noqa: E731
+        masks = {r: mask & valid for r, mask in self.masks.items()}
+        return np.where(valid, ens, 0.0), fill(truth), fill(climatology), fill(persistence), masks
 
     def result(self) -> list[dict]:
         """One record per (variable, lead, region) with every score (NaN where undefined)."""

@@ -3,7 +3,8 @@
 The diffused quantity is the normalised *tendency* of each frame, ``(y_j − x0)/s_j`` with ``s_j`` the
 per-(frame, channel) standard deviation of the tendency in the training data (``delta_scale``, given by
 the data module and stored with the checkpoint), so it has unit variance and ``σ_data = 1``.
-Loss: ``λ(σ)·‖D − y‖²`` with the EDM weight, times WB2 cell-area latitude weights.
+Loss: ``λ(σ)·‖D − y‖²`` with the EDM weight, times WB2 cell-area latitude weights, averaged over the cells
+that hold data (a batch ``"valid"`` mask leaves out the land cells of SST).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class WeatherEDMObjective:
         weight = None
         if self.area_weighted:
             weight = area_weights(lat).to(x0.device)[None, None, None, :, None].expand_as(x0)
-        per_sample = self.gauss.loss(F, x0, x_t, noise, t, spatial_weight=weight)
+        # "valid" (B, k, C, H, W): cells a masked field (SST over land) leaves empty weigh 0 and are not counted
+        per_sample = self.gauss.loss(F, x0, x_t, noise, t, mask=batch.get("valid"), spatial_weight=weight)
         return {"loss": per_sample.mean()}
 
     @torch.no_grad()

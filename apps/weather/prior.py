@@ -66,18 +66,26 @@ def fit_diurnal(windows: WindowDataset, harmonics: int = 2) -> np.ndarray:
     """
     times = windows.times
     hours = (times.astype("datetime64[h]").astype(np.int64) % 24).astype(int)
-    sums = None
+    sums = cells = None
     counts = np.zeros(24)
     for t in range(len(times)):
-        x = windows.frame(t).astype(np.float64)
+        x = windows.frame(t).astype(np.float64)  # masked cells (SST over land) read 0: out of the sums
         if sums is None:
             sums = np.zeros((24,) + x.shape)
-        ok = np.isfinite(x)
-        sums[hours[t]] += np.where(ok, x, 0.0)
+            # per-cell sample counts only with a masked field (a second table of the size of `sums`)
+            cells = np.zeros((24,) + x.shape) if windows.masked else None
+        sums[hours[t]] += x
+        if cells is not None:
+            cells[hours[t]] += windows.frame_valid(t)
         counts[hours[t]] += 1
     present = np.flatnonzero(counts > 0)
     nh = max(0, min(harmonics, (len(present) - 1) // 2))
-    means = sums[present] / counts[present, None, None, None]
+    # bin means over the samples holding data (0, the mean, where a masked cell never does); the fit's
+    # weights are the bins' sample counts
+    if cells is None:
+        means = sums[present] / counts[present, None, None, None]
+    else:
+        means = sums[present] / np.maximum(cells[present], 1)
     a = _harmonic_design(present, nh) * np.sqrt(counts[present])[:, None]
     b = means.reshape(len(present), -1) * np.sqrt(counts[present])[:, None]
     coef, *_ = np.linalg.lstsq(a, b, rcond=None)
@@ -108,9 +116,9 @@ def fit_damping(windows: WindowDataset, table: np.ndarray) -> np.ndarray:
     cross = np.zeros((k, n_ch))
     auto = np.zeros(n_ch)
 
-    def anomaly(t: int) -> np.ndarray:
+    def anomaly(t: int) -> np.ndarray:  # (C, H, W); 0 at cells a masked field leaves empty (out of the sums)
         a = windows.frame(t).astype(np.float64) - table[hours[t]]
-        return np.where(np.isfinite(a), a, 0.0)
+        return np.where(windows.frame_valid(t), a, 0.0)
 
     for row in lag[(lag >= 0).all(axis=1)]:  # row: time indices of the init and its k frames
         a0 = anomaly(int(row[0]))

@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 
 from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, near_surface_height, open_weather
-from apps.weather.dataset import NormStats
+from apps.weather.dataset import NormStats, fill_masked
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.prior import prior_tendency
@@ -323,13 +323,19 @@ def forecast(
         members = list(range(m0, min(m0 + bm, options.members)))
         init = inits[i_init]
         x0_phys = load_block(ds, channels, np.array([t_index[i_init]]))[0]
-        x = torch.from_numpy(stats.normalise(x0_phys)).expand(len(members), -1, -1, -1).clone()
+        # valid0 (C, H, W): cells of the init holding data (None: all); a masked field (SST) reads 0 elsewhere,
+        # as in training, and its forecast is NaN there
+        x0_n, valid0 = fill_masked(stats.normalise(x0_phys))
+        x = torch.from_numpy(x0_n).expand(len(members), -1, -1, -1).clone()
         if options.ic_noise > 0:
             x = x + options.ic_noise * per_sample_noise(x.shape, [member_seed(options.seed, init, m, 0, 1) for m in members])
+            if valid0 is not None:
+                x = torch.where(torch.from_numpy(valid0), x, 0.0)
         statics = torch.from_numpy(statics_np).expand(len(members), -1, -1, -1)
         x_hist = None
         if n_hist:
-            x_hist = torch.from_numpy(stats.normalise(load_block(ds, channels, hist_index[i_init]))).expand(len(members), -1, -1, -1, -1).clone()
+            hist_n = fill_masked(stats.normalise(load_block(ds, channels, hist_index[i_init])))[0]
+            x_hist = torch.from_numpy(hist_n).expand(len(members), -1, -1, -1, -1).clone()
         for b in range(n_blocks):
             block_init = np.datetime64(init, "ns") + np.timedelta64(b * k * step, "h")
             init_ns = torch.full((len(members),), int(block_init.astype(np.int64)), dtype=torch.int64)
@@ -341,7 +347,9 @@ def forecast(
                 net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
                 prior=prior, x_hist=x_hist, sigma_max=options.sigma_max, rho=options.rho,
             )
-            phys = stats.denormalise(y.numpy())
+            phys = stats.denormalise(y.numpy())  # (Mb, k, C, H, W)
+            if valid0 is not None:
+                phys = np.where(valid0, phys, np.nan).astype(np.float32)
             if decoder is None:
                 _write_block(store, channels, phys, i_init, m0, b * k, template)
             else:
@@ -350,7 +358,7 @@ def forecast(
                     dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
                 _write_block(store, out_channels, out_stats.denormalise(dec), i_init, m0, b * k, template)
             # Continue from the float32 values that were written (identical on resume).
-            y_n = torch.from_numpy(stats.normalise(phys))  # (Mb, k, C, H, W)
+            y_n = torch.from_numpy(fill_masked(stats.normalise(phys))[0])  # (Mb, k, C, H, W)
             if n_hist:  # the h states before the new init: the tail of (history, old init, this block)
                 x_hist = torch.cat([x_hist, x[:, None], y_n[:, :-1]], 1)[:, -n_hist:]
             x = y_n[:, -1]

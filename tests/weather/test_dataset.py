@@ -84,24 +84,6 @@ def test_window_dataset(syn_path):
     assert batch["y"].shape == (2, 3, 6, 8, 16)
 
 
-def test_masked_field_with_nan_is_refused_for_training(tmp_path):
-    """SST with NaN over land is a declared masked field: statistics ignore the NaN, but training data must be
-    finite (the tendency scales and the loss were NaN); the data module names the field before training."""
-    from apps.weather.data import WeatherDataError
-    from apps.weather.datamodule import WeatherDataModule
-
-    ds = simulate(4, 8, days=3, seed=5)
-    ds = ds.assign(sea_surface_temperature=ds["2m_temperature"].where(ds["land_sea_mask"] < 0.5))
-    assert ds["sea_surface_temperature"].isnull().any()
-    ds.to_netcdf(tmp_path / "sst.nc")
-    channels = ["2m_temperature", "sea_surface_temperature"]
-    stats = compute_stats(open_weather(tmp_path / "sst.nc", variables=channels))
-    assert np.all(np.isfinite(stats.mean)) and np.all(np.isfinite(stats.std))
-    dm = WeatherDataModule(str(tmp_path / "sst.nc"), variables=channels, frames=2)
-    with pytest.raises(WeatherDataError, match=r"sst\.nc \[sea_surface_temperature\]: NaN in a masked field"):
-        dm.prepare_data()
-
-
 def test_mixed_time_steps_are_located(syn_path):
     """Steps that are not multiples of the smallest one (1 h, then 1.5 h) are refused naming where; a gap (a
     whole multiple) is not an error any more (tests/weather/test_time_gaps.py)."""
