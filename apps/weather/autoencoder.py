@@ -6,10 +6,17 @@ edge the padding rows are the rows next to that edge, in reverse order, rolled b
 pooling, upsampling nearest, so an ``n_down``-level model reduces each axis by ``2**n_down``.
 
 Loss: relative L2 per (sample, channel), ``‖ŷ − y‖_w / ‖y‖_w`` with WB2 cell-area weights, averaged.
-No latitude "roll" augmentation (a latitude roll is not a symmetry of the sphere).
+No latitude "roll" augmentation (a latitude roll is not a symmetry of the sphere). A declared masked field
+(SST over land) reads 0 at its empty cells (``dataset.fill_masked``, as for the forecaster); those cells
+weigh 0 in both norms (batch ``"x0_valid"``), so the reconstruction there is free and decoded forecasts
+are set NaN where the init state is empty.
 
 ``encode_dataset`` writes a latent zarr with variables ``latent_000 …`` on the coarse grid (latitude
-and longitude are block means), which the forecaster reads like any other dataset.
+and longitude are block means), which the forecaster reads like any other dataset. Masked cells are
+filled as in training; when a channel is a masked field, the zarr also holds the group ``pixel_valid``
+(invisible to the readers of the latent variables): ``valid`` (time, channel, latitude, longitude) bool on
+the autoencoder's grid for those channels (attribute ``channels``), which ``forecast --autoencoder``
+uses to write NaN where the init state is empty.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import Tensor, nn
 
-from apps.weather.data import channel_levels, load_block, match_grid, open_weather
-from apps.weather.dataset import NormStats, time_blocks
+from apps.weather.data import MASKED_FIELDS, WeatherDataError, channel_levels, load_block, match_grid, open_weather
+from apps.weather.dataset import NormStats, fill_masked, time_blocks
 from apps.weather.objective import area_weights
 from dualsci.io import atomic_dir, sha256_file
 
@@ -111,7 +118,12 @@ class SphericalAutoencoder(nn.Module):
 
 
 class AutoencoderObjective:
-    """Area-weighted relative L2 reconstruction loss (uses ``batch["x0"]``, ``batch["statics"]``)."""
+    """Area-weighted relative L2 reconstruction loss (uses ``batch["x0"]``, ``batch["statics"]``).
+
+    With ``batch["x0_valid"]`` (B, C, H, W) bool (a masked field such as SST over land among the channels),
+    the cells without data weigh 0 in both norms, and a (sample, channel) without any cell holding data is
+    left out of the mean.
+    """
 
     init_kwargs: dict = {}
 
@@ -119,9 +131,15 @@ class AutoencoderObjective:
         x = batch["x0"]
         rec = net(x, batch["statics"])
         w = area_weights(batch["lat"][0]).to(x)[None, None, :, None]
+        valid = batch.get("x0_valid")
+        if valid is not None:
+            w = w * valid.to(x)
         num = ((rec - x) ** 2 * w).sum(dim=(-2, -1)).sqrt()
         den = ((x**2) * w).sum(dim=(-2, -1)).sqrt().clamp(min=1e-6)
-        return {"loss": (num / den).mean()}
+        if valid is None:
+            return {"loss": (num / den).mean()}
+        has_data = valid.flatten(2).any(-1).to(x)  # (B, C)
+        return {"loss": (num / den * has_data).sum() / has_data.sum().clamp(min=1)}
 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[SphericalAutoencoder, dict]:
@@ -141,9 +159,68 @@ def _block_mean_lon(lon: np.ndarray, f: int) -> np.ndarray:
     return np.mod(np.degrees(np.arctan2(np.sin(r).mean(1), np.cos(r).mean(1))), 360.0)
 
 
+VALID_GROUP = "pixel_valid"
+
+
+def masked_channels(channels: list[str]) -> list[str]:
+    """The channels that are declared masked fields (SST): their empty cells are NaN in decoded forecasts."""
+    return [c for c in channels if c.partition("/")[0] in MASKED_FIELDS]
+
+
+def latent_validity(latent: str | os.PathLike, channels: list[str], inits: list[np.datetime64],
+                    grid: tuple[int, int]) -> np.ndarray | None:
+    """Cells holding data in the encoded init states, from the latent zarr's ``pixel_valid`` group.
+
+    Args:
+        latent: the latent zarr written by :func:`encode_dataset`.
+        channels: the autoencoder's (decoded) channels.
+        inits: init times.
+        grid: (H, W) of the autoencoder.
+
+    Returns:
+        ``(I, C, H, W)`` bool (True for every cell of a channel that is not a masked field), or None when no
+        channel is a masked field. A store without the group (encoded before it existed), or without an
+        init or a channel in it, is an error naming the store and the channel.
+    """
+    masked = masked_channels(channels)
+    if not masked:
+        return None
+    src = os.fspath(latent)
+    try:
+        group = xr.open_zarr(src, group=VALID_GROUP, consolidated=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the store and the channels
+        raise WeatherDataError(src, f"no '{VALID_GROUP}' group: the autoencoder decodes masked field(s), whose forecast is NaN "
+                                    "where the init state is empty; encode the data again with this version "
+                                    f"({type(exc).__name__}: {exc})", ",".join(masked)) from exc
+    have = list(group.attrs.get("channels", []))
+    absent = [c for c in masked if c not in have]
+    if absent:
+        raise WeatherDataError(src, f"'{VALID_GROUP}' group holds channels {have}, not these masked ones of the autoencoder",
+                               ",".join(absent))
+    if tuple(group["valid"].shape[-2:]) != tuple(grid):
+        raise WeatherDataError(src, f"'{VALID_GROUP}' grid {tuple(group['valid'].shape[-2:])} is not the autoencoder's "
+                                    f"{tuple(grid)}", ",".join(masked))
+    times = group["time"].values.astype("datetime64[h]")
+    rows = []
+    for t in inits:
+        hit = np.flatnonzero(times == np.datetime64(t, "h"))
+        if not len(hit):
+            raise WeatherDataError(src, f"init time {t} is not in the '{VALID_GROUP}' group", ",".join(masked))
+        rows.append(int(hit[0]))
+    stored = np.asarray(group["valid"].isel(time=rows).values, dtype=bool)  # (I, C_masked, H, W)
+    out = np.ones((len(inits), len(channels), *grid), dtype=bool)
+    for c in masked:
+        out[:, channels.index(c)] = stored[:, have.index(c)]
+    return out
+
+
 @torch.no_grad()
 def encode_dataset(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, period: tuple[str, str] | None = None, block: int = 168) -> Path:
-    """Encode every time of ``data`` (optionally a period) into a latent zarr, streaming in blocks."""
+    """Encode every time of ``data`` (optionally a period) into a latent zarr, streaming in blocks.
+
+    Masked cells (SST over land) are filled with 0 after normalisation, as in training; their validity is
+    stored in the group ``pixel_valid`` (module docstring).
+    """
     net, meta = load_autoencoder(checkpoint)
     stats = NormStats.from_dict(meta["stats"])
     ds = open_weather(data, variables=sorted({c.partition("/")[0] for c in stats.channels}), levels=channel_levels(stats.channels),
@@ -154,20 +231,35 @@ def encode_dataset(checkpoint: str | os.PathLike, data: str | os.PathLike, out: 
     lat = _block_mean_lat(np.asarray(meta["lat"]), f)
     lon = _block_mean_lon(np.asarray(meta["lon"]), f)
     times = ds.time.values
+    masked = masked_channels(stats.channels)
+    mi = [stats.channels.index(c) for c in masked]
+    attrs = dict(autoencoder_sha256=sha256_file(checkpoint), source=str(data), factor=f, Conventions="CF-1.8")
     out = Path(out)
     with atomic_dir(out) as tmp:
         for i, sl in enumerate(time_blocks(len(times), block)):
-            x = torch.from_numpy(stats.normalise(load_block(ds, stats.channels, sl)))
+            x_n, valid = fill_masked(stats.normalise(load_block(ds, stats.channels, sl)))
+            x = torch.from_numpy(x_n)
             z = net.encode(x, statics.expand(x.shape[0], -1, -1, -1)).numpy()
             part = xr.Dataset(
                 {f"latent_{c:03d}": (("time", "latitude", "longitude"), z[:, c]) for c in range(z.shape[1])},
                 coords={"time": times[sl], "latitude": lat, "longitude": lon},
+                attrs=attrs,  # on every block: an append replaces the store's attributes with the part's
             )
             if i == 0:
-                part.attrs.update(autoencoder_sha256=sha256_file(checkpoint), source=str(data), factor=f, Conventions="CF-1.8")
                 enc = {v: {"chunks": (block, len(lat), len(lon))} for v in part.data_vars}
                 enc["time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}
                 part.to_zarr(tmp, mode="w", encoding=enc, consolidated=False, zarr_format=3)
             else:
                 part.to_zarr(tmp, append_dim="time", consolidated=False, zarr_format=3)
+            if masked:  # after the root group: its first write (mode "w") would remove the group
+                v = np.ones((x_n.shape[0], len(mi), *x_n.shape[2:]), bool) if valid is None else valid[:, mi]
+                vpart = xr.Dataset({"valid": (("time", "channel", "latitude", "longitude"), v)},
+                                   coords={"time": times[sl], "latitude": np.asarray(meta["lat"]), "longitude": np.asarray(meta["lon"])},
+                                   attrs={"channels": masked})
+                if i == 0:
+                    venc = {"valid": {"chunks": (block, len(mi), *x_n.shape[2:])},
+                            "time": {"units": "hours since 1970-01-01", "dtype": "int64"}}
+                    vpart.to_zarr(tmp, group=VALID_GROUP, mode="w", encoding=venc, consolidated=False, zarr_format=3)
+                else:
+                    vpart.to_zarr(tmp, group=VALID_GROUP, append_dim="time", consolidated=False, zarr_format=3)
     return out

@@ -96,6 +96,17 @@ def fill_masked(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.where(valid, x, 0.0).astype(x.dtype), valid
 
 
+def mask_empty(states: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Physical states ``(..., C, H, W)`` -> float32 with NaN where ``valid`` (C, H, W) is False.
+
+    The forecast of a declared masked field (SST over land) is NaN at the cells its init state leaves empty,
+    in every member and lead (the pixel path and the decoded latent path alike); ``valid`` None: unchanged.
+    """
+    if valid is None:
+        return states
+    return np.where(valid, states, np.nan).astype(np.float32)
+
+
 def time_blocks(n_time: int, block: int) -> Iterator[slice]:
     for s in range(0, n_time, block):
         yield slice(s, min(s + block, n_time))
@@ -205,7 +216,8 @@ class WindowDataset(torch.utils.data.Dataset):
     ``init_time`` int64 ns since 1970, ``index`` (init index into ``ds.time``); with ``history = h > 0``
     also ``x_hist (h, C, H, W)``, oldest first. Declared masked fields (SST over land) read 0 at their NaN
     cells, and with such a channel the item also holds ``valid (k, C, H, W)`` bool: cells where frame j and
-    the init both hold data (the loss ignores the rest).
+    the init both hold data (the loss ignores the rest), and ``x0_valid (C, H, W)`` bool: the cells of the
+    init holding data (the autoencoder's reconstruction loss ignores the rest).
     """
 
     def __init__(
@@ -318,6 +330,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.masked:  # (k, C, H, W): a tendency is defined where both the init and frame j hold data
             v0 = self.frame_valid(t0)
             item["valid"] = torch.from_numpy(np.stack([self.frame_valid(t) & v0 for t in frames[self.history + 1:]]))
+            item["x0_valid"] = torch.from_numpy(v0.copy())
         return item
 
 

@@ -10,7 +10,11 @@ Climatology: a WeatherBench2 climatology file when given (``climatology=``, see
 ``β₀ + Σ_{k=1..K} (a_k cos 2πk·f + b_k sin 2πk·f)`` in the year fraction f of the valid time, K = 3 when the
 period spans a year or more, else K = 0 (the plain diurnal climatology — a short record cannot resolve
 the season). This is a smooth (day-of-year, hour) climatology in the spirit of WB2's running-window one;
-it is accumulated streaming (normal equations), so memory does not grow with the period.
+it is accumulated streaming (normal equations), so memory does not grow with the period. A declared masked
+field (SST) with a mask that changes in time (sea ice) is fitted per cell over the times holding data
+(K = 0: the mean over those times at that hour); it is NaN only where a cell has no data at that hour.
+The cells that lack data at some time but not at all carry their own normal equations
+(24·(1 + 2K)² floats each); cells always empty (land) and always full cost nothing extra.
 """
 
 from __future__ import annotations
@@ -62,12 +66,17 @@ class Climatology:
         p = 1 + 2 * self.k
         xtx = np.zeros((24, p, p))
         xty: np.ndarray | None = None
+        gaps: _GapCells | None = None  # normal equations of the cells a masked field leaves empty at some times
         for sl in time_blocks(len(times), block):
-            vals = load_block(ds, self.channels, sl).astype(np.float64)  # (T, C, H, W)
+            vals = load_block(ds, self.channels, sl).astype(np.float64)  # (T, C, H, W); NaN only in masked fields
             if xty is None:
                 xty = np.zeros((24, p) + vals.shape[1:])
+                gaps = _GapCells(p, vals.shape[1:])
             x = _design(times[sl], self.k)
             hours = (times[sl].astype("datetime64[h]").astype(np.int64)) % 24
+            ok = np.isfinite(vals)
+            gaps.add(x, hours, ok, xtx)  # before this block enters the shared equations
+            vals = np.where(ok, vals, 0.0)  # an empty cell adds nothing to the right-hand side
             for h in np.unique(hours):
                 sel = hours == h
                 xtx[h] += x[sel].T @ x[sel]
@@ -76,6 +85,7 @@ class Climatology:
         self.beta = np.zeros_like(xty)
         for h in self.hours_present:
             self.beta[h] = np.tensordot(np.linalg.pinv(xtx[h]), xty[h], axes=1)
+        gaps.solve(self.beta, xty, self.hours_present)
         self.all_hours = len(self.hours_present) == 24
 
     def __call__(self, time: np.datetime64) -> np.ndarray:
@@ -85,6 +95,65 @@ class Climatology:
             h = int(self.hours_present[np.argmin(np.abs((self.hours_present - h + 12) % 24 - 12))])
         x = _design(np.array([np.datetime64(time, "s")]), self.k)[0]
         return np.tensordot(x, self.beta[h], axes=1)
+
+
+class _GapCells:
+    """Per-cell normal equations of the cells that lack data at some times (a masked field: SST over land or
+    under sea ice), for :class:`Climatology`.
+
+    A cell is tracked from the first block where it is empty; it then starts from the shared equations
+    accumulated so far (all its earlier times held data) and adds the times where it holds data. Tracked
+    cells that never hold data get no equations (land costs no memory) and come out NaN.
+
+    Args:
+        p: design columns (1 + 2K).
+        shape: (C, H, W) of the fields.
+    """
+
+    def __init__(self, p: int, shape: tuple[int, ...]) -> None:
+        n = int(np.prod(shape))
+        self.tracked = np.zeros(n, bool)
+        self.row = np.full(n, -1)  # row of a cell in self.xtx, -1: none
+        self.xtx = np.zeros((0, 24, p, p))
+
+    def add(self, x: np.ndarray, hours: np.ndarray, ok: np.ndarray, shared: np.ndarray) -> None:
+        """One block: design ``x`` (T, p), hours of day (T,), ``ok`` (T, C, H, W) cells holding data, ``shared``
+        (24, p, p) the shared equations before this block."""
+        ok = ok.reshape(len(x), -1)
+        new = ~ok.all(axis=0) & ~self.tracked
+        if not new.any() and not self.tracked.any():
+            return
+        self.tracked |= new
+        started = new & bool(shared[:, 0, 0].any())  # complete so far: they start from the shared equations
+        need = (started | (self.tracked & ok.any(axis=0))) & (self.row < 0)
+        if need.any():
+            cells = np.flatnonzero(need)
+            self.row[cells] = len(self.xtx) + np.arange(len(cells))
+            init = np.where(started[cells][:, None, None, None], shared[None], 0.0)
+            self.xtx = np.concatenate([self.xtx, init])
+        cells = np.flatnonzero(self.row >= 0)
+        if not cells.size:
+            return
+        rows = self.row[cells]
+        w = ok[:, cells].astype(np.float64)  # (T, n)
+        for h in np.unique(hours):
+            sel = hours == h
+            self.xtx[rows, h] += np.einsum("tn,tp,tq->npq", w[sel], x[sel], x[sel])
+
+    def solve(self, beta: np.ndarray, xty: np.ndarray, hours: np.ndarray) -> None:
+        """Overwrite the tracked cells of ``beta`` (24, p, C, H, W) with their own fit (right-hand sides ``xty``
+        of that shape, which left the empty cells out); NaN where a cell has no data at that hour."""
+        if not self.tracked.any():
+            return
+        b = beta.reshape(24, beta.shape[1], -1)
+        rhs = xty.reshape(24, xty.shape[1], -1)
+        b[:, :, self.tracked & (self.row < 0)] = np.nan
+        cells = np.flatnonzero(self.row >= 0)
+        rows = self.row[cells]
+        for h in hours:
+            a = self.xtx[rows, h]  # (n, p, p)
+            fit = np.einsum("npq,qn->pn", np.linalg.pinv(a), rhs[h][:, cells])
+            b[h][:, cells] = np.where(a[:, 0, 0] > 0, fit, np.nan)
 
 
 def _open_forecast(path: str | os.PathLike) -> xr.Dataset:

@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 
 from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, near_surface_height, open_weather
-from apps.weather.dataset import NormStats, fill_masked
+from apps.weather.dataset import NormStats, fill_masked, mask_empty
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.prior import prior_tendency
@@ -289,12 +289,14 @@ def forecast(
             raise FileExistsError(f"{partial}: an unfinished run with different options exists; remove it to start over")
     decoder = None
     out_meta, out_channels, out_stats = meta, channels, stats
+    out_valid = None  # (I, C_out, H, W) decoded cells holding data in each init state (masked fields); None: all
     if autoencoder is not None:
-        from apps.weather.autoencoder import load_autoencoder
+        from apps.weather.autoencoder import latent_validity, load_autoencoder
 
         decoder, out_meta = load_autoencoder(autoencoder)
         out_stats = NormStats.from_dict(out_meta["stats"])
         out_channels = out_stats.channels
+        out_valid = latent_validity(data, out_channels, inits, decoder_grid(out_meta))
     template = _template(out_meta, out_channels, inits, leads, options.members, bm, k)
     template.attrs.update(
         Conventions="CF-1.8",
@@ -347,16 +349,15 @@ def forecast(
                 net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
                 prior=prior, x_hist=x_hist, sigma_max=options.sigma_max, rho=options.rho,
             )
-            phys = stats.denormalise(y.numpy())  # (Mb, k, C, H, W)
-            if valid0 is not None:
-                phys = np.where(valid0, phys, np.nan).astype(np.float32)
+            phys = mask_empty(stats.denormalise(y.numpy()), valid0)  # (Mb, k, C, H, W)
             if decoder is None:
                 _write_block(store, channels, phys, i_init, m0, b * k, template)
             else:
                 with torch.no_grad():
                     z = torch.from_numpy(phys.reshape(-1, *phys.shape[2:]))
                     dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
-                _write_block(store, out_channels, out_stats.denormalise(dec), i_init, m0, b * k, template)
+                valid_out = None if out_valid is None else out_valid[i_init]
+                _write_block(store, out_channels, mask_empty(out_stats.denormalise(dec), valid_out), i_init, m0, b * k, template)
             # Continue from the float32 values that were written (identical on resume).
             y_n = torch.from_numpy(fill_masked(stats.normalise(phys))[0])  # (Mb, k, C, H, W)
             if n_hist:  # the h states before the new init: the tail of (history, old init, this block)
