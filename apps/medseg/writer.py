@@ -25,7 +25,7 @@ from apps.medseg.data import WINDOWS, denormalise
 from apps.medseg.labels import LabelDict
 from apps.medseg.layouts import DatasetWriter
 from apps.medseg.prompts import Prompt
-from dualsci.io import JsonlManifest, sha256_file, write_json_atomic
+from dualsci.io import JsonlManifest, is_atomic_temporary, sha256_file, write_json_atomic
 from dualsci.io.atomic import atomic_write
 
 VERSION = "0.2.0"
@@ -39,15 +39,10 @@ class GenerateError(RuntimeError):
     """Refused generation request (bad folder, mismatched resume, bad checkpoint)."""
 
 
-def _is_stale_temporary(path: Path) -> bool:
-    """True for a file named like ``atomic_write``'s temporaries (``.<name>.<random>.tmp``)."""
-    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
-
-
 def remove_stale_temporaries(out: Path) -> list[Path]:
     """Delete the temporary files (``.<name>.<random>.tmp``) that ``atomic_write`` leaves when a run is
     killed in the middle of a write; a resumed run would otherwise keep them in the dataset folders."""
-    stale = [p for p in out.rglob(".*.tmp") if _is_stale_temporary(p)]
+    stale = [p for p in out.rglob(".*.tmp") if is_atomic_temporary(p)]
     for p in stale:
         p.unlink()
     return stale
@@ -60,7 +55,7 @@ def prepare_out(out: Path, settings: dict) -> None:
         GenerateError: ``out`` holds other data, or a generation with other settings (the message names them).
     """
     cfg_path = out / "generate_config.json"
-    if out.is_dir() and all(_is_stale_temporary(p) for p in out.iterdir()):
+    if out.is_dir() and all(is_atomic_temporary(p) for p in out.iterdir()):
         # A run killed between creating ``out`` and renaming its generate_config.json leaves at most the
         # config's temporary file: nothing was generated yet, so the folder counts as empty.
         remove_stale_temporaries(out)

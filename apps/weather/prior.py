@@ -29,9 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apps.weather.dataset import WindowDataset, time_lag_index
+from apps.weather.dataset import NS_PER_HOUR, WindowDataset, time_lag_index
 
-NS_PER_HOUR = 3_600_000_000_000
 PriorKind = Literal["persistence", "diurnal", "damped"]
 PRIOR_KINDS: tuple[str, ...] = ("persistence", "diurnal", "damped")
 
@@ -116,11 +115,17 @@ def fit_damping(windows: WindowDataset, table: np.ndarray) -> np.ndarray:
     cross = np.zeros((k, n_ch))
     auto = np.zeros(n_ch)
 
-    def anomaly(t: int) -> np.ndarray:  # (C, H, W); 0 at cells a masked field leaves empty (out of the sums)
-        a = windows.frame(t).astype(np.float64) - table[hours[t]]
-        return np.where(windows.frame_valid(t), a, 0.0)
+    recent: dict[int, np.ndarray] = {}  # anomalies of the current window's times (each time is in up to k + 1)
 
-    for row in lag[(lag >= 0).all(axis=1)]:  # row: time indices of the init and its k frames
+    def anomaly(t: int) -> np.ndarray:  # (C, H, W); 0 at cells a masked field leaves empty (out of the sums)
+        if t not in recent:
+            a = windows.frame(t).astype(np.float64) - table[hours[t]]
+            recent[t] = np.where(windows.frame_valid(t), a, 0.0)
+        return recent[t]
+
+    for row in lag[(lag >= 0).all(axis=1)]:  # row: time indices of the init and its k frames, in time order
+        for t in [t for t in recent if t < row[0]]:  # earlier than this init: no later window uses it
+            del recent[t]
         a0 = anomaly(int(row[0]))
         auto += (a0**2).sum(axis=(1, 2))
         for j in range(1, k + 1):

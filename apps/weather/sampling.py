@@ -28,14 +28,13 @@ import torch
 import xarray as xr
 
 from apps.weather.data import UNITS, WeatherDataError, channel_levels, load_block, match_grid, near_surface_height, open_weather
-from apps.weather.dataset import NormStats, fill_masked, mask_empty
+from apps.weather.dataset import NS_PER_HOUR, NormStats, fill_masked, mask_empty
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.prior import prior_tendency
 from dualsci.diffusion import per_sample_noise, sample_generators
 from dualsci.io import JsonlManifest, atomic_write, sha256_file
 
-NS_PER_HOUR = 3_600_000_000_000
 
 
 @dataclass

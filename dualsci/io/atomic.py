@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+def is_atomic_temporary(path: str | os.PathLike) -> bool:
+    """True for a file named like the temporaries of :func:`atomic_write` (``.<name>.<random>.tmp``), which
+    a job killed in the middle of a write leaves behind."""
+    path = Path(path)
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""

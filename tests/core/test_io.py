@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dualsci.io import (JsonlManifest, atomic_dir, atomic_write, blocking_file, output_dir_problem, sha256_file,
-                        write_index_html, write_json_atomic)
+from dualsci.io import (JsonlManifest, atomic_dir, atomic_write, blocking_file, is_atomic_temporary, output_dir_problem,
+                        sha256_file, write_index_html, write_json_atomic)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -123,3 +123,25 @@ def test_output_dir_problem_names_the_path_and_the_file_in_the_way(tmp_path):
     deep = a_file / "sub" / "out"
     assert output_dir_problem(deep, "--dir") == f"{deep}: --dir cannot be created: {a_file} is a file, not a folder"
     assert blocking_file(deep) == a_file and blocking_file(tmp_path / "new" / "x") is None
+
+
+
+def test_is_atomic_temporary_knows_the_writers_names(tmp_path, monkeypatch):
+    import dualsci.io.atomic as atomic_mod
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    # a job killed before the rename keeps its temporary: the rename fails and the clean-up never runs
+    monkeypatch.setattr(atomic_mod.os, "replace", killed)
+    monkeypatch.setattr(atomic_mod.os, "unlink", lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(tmp_path / "a.json", "w") as fh:
+            fh.write("{")
+    monkeypatch.undo()
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1 and is_atomic_temporary(left[0])
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / ".hidden").write_text("")
+    (tmp_path / ".dir.tmp").mkdir()
+    assert not any(is_atomic_temporary(tmp_path / n) for n in ("a.json", ".hidden", ".dir.tmp"))
