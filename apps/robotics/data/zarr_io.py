@@ -51,6 +51,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         raise data_error(str(path), "missing array", key="meta/episode_ends")
     if "data" not in g:
         raise data_error(str(path), "missing group", key="data")
+    _check_chunks_present(g["meta/episode_ends"], path, "meta/episode_ends")
     ends = _check_ends(_read(g["meta/episode_ends"], slice(None), path, "meta/episode_ends"), path)
     has_action = np.asarray(g["meta/has_action"][:], bool) if "has_action" in g["meta"] else None
     if has_action is not None and has_action.shape != ends.shape:  # indexed by episode below
@@ -74,6 +75,7 @@ def read_replay_zarr(path: str | os.PathLike, keys: list[str] | None = None,
         if len(arr.shape) == 0 or arr.shape[0] != ends[-1]:
             raise data_error(str(path), f"has {arr.shape[0] if arr.shape else 0} frames but "
                              f"meta/episode_ends says {int(ends[-1])}", key=f"data/{k}")
+        _check_chunks_present(arr, path, f"data/{k}")  # once per array: it lists the store's keys
         if episodes is None:
             x = _read(arr, slice(None), path, f"data/{k}")
         else:
@@ -103,9 +105,8 @@ def _check_ends(ends: np.ndarray, path: Path) -> np.ndarray:
 
 def _read(arr, rows: slice, path: Path, key: str, episode: int | None = None) -> np.ndarray:
     """Decompress `rows` of one array; a damaged chunk (truncated file, bad codec data) becomes a
-    `DataError` naming the file and the array (``data/<field>``) instead of a codec traceback, and so
-    does a missing chunk file."""
-    _check_chunks_present(arr, path, key)
+    `DataError` naming the file and the array (``data/<field>``) instead of a codec traceback; call
+    `_check_chunks_present` once per array first (a missing chunk reads without error)."""
     try:
         return arr[rows]
     except Exception as exc:  # blosc/zstd/numcodecs raise RuntimeError, ValueError, OSError ...
