@@ -28,7 +28,11 @@ all fitted on the training period only:
 * ``stencil_ridge``: ``D(valid hour)`` + a ridge regression of the departure at the valid time on the
   init's departures in the 5×5 neighbourhood of the cell (edge-padded) + an intercept, one set of 26
   weights per lead and init hour shared by every cell — a linear model that can see upstream
-  anomalies (advection) with few enough parameters for a fortnight of data.
+  anomalies (advection) with few enough parameters for a fortnight of data;
+* ``damped_recent_cycle``: regime-dependent damping, ``R(valid hour) + a·(x0 − R(init hour))`` with ``R`` the
+  hour-of-day mean of the ``--recent-days`` days up to the init (data available at forecast time) instead of
+  the training period's cycle, so a warmer or calmer week relaxes towards its own level and cycle; one ``a`` per
+  lead and init hour (area-weighted least squares over the training inits, each with its own recent window).
 
 It is the yardstick for the learned model: the target (≤ 0.9 × the better of the first two) is only
 within reach at a lead where this line, or what the network adds to it, is well below both.
@@ -57,6 +61,21 @@ LEADS = (6, 12, 24, 48)
 STENCIL_RADIUS = 2
 STENCIL_RIDGE = 100.0
 TENDENCY_HOURS = 3
+RECENT_DAYS = 7
+
+
+def recent_hour_means(x: np.ndarray, times: np.ndarray, hours: np.ndarray, i: int, needed: tuple[int, ...],
+                      days: int) -> dict[int, np.ndarray] | None:
+    """Mean (H, W) state at each hour of day in ``needed`` over the ``days`` days ending at time index ``i``
+    (inclusive; times looked up by value, so a gap only thins the window); None if a needed hour is absent."""
+    window = (times > times[i] - np.timedelta64(24 * days, "h")) & (times <= times[i])
+    means = {}
+    for h in needed:
+        sel = window & (hours == h)
+        if not sel.any():
+            return None
+        means[h] = x[sel].mean(0)
+    return means
 
 
 def stencil_features(field: np.ndarray, radius: int = STENCIL_RADIUS) -> np.ndarray:
@@ -81,7 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train", required=True, help="START:END (inclusive)")
     p.add_argument("--test", required=True, help="START:END (inclusive)")
     p.add_argument("--out", required=True)
+    p.add_argument("--recent-days", type=int, default=RECENT_DAYS, help="window of damped_recent_cycle (days)")
     a = p.parse_args(argv)
+    if a.recent_days < 1:
+        p.error(f"--recent-days must be >= 1 (got {a.recent_days})")
     (tr0, tr1), (te0, te1) = (split_period(s) for s in (a.train, a.test))
     (tr0, tr1), overlap_note = trim_training_overlap((tr0, tr1), (te0, te1), max(LEADS))  # as weather_t2m_uk.py
     if overlap_note:
@@ -119,17 +141,26 @@ def main(argv: list[str] | None = None) -> dict:
     for lead in LEADS:
         mse = {k: [] for k in ("persistence", "diurnal_climatology", "persistence_plus_cycle", "damped_anomaly_persistence",
                                "damped_per_cell_hour", "persistence_plus_mean_change",
-                               "persistence_plus_yesterday_change", "mean_change_plus_tendency", "stencil_ridge")}
+                               "persistence_plus_yesterday_change", "mean_change_plus_tendency", "stencil_ridge",
+                               "damped_recent_cycle")}
         n_day, j_in = divmod(lead // 6, 4)
         a_lead = damping[3] ** n_day * (damping[j_in - 1] if j_in else 1.0)
         # Local fits on training inits whose valid time is also in the training period (-1: not in the file).
         ahead = time_lag_index(times, [lead * NS_PER_HOUR])[:, 0]
         fit_i = train_idx[np.isin(ahead[train_idx], train_idx)]
-        local_a, mean_change, stencil, mean_tend, tend_b = {}, {}, {}, {}, {}
+        local_a, mean_change, stencil, mean_tend, tend_b, recent_a = {}, {}, {}, {}, {}, {}
         for h0 in (0, 12):
             sel = fit_i[hours[fit_i] == h0]
             if len(sel) == 0:
                 raise WeatherDataError(a.data, f"no {h0:02d} UTC training init with a {lead} h lead inside {a.train}", "time")
+            needed = (h0, (h0 + lead) % 24)
+            num = den = 0.0
+            for i in sel:  # training inits whose recent window holds both hours (the first days' may not)
+                r = recent_hour_means(x, times, hours, i, needed, a.recent_days)
+                if r is not None:
+                    r0, r1 = x[i] - r[needed[0]], x[ahead[i]] - r[needed[1]]
+                    num, den = num + float((w * r0 * r1).sum()), den + float((w * r0 * r0).sum())
+            recent_a[h0] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
             a0, a1 = anomaly[sel], anomaly[ahead[sel]]
             local_a[h0] = np.clip((a0 * a1).sum(0) / np.maximum((a0 * a0).sum(0), 1e-12), 0.0, 1.0)
             mean_change[h0] = (x[ahead[sel]] - x[sel]).mean(0)
@@ -163,11 +194,19 @@ def main(argv: list[str] | None = None) -> dict:
             mse["mean_change_plus_tendency"].append(((pred - y) ** 2 * w).mean())
             ridge = clim[hours[j]] + (stencil_features(anomaly[i]) @ stencil[hours[i]]).reshape(y.shape)
             mse["stencil_ridge"].append(((ridge - y) ** 2 * w).mean())
+            needed = (hours[i], hours[j])
+            r = recent_hour_means(x, times, hours, i, needed, a.recent_days)
+            if r is None:
+                raise WeatherDataError(a.data, f"the init {times[i]} has no {needed[1]:02d} UTC state in the {a.recent_days} days "
+                                               "before it (damped_recent_cycle)", "time")
+            recent = r[needed[1]] + recent_a[hours[i]] * (x[i] - r[needed[0]])
+            mse["damped_recent_cycle"].append(((recent - y) ** 2 * w).mean())
         out[str(lead)] = {k: float(np.sqrt(np.mean(v))) for k, v in mse.items()}
     res = {
         "leads": out,
         "n_inits": len(inits),
         "damping_6_12_18_24h": [float(v) for v in damping],
+        "recent_days": a.recent_days,
         "grid": f"{x.shape[1]}x{x.shape[2]}",
         "command": "python benchmarks/weather_t2m_baselines.py " + " ".join(shlex.quote(s) for s in (argv if argv is not None else sys.argv[1:])),
     }

@@ -92,10 +92,28 @@ def test_t2m_baselines_on_a_pure_daily_cycle(tmp_path, load_benchmark, drop_hour
         assert v["damped_per_cell_hour"] < 0.01 and v["persistence_plus_mean_change"] < 0.01  # local fits exact too
         assert v["stencil_ridge"] < 0.01
         assert v["persistence_plus_yesterday_change"] < 1e-3  # yesterday's cycle repeats exactly
+        assert v["damped_recent_cycle"] < 0.01  # the recent days' cycle is the cycle
         if lead in ("6", "12"):
             assert v["persistence"] > 1.0  # the cycle moved; persistence misses it
         else:
             assert v["persistence"] < 1e-4
+
+
+def test_damped_recent_cycle_follows_a_new_level(tmp_path, load_benchmark):
+    """The daily cycle jumps 3 K warmer from day 4 on: the training period's climatology sits half-way, so
+    damping towards it misses at 48 h, while the recent days' cycle (2 days, all after the jump) is exact."""
+    with xr.open_dataset(_daily_cycle_file(tmp_path / "t.nc")) as ds:
+        warm = ds.load()
+    warm["t2m"] = warm["t2m"] + 3.0 * (warm.time >= np.datetime64("2021-07-04")).astype("f4")
+    warm.to_netcdf(tmp_path / "warm.nc")
+    res = load_benchmark("weather_t2m_baselines").main(
+        ["--data", str(tmp_path / "warm.nc"), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
+         "--out", str(tmp_path / "b.json"), "--recent-days", "2"])
+    assert res["recent_days"] == 2
+    for lead, v in res["leads"].items():
+        assert v["damped_recent_cycle"] < 0.01, lead
+    assert res["leads"]["48"]["damped_anomaly_persistence"] > 0.3
+    assert res["leads"]["48"]["diurnal_climatology"] > 1.0
 
 
 def test_stencil_ridge_learns_advection(load_benchmark):
