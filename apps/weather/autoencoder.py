@@ -162,6 +162,25 @@ def _block_mean_lon(lon: np.ndarray, f: int) -> np.ndarray:
 VALID_GROUP = "pixel_valid"
 
 
+def latent_name(c: int) -> str:
+    """The latent zarr's variable of latent channel ``c`` (what ``encode_dataset`` writes)."""
+    return f"latent_{c:03d}"
+
+
+def latent_order(channels: list[str], n_latent: int, source: str) -> list[int]:
+    """Where each latent channel the decoder expects (``latent_000``, ``latent_001``, ...) sits in a latent
+    forecaster's ``channels``: the forecaster keeps the order in which it read the latent zarr's variables
+    (a store's listing order, or the order of ``data.variables``), which need not be the decoder's.
+
+    An error naming ``source`` when the forecaster's channels are not exactly the decoder's latents.
+    """
+    names = [latent_name(c) for c in range(n_latent)]
+    if sorted(channels) != names:
+        raise WeatherDataError(source, f"a latent forecaster's channels must be the autoencoder's {n_latent} latents "
+                                       f"{names[0]} .. {names[-1]}, got {channels}", "channels")
+    return [channels.index(n) for n in names]
+
+
 def masked_channels(channels: list[str]) -> list[str]:
     """The channels that are declared masked fields (SST): their empty cells are NaN in decoded forecasts."""
     return [c for c in channels if c.partition("/")[0] in MASKED_FIELDS]
@@ -241,7 +260,7 @@ def encode_dataset(checkpoint: str | os.PathLike, data: str | os.PathLike, out: 
             x = torch.from_numpy(x_n)
             z = net.encode(x, statics.expand(x.shape[0], -1, -1, -1)).numpy()
             part = xr.Dataset(
-                {f"latent_{c:03d}": (("time", "latitude", "longitude"), z[:, c]) for c in range(z.shape[1])},
+                {latent_name(c): (("time", "latitude", "longitude"), z[:, c]) for c in range(z.shape[1])},
                 coords={"time": times[sl], "latitude": lat, "longitude": lon},
                 attrs=attrs,  # on every block: an append replaces the store's attributes with the part's
             )

@@ -290,9 +290,11 @@ def forecast(
     out_meta, out_channels, out_stats = meta, channels, stats
     out_valid = None  # (I, C_out, H, W) decoded cells holding data in each init state (masked fields); None: all
     if autoencoder is not None:
-        from apps.weather.autoencoder import latent_validity, load_autoencoder
+        from apps.weather.autoencoder import latent_order, latent_validity, load_autoencoder
 
         decoder, out_meta = load_autoencoder(autoencoder)
+        # the decoder reads latent_000, latent_001, ... in that order; the forecaster's channels may be in another
+        latent_index = latent_order(channels, int(decoder.init_kwargs["latent_channels"]), str(checkpoint))
         out_stats = NormStats.from_dict(out_meta["stats"])
         out_channels = out_stats.channels
         out_valid = latent_validity(data, out_channels, inits, decoder_grid(out_meta))
@@ -353,7 +355,7 @@ def forecast(
                 _write_block(store, channels, phys, i_init, m0, b * k, template)
             else:
                 with torch.no_grad():
-                    z = torch.from_numpy(phys.reshape(-1, *phys.shape[2:]))
+                    z = torch.from_numpy(np.ascontiguousarray(phys[:, :, latent_index]).reshape(-1, len(latent_index), *phys.shape[3:]))
                     dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
                 valid_out = None if out_valid is None else out_valid[i_init]
                 _write_block(store, out_channels, mask_empty(out_stats.denormalise(dec), valid_out), i_init, m0, b * k, template)
