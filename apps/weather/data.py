@@ -413,8 +413,13 @@ def open_weather(
         missing = [v for v in wanted if v not in ds.data_vars]
         if missing:
             raise WeatherDataError(source, f"missing variable(s); available: {sorted(map(str, ds.data_vars))}", ",".join(missing))
-        statics = [v for v in ds.data_vars if v in STATIC_NAMES and v not in wanted]
-        ds = ds[wanted + statics]
+        statics = sorted(str(v) for v in ds.data_vars if v in STATIC_NAMES and v not in wanted)
+        ds = ds[wanted + statics]  # the caller's order
+    else:
+        # Name order, not the store's: a zarr store opened without consolidated metadata lists its arrays in
+        # file-system order, which differs between copies of one store, and the order fixes which network input
+        # each channel and static field feeds (the same data and seed would train another model from a copy).
+        ds = ds[sorted(map(str, ds.data_vars))]
     if levels is not None:
         if "level" not in ds.dims:
             raise WeatherDataError(source, f"levels {list(levels)} requested but the data has no level dimension", "level")

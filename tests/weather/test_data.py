@@ -85,7 +85,7 @@ def test_cds_names_levels_in_pa_and_dim_order(tmp_path):
     assert out["temperature"].dims == ("time", "level", "latitude", "longitude")
     assert list(out.level.values) == [500.0, 850.0]
     assert list(out.latitude.values) == [-30.0, 0.0, 30.0] and list(out.longitude.values) == [0.0, 120.0, 240.0]
-    assert channel_names(out) == ["temperature/500", "temperature/850", "mean_sea_level_pressure"]
+    assert channel_names(out) == ["mean_sea_level_pressure", "temperature/500", "temperature/850"]  # name order
     blk = load_block(out, channel_names(out), slice(0, 2))
     assert blk.shape == (2, 3, 3, 3)
 
@@ -221,3 +221,27 @@ def test_truncated_grib_is_named_at_open(shared_file, tmp_path):
     cut.write_bytes(src.read_bytes()[:1_000_000])
     with pytest.raises(WeatherDataError, match=r"cut\.grib: cannot be opened as cfgrib: .*End of resource"):
         open_weather(cut)
+
+
+def test_channel_and_static_order_does_not_depend_on_the_listing_order(tmp_path, monkeypatch):
+    """A zarr store opened without consolidated metadata lists its arrays in file-system order, which differs
+    between copies of one store; the channels and static fields (which network input each one feeds) must not:
+    the same data and seed must train the same model from any copy. Variables the caller names keep the
+    caller's order."""
+    import apps.weather.data as data
+    from apps.weather.dataset import compute_stats
+    from apps.weather.synthetic import write_synthetic_zarr
+
+    path = write_synthetic_zarr(tmp_path / "syn.zarr", n_lat=8, n_lon=16, days=2, seed=0)
+    raw = data._open_raw(str(path))
+    names = list(raw.data_vars)
+    found = []
+    for order in (names, names[::-1], names[1:] + names[:1]):
+        monkeypatch.setattr(data, "_open_raw", lambda source, order=order: raw[order])
+        ds = open_weather(path)
+        found.append((channel_names(ds), compute_stats(ds.isel(time=slice(0, 24))).static_names))
+        picked = open_weather(path, variables=["temperature", "2m_temperature"])
+        assert channel_names(picked)[:1] == ["temperature/500"] and channel_names(picked)[-1] == "2m_temperature"
+        assert compute_stats(picked.isel(time=slice(0, 24))).static_names == ["geopotential_at_surface", "land_sea_mask"]
+    assert found[0] == found[1] == found[2]
+    assert len(found[0][0]) == 6 and found[0][1] == ["geopotential_at_surface", "land_sea_mask"]
