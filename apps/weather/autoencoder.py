@@ -170,7 +170,8 @@ def latent_name(c: int) -> str:
 def latent_order(channels: list[str], n_latent: int, source: str) -> list[int]:
     """Where each latent channel the decoder expects (``latent_000``, ``latent_001``, ...) sits in a latent
     forecaster's ``channels``: the forecaster keeps the order in which it read the latent zarr's variables
-    (a store's listing order, or the order of ``data.variables``), which need not be the decoder's.
+    (name order, or the order of ``data.variables``, e.g. ``latent_002, latent_000, ...``), which need not be
+    the decoder's.
 
     An error naming ``source`` when the forecaster's channels are not exactly the decoder's latents.
     """
