@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from apps.weather.cli import CONFIG_DIR, period_arg, positive_int  # noqa: E402
 from apps.weather.cli import main as cli  # noqa: E402
-from apps.weather.data import WeatherDataError, channel_levels, load_block, match_grid, open_weather, period_end_hour, verifiable_inits  # noqa: E402
+from apps.weather.data import WeatherDataError, channel_levels, channel_names, load_block, match_grid, open_weather, period_end_hour, verifiable_inits  # noqa: E402
 from apps.weather.dataset import NormStats, fill_masked, time_blocks  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
@@ -117,13 +117,13 @@ def reconstruction_rmse(autoencoder: Path, data: Path, period: tuple[str, str]) 
     ds = match_grid(ds, meta["lat"], meta["lon"], str(data))
     w = cell_area_weights(np.asarray(meta["lat"]))[:, None]  # (H, 1), mean 1
     statics = torch.from_numpy(stats.statics(ds))[None]
+    area = lambda v: np.nanmean(v * w, axis=(-2, -1))  # noqa: E731 - (T, C) area means (masked cells left out)
     sq_err, s1, s2, n = 0.0, 0.0, 0.0, 0
     for sl in time_blocks(ds.sizes["time"], 168):
         x = load_block(ds, channels, sl).astype(np.float64)  # (T, C, H, W) physical
         x_n, _ = fill_masked(stats.normalise(x))
         z = torch.from_numpy(x_n)
         rec = stats.denormalise(net.decode(net.encode(z, statics.expand(z.shape[0], -1, -1, -1))).numpy()).astype(np.float64)
-        area = lambda v: np.nanmean(v * w, axis=(-2, -1))  # noqa: E731 - (T, C) area means (masked cells left out)
         sq_err = sq_err + area((rec - x) ** 2).sum(0)
         s1, s2, n = s1 + area(x).sum(0), s2 + area(x**2).sum(0), n + x.shape[0]
     rmse = np.sqrt(sq_err / n)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         synth_seconds = time.perf_counter() - t0
         probe = open_weather(data)
         h, w = probe.sizes["latitude"], probe.sizes["longitude"]
-        n_channels = sum(probe[v].sizes.get("level", 1) for v in probe.data_vars if "time" in probe[v].dims)
+        n_channels = len(channel_names(probe))
         if h % a.patch or w % a.patch:
             raise WeatherDataError(str(data), f"grid {h}x{w} is not divisible by --patch {a.patch}", "latitude/longitude")
         leads = list(range(6, a.lead_hours + 1, 6))
