@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from apps.weather.cli import CONFIG_DIR, period_arg, positive_int  # noqa: E402
+from apps.weather.cli import CONFIG_DIR, period_arg  # noqa: E402
+from dualsci.argtypes import positive_int  # noqa: E402
 from apps.weather.cli import main as cli  # noqa: E402
 from apps.weather.data import WeatherDataError, channel_levels, channel_names, load_block, match_grid, open_weather, period_end_hour, verifiable_inits  # noqa: E402
 from apps.weather.dataset import NormStats, fill_masked, time_blocks  # noqa: E402

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from apps.robotics.argtypes import nonnegative_float, nonnegative_int, port_number, positive_int
+from dualsci.argtypes import nonnegative_float, nonnegative_int, port_number, positive_int
 from apps.robotics.data.convert import check_destination, convert_main
 from apps.robotics.data.episodes import DataError
 

@@ -12,18 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from dualsci.argtypes import positive_int
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a usage error, exit 2, otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def _lat_lon(text: str) -> tuple[float, float]:

@@ -194,7 +194,7 @@ def write_synthetic_zarr(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from apps.weather.cli import positive_int
+    from dualsci.argtypes import positive_int
 
     p = argparse.ArgumentParser(prog="python -m apps.weather.synthetic", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)

@@ -152,9 +152,9 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     fc = ["forecast", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "o.zarr")]
     ok = ["--inits", "2000-01-10T00", "--lead-hours", "12"]
     for argv, problem in (
-        (fc + ok + ["--members", "0"], "--members: 0 must be >= 1"),
-        (fc + ok + ["--steps", "0"], "--steps: 0 must be >= 1"),
-        (fc + ["--inits", "2000-01-10T00", "--lead-hours", "0"], "--lead-hours: 0 must be >= 1"),
+        (fc + ok + ["--members", "0"], "--members: must be >= 1, got 0"),
+        (fc + ok + ["--steps", "0"], "--steps: must be >= 1, got 0"),
+        (fc + ["--inits", "2000-01-10T00", "--lead-hours", "0"], "--lead-hours: must be >= 1, got 0"),
         (fc + ["--inits", "garbage", "--lead-hours", "12"], "--inits 'garbage'"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--regions", "global,mars"],
          "--regions: unknown ['mars']"),
@@ -162,7 +162,7 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
         (["track", "--forecast", "f.zarr", "--start", "95,3", "--out", str(tmp_path / "t.json")], "latitude 95 is outside"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--climatology-period", "x"], "'START:END'"),
         (["encode", "--checkpoint", "a.ckpt", "--data", "d.zarr", "--out", str(tmp_path / "l.zarr"), "--period", "x"], "'START:END'"),
-        (["synth", "--out", str(tmp_path / "s.zarr"), "--days", "0"], "--days: 0 must be >= 1"),  # was an IndexError
+        (["synth", "--out", str(tmp_path / "s.zarr"), "--days", "0"], "--days: must be >= 1, got 0"),  # was an IndexError
         (["synth", "--out", str(tmp_path / "s.zarr"), "--start", "soon"], "--start 'soon' is not an ISO date"),
     ):
         with pytest.raises(SystemExit) as exit_info:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from apps.robotics.argtypes import positive_int
+from dualsci.argtypes import positive_int
 from apps.robotics.data.episodes import DataError, EpisodeSet, data_error
 from dualsci.io import blocking_file
 

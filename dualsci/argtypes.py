@@ -1,5 +1,6 @@
-"""argparse value types shared by the CLI verbs: bad values are usage errors (exit 2), not tracebacks
-or silently different runs (``--max-steps 0`` used to mean the default 300)."""
+"""argparse value types for the apps' verbs and benchmarks: a bad value is a usage error (exit 2) that names
+the option, not a traceback deep inside a run or a silently different run (``--max-steps 0`` once meant the
+default 300, ``--members 0`` wrote an empty store)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ def _int_between(text: str, lo: int, hi: int | None = None) -> int:
 
 
 def positive_int(text: str) -> int:
-    """An integer >= 1 (episode counts, step limits)."""
+    """An integer >= 1 (counts, step limits, sizes)."""
     return _int_between(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (seeds -- numpy and gymnasium refuse negative ones deep inside a run --, video
-    counts: ``--videos -1`` sliced the episode list and recorded all but the last)."""
+    """An integer >= 0 (seeds: numpy and gymnasium refuse negative ones deep inside a run; counts where 0 means
+    none: ``--videos -1`` once sliced the episode list and recorded all but the last)."""
     return _int_between(text, 0)
 
 
