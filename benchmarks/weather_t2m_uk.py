@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
-from apps.weather.cli import positive_int  # noqa: E402
+from dualsci.argtypes import positive_int  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.dataset import NS_PER_HOUR, base_spacing  # noqa: E402
@@ -120,11 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-train-minutes", type=float, default=28.0, help="stop training when this wall time is spent")
     p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32",
                    help="training precision; bf16-mixed only where dualsci.training.bf16_supported() (else fp32)")
+    p.add_argument("--dim", type=positive_int, default=64, help="token width (default 64; heads stay 4)")
+    p.add_argument("--depth-dual", type=positive_int, default=2, help="dual-stream blocks (default 2)")
+    p.add_argument("--depth-single", type=int, default=1, help="single-stream blocks after them (default 1)")
     p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
     p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")
     a = p.parse_args(argv)
-    if a.val_days < 0 or a.history < 0 or not a.max_train_minutes > 0:  # before the (long) training, not after it
-        p.error("--val-days and --history must be >= 0, --max-train-minutes > 0")
+    if a.val_days < 0 or a.history < 0 or a.depth_single < 0 or not a.max_train_minutes > 0:  # before the (long) training
+        p.error("--val-days, --history and --depth-single must be >= 0, --max-train-minutes > 0")
+    if a.dim % 4:
+        p.error(f"--dim must be a multiple of the 4 heads, got {a.dim}")
     if a.checkpoint and not Path(a.checkpoint).is_file():
         raise SystemExit(f"--checkpoint {a.checkpoint}: no such file")
     if a.members < 10:
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
             h, w = len(dm.train_set.windows.lat), len(dm.train_set.windows.lon)
             net = WeatherForecaster(
                 n_channels=1, n_statics=len(dm.stats.static_names), grid=(h, w), frames=4, step_hours=6, patch=PATCH,
-                dim=64, num_heads=4, depth_dual=2, depth_single=1, rope="grid", history=a.history,
+                dim=a.dim, num_heads=4, depth_dual=a.depth_dual, depth_single=a.depth_single, rope="grid", history=a.history,
             )
             module = WeatherModule(
                 net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01),
@@ -258,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps": steps,
         "train_steps_done": steps_done,
         "history": a.history,
+        "width": {"dim": a.dim, "depth_dual": a.depth_dual, "depth_single": a.depth_single},
         "precision": precision,
         "prior": a.prior,
         "fit_period": fit_period,

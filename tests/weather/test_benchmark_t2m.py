@@ -30,6 +30,17 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     plain = bench.main(common + ["--out", str(tmp_path / "plain.json")])
     assert plain["history"] == 1 and plain["prior"] == "damped" and plain["calibration"] is None
     assert plain["train_steps_done"] == 2 and plain["precision"] in ("32-true", "bf16-mixed")
+    assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1}
+    # another width by numbers only: recorded in the JSON and the one the kept checkpoint holds
+    narrow = bench.main(common + ["--out", str(tmp_path / "narrow.json"), "--dim", "32", "--depth-dual", "1",
+                                  "--depth-single", "0", "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
+    assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0}
+    import torch
+
+    weights = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    widths = {w.shape[-1] for k, w in weights.items() if k.endswith("qkv.weight")}
+    assert widths == {32} and any("dual_blocks.0." in k for k in weights)
+    assert not any("dual_blocks.1." in k or "single_blocks" in k for k in weights), sorted(weights)
     for v in plain["leads"].values():
         assert {"rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse"} <= set(v) and "spread_factor" not in v
     # with a held-out calibration window (the diurnal prior: on this white-noise field the damped prior is close to
@@ -58,6 +69,8 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert not list(tmp_path.glob("failed*")) and not list(tmp_path.glob(".failed*"))
     with pytest.raises(SystemExit):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
+    with pytest.raises(SystemExit):  # four heads: the width must split into them
+        bench.main(common + ["--out", str(tmp_path / "odd.json"), "--dim", "30"])
     # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
     for bad in (["--sampler-steps", "0"], ["--steps", "0"], ["--history", "-1"], ["--max-train-minutes", "0"]):
         with pytest.raises(SystemExit) as exit_info:
