@@ -46,11 +46,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from apps.weather.cli import CONFIG_DIR, period_arg  # noqa: E402
-from dualsci.argtypes import positive_int  # noqa: E402
 from apps.weather.cli import main as cli  # noqa: E402
 from apps.weather.data import WeatherDataError, channel_levels, channel_names, load_block, match_grid, open_weather, period_end_hour, verifiable_inits  # noqa: E402
 from apps.weather.dataset import NormStats, fill_masked, time_blocks  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
+from dualsci.argtypes import positive_int  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 SCORE_KEYS = ("rmse", "crps", "ssr", "spread", "mae", "bias", "acc")

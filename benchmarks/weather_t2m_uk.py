@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.calibration import fit_spread_scales  # noqa: E402
-from dualsci.argtypes import positive_int  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.dataset import NS_PER_HOUR, base_spacing  # noqa: E402
@@ -65,6 +64,7 @@ from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
 from apps.weather.objective import WeatherEDMObjective  # noqa: E402
 from apps.weather.sampling import ForecastOptions, forecast  # noqa: E402
+from dualsci.argtypes import nonnegative_int, positive_int  # noqa: E402
 from dualsci.io import atomic_write, write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
@@ -124,12 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
                    help="training precision; bf16-mixed only where dualsci.training.bf16_supported() (else fp32)")
     p.add_argument("--dim", type=positive_int, default=64, help="token width (default 64; heads stay 4)")
     p.add_argument("--depth-dual", type=positive_int, default=2, help="dual-stream blocks (default 2)")
-    p.add_argument("--depth-single", type=int, default=1, help="single-stream blocks after them (default 1)")
+    p.add_argument("--depth-single", type=nonnegative_int, default=1, help="single-stream blocks after them (default 1)")
     p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
     p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")
     a = p.parse_args(argv)
-    if a.val_days < 0 or a.history < 0 or a.depth_single < 0 or not a.max_train_minutes > 0:  # before the (long) training
-        p.error("--val-days, --history and --depth-single must be >= 0, --max-train-minutes > 0")
+    if a.val_days < 0 or a.history < 0 or not a.max_train_minutes > 0:  # before the (long) training, not after it
+        p.error("--val-days and --history must be >= 0, --max-train-minutes > 0")
     if a.dim % 4:
         p.error(f"--dim must be a multiple of the 4 heads, got {a.dim}")
     if a.checkpoint and not Path(a.checkpoint).is_file():

@@ -14,9 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from dualsci.argtypes import nonnegative_float, nonnegative_int, port_number, positive_int
 from apps.robotics.data.convert import check_destination, convert_main
 from apps.robotics.data.episodes import DataError
+from dualsci.argtypes import nonnegative_float, nonnegative_int, port_number, positive_int
 
 
 def rollout_main(argv: list[str]) -> int:

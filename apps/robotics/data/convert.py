@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from dualsci.argtypes import positive_int
 from apps.robotics.data.episodes import DataError, EpisodeSet, data_error
+from dualsci.argtypes import positive_int
 from dualsci.io import blocking_file
 
 FORMATS = ("zarr", "lerobot_v2.1", "lerobot_v3", "robomimic")
