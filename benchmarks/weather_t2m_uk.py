@@ -22,7 +22,7 @@ fitted there (the test period is never looked at). With calibration the contract
 ``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged).
 ``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training.
 
-Training: AdamW (lr 2e-3) with a 100-step linear warm-up and a cosine decay to 0.1× over ``--steps``,
+Training: AdamW (lr 2e-3, ``--lr``) with a 100-step linear warm-up and a cosine decay to 0.1× over ``--steps``,
 EMA 0.99. ``--max-train-minutes`` (default 28) stops training early when the wall clock runs out (a
 loaded machine), so the ≤ 30 min target is kept; the steps actually done are ``train_steps_done``.
 ``--history N`` gives the network the N states before the init (6 h apart) as context; ``--prior
@@ -125,11 +125,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dim", type=positive_int, default=64, help="token width (default 64; heads stay 4)")
     p.add_argument("--depth-dual", type=positive_int, default=2, help="dual-stream blocks (default 2)")
     p.add_argument("--depth-single", type=nonnegative_int, default=1, help="single-stream blocks after them (default 1)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
     p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
     p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")
     a = p.parse_args(argv)
     if a.val_days < 0 or a.history < 0 or not a.max_train_minutes > 0:  # before the (long) training, not after it
         p.error("--val-days and --history must be >= 0, --max-train-minutes > 0")
+    if not 0 < a.lr < 1:
+        p.error(f"--lr must be in (0, 1), got {a.lr}")
     if a.dim % 4:
         p.error(f"--dim must be a multiple of the 4 heads, got {a.dim}")
     if a.checkpoint and not Path(a.checkpoint).is_file():
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
                 dim=a.dim, num_heads=4, depth_dual=a.depth_dual, depth_single=a.depth_single, rope="grid", history=a.history,
             )
             module = WeatherModule(
-                net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01),
+                net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=a.lr, weight_decay=0.01),
                 lr_scheduler=partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=partial(_lr_factor, total=steps)),
             )
             trainer = pl.Trainer(
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps_done": steps_done,
         "history": a.history,
         "width": {"dim": a.dim, "depth_dual": a.depth_dual, "depth_single": a.depth_single},
+        "lr": a.lr,
         "precision": precision,
         "prior": a.prior,
         "fit_period": fit_period,

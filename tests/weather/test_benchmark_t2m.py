@@ -30,14 +30,16 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     plain = bench.main(common + ["--out", str(tmp_path / "plain.json")])
     assert plain["history"] == 1 and plain["prior"] == "damped" and plain["calibration"] is None
     assert plain["train_steps_done"] == 2 and plain["precision"] in ("32-true", "bf16-mixed")
-    assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1}
+    assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1} and plain["lr"] == 2e-3
     # another width by numbers only: recorded in the JSON and the one the kept checkpoint holds
     narrow = bench.main(common + ["--out", str(tmp_path / "narrow.json"), "--dim", "32", "--depth-dual", "1",
-                                  "--depth-single", "0", "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
-    assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0}
+                                  "--depth-single", "0", "--lr", "5e-4", "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
+    assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0} and narrow["lr"] == 5e-4
     import torch
 
-    weights = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    saved_ckpt = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)
+    assert saved_ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(5e-4)
+    weights = saved_ckpt["state_dict"]
     widths = {w.shape[-1] for k, w in weights.items() if k.endswith("qkv.weight")}
     assert widths == {32} and any("dual_blocks.0." in k for k in weights)
     assert not any("dual_blocks.1." in k or "single_blocks" in k for k in weights), sorted(weights)
@@ -71,6 +73,8 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
         bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), "--members", "5"])
     with pytest.raises(SystemExit):  # four heads: the width must split into them
         bench.main(common + ["--out", str(tmp_path / "odd.json"), "--dim", "30"])
+    with pytest.raises(SystemExit):
+        bench.main(common + ["--out", str(tmp_path / "odd.json"), "--lr", "nan"])
     # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
     for bad in (["--sampler-steps", "0"], ["--steps", "0"], ["--history", "-1"], ["--max-train-minutes", "0"]):
         with pytest.raises(SystemExit) as exit_info:
