@@ -30,7 +30,8 @@ damped`` relaxes the init's departure from the daily cycle towards it (``apps.we
 defaults (damped, history 1, 3000 steps) were chosen on a tail of the 2019-03 training period
 (docs/weather.md), never on a test week; on another file they are used as they are. Width: ``--dim``,
 ``--depth-dual``, ``--depth-single`` (default 64, 2, 1; 4 heads); on that validation split a dim-128 net in bf16
-and 6000 steps of the default net were both worse than the default (docs/weather.md, session 13).
+(at lr 2e-3 and 5e-4) and 6000 steps of the default net were all worse than the default (docs/weather.md,
+session 13).
 Precision: fp32 (``--precision 32``, default); ``bf16-mixed`` was measured *slower* for this width
 (docs/weather.md) and is used only when asked for and ``bf16_supported()``.
 
