@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
 
@@ -31,12 +32,10 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert plain["history"] == 1 and plain["prior"] == "damped" and plain["calibration"] is None
     assert plain["train_steps_done"] == 2 and plain["precision"] in ("32-true", "bf16-mixed")
     assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1} and plain["lr"] == 2e-3
-    # another width by numbers only: recorded in the JSON and the one the kept checkpoint holds
+    # another width and learning rate by numbers only: recorded in the JSON and the ones the kept checkpoint holds
     narrow = bench.main(common + ["--out", str(tmp_path / "narrow.json"), "--dim", "32", "--depth-dual", "1",
                                   "--depth-single", "0", "--lr", "5e-4", "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
     assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0} and narrow["lr"] == 5e-4
-    import torch
-
     saved_ckpt = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)
     assert saved_ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(5e-4)
     weights = saved_ckpt["state_dict"]
