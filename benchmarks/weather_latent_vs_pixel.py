@@ -50,7 +50,7 @@ from apps.weather.cli import main as cli  # noqa: E402
 from apps.weather.data import WeatherDataError, channel_levels, channel_names, load_block, match_grid, open_weather, period_end_hour, verifiable_inits  # noqa: E402
 from apps.weather.dataset import NormStats, fill_masked, time_blocks  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
-from dualsci.argtypes import positive_int  # noqa: E402
+from dualsci.argtypes import nonnegative_int, positive_int  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 SCORE_KEYS = ("rmse", "crps", "ssr", "spread", "mae", "bias", "acc")
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--patch", type=positive_int, default=4, help="pixel patch; the latent model uses patch / the AE factor")
     p.add_argument("--dim", type=positive_int, default=64)
     p.add_argument("--num-heads", type=positive_int, default=4)
-    p.add_argument("--depth-dual", type=int, default=2)
-    p.add_argument("--depth-single", type=int, default=1)
+    p.add_argument("--depth-dual", type=positive_int, default=2)
+    p.add_argument("--depth-single", type=nonnegative_int, default=1)
     p.add_argument("--ae-width", type=positive_int, default=32)
     p.add_argument("--ae-latent", type=positive_int, default=8, help="latent channels")
     p.add_argument("--ae-down", type=positive_int, default=2, help="downsampling levels (factor 2**n per axis)")

@@ -355,7 +355,8 @@ def forecast(
                 _write_block(store, channels, phys, i_init, m0, b * k, template)
             else:
                 with torch.no_grad():
-                    z = torch.from_numpy(np.ascontiguousarray(phys[:, :, latent_index]).reshape(-1, len(latent_index), *phys.shape[3:]))
+                    # indexing with a list copies into a new contiguous array, in the decoder's channel order
+                    z = torch.from_numpy(phys[:, :, latent_index].reshape(-1, *phys.shape[2:]))
                     dec = decoder.decode(z).numpy().reshape(phys.shape[0], k, len(out_channels), *decoder_grid(out_meta))
                 valid_out = None if out_valid is None else out_valid[i_init]
                 _write_block(store, out_channels, mask_empty(out_stats.denormalise(dec), valid_out), i_init, m0, b * k, template)
