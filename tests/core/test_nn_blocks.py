@@ -128,7 +128,7 @@ def test_shape_errors_name_the_argument():
         DualStreamBlock(D, H, attn_mode="joint+self")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # compiles C++ kernels: 20-25 s for the two tests on a cold inductor cache
 def test_fullgraph_compile_of_one_block_without_recompiles():
     block = _randomize(DualStreamBlock(D, H))
     rope = RopeND((4, 4))

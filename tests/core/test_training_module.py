@@ -218,7 +218,7 @@ def test_compile_switch_compiles_the_net_only():
     assert set(module.state_dict()) == set(tiny_module().state_dict())
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # compiles C++ kernels: 20-25 s for the two tests on a cold inductor cache
 def test_compiled_net_trains_logs_and_is_metered():
     record, meter = _RecordLosses(), ThroughputMFU(peak_flops=1e9)
     trainer = tiny_trainer(max_steps=3, callbacks=[record, meter], limit_val_batches=1)

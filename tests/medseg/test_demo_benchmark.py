@@ -13,7 +13,6 @@ from .conftest import CT, CT_SEG, LABELS_JSON
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_demo_end_to_end_small(tmp_path):
     from apps.medseg.demo import run
 
@@ -28,7 +27,6 @@ def test_demo_end_to_end_small(tmp_path):
         run(other)
 
 
-@pytest.mark.slow
 def test_benchmark_quick_writes_the_contract_keys(shared_file, tmp_path):
     out = tmp_path / "b.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "medseg_totalseg.py"), "--image", str(shared_file(CT)),

@@ -88,7 +88,6 @@ def test_augment_warps_image_and_mask_together():
     assert agree > 0.97  # only boundary pixels (bilinear vs nearest, intensity jitter) may differ
 
 
-@pytest.mark.slow  # ~1 min on a loaded 2-core host
 def test_reference_segmenter_learns_the_real_ct(shared_file):
     """The alignment reference must segment real slices well (its training slices and held-out ones)."""
     from apps.medseg.data import SliceDataset, load_case

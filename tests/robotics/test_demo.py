@@ -4,8 +4,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 
 def test_demo_end_to_end_tiny(tmp_path):
     from apps.robotics.cli import main
@@ -26,7 +24,6 @@ def test_demo_end_to_end_tiny(tmp_path):
                  "--max-steps", "3", "--videos", "0", "--out", str(tmp_path / "ev")]) == 0
 
 
-@pytest.mark.slow
 def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import robotics_pusht
@@ -43,7 +40,6 @@ def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
     assert ("latency_bf16_autocast" in res) == bf16_supported("cpu")
 
 
-@pytest.mark.slow
 def test_toy_ablation_quick(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import robotics_toy_ablation
@@ -53,7 +49,6 @@ def test_toy_ablation_quick(tmp_path):
     assert all(0.0 <= v["mean_max_coverage"] <= 1.0 for v in res["variants"].values())
 
 
-@pytest.mark.slow
 def test_equal_steps_benchmark_runs(shared_file, tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import robotics_equal_steps
