@@ -10,7 +10,9 @@ Trains (time-bounded, EMA weights), then: offline metrics on held-out episodes, 
 episodes (seeds 100000+, <= 300 steps) at N_A = N_o = 4, the test-time-scaling curve over N_o, and the
 single-observation latency per chunk on CPU (``--latency-threads``, default ``--threads`` = 2) in fp32 and,
 where the CPU computes bf16 natively, under bf16 autocast (``latency_bf16_autocast``). Training precision:
-``--precision`` (fp32 by default; ``auto`` = bf16-mixed where native). Writes one JSON and prints it.
+``--precision`` (fp32 by default; ``auto`` = bf16-mixed where native). With ``--obs image``,
+``--vision-target state`` makes the vision stream imagine the whole future PushT state (agent and block
+pose, learnt from the demonstrations' states) instead of DUST's image embedding. Writes one JSON and prints it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import torch  # noqa: E402
 STATE_KEYS = {"state": ["state[0:4]", "state[4:5]@sincos"], "image": ["state[0:2]"]}
 
 
-def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn", future_frames: int = 1) -> dict:
+def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn", future_frames: int = 1,
+               vision_target: str = "ema") -> dict:
     common = dict(action_dim=2, horizon=16, n_obs=2, num_heads=4, variant=variant,
                   dim=64 if quick else 128, depth_dual=2 if quick else 4, depth_tail=1)
     if obs == "state":
@@ -42,8 +45,12 @@ def net_kwargs(obs: str, variant: str, quick: bool, encoder: str = "cnn", future
     if future_frames > 1:
         raise SystemExit("--future-frames > 1 needs --obs state (a trajectory of future states)")
     vit = dict(encoder="vit", vit_patch=12, vit_dim=32 if quick else 64, vit_depth=1 if quick else 2, vit_heads=4)
+    # "state": the image policy's world model imagines the whole future PushT state (block pose
+    # included), learnt from the demonstrations' states; "ema": DUST's image-embedding target.
+    target = (dict(future_target="state", target_state_dim=6) if vision_target == "state"
+              else dict(future_target="ema", ema_decay=0.995))
     return dict(common, state_dim=2, image_size=96, crop_size=84, enc_channels=16 if quick else 32,
-                future_target="ema", ema_decay=0.995, **(vit if encoder == "vit" else {}))
+                **target, **(vit if encoder == "vit" else {}))
 
 
 def main(argv=None) -> dict:
@@ -64,6 +71,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--lambda-wm", type=float, default=1.0)
     ap.add_argument("--future-frames", type=int, default=1,
                     help="state obs: future states t+16/K..t+16 as K vision tokens (1 = DUST's single t+16)")
+    ap.add_argument("--vision-target", default="ema", choices=["ema", "state"],
+                    help="--obs image: what the vision stream imagines at t + 16: the EMA encoder's image "
+                         "embedding (DUST, default) or the whole PushT state (agent + block pose)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (training on CPU, evaluation)")
     ap.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the latency figure (default --threads)")
@@ -74,6 +84,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--save-policy", default=None, help="also write the trained policy here")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.vision_target != "ema" and args.obs != "image":
+        ap.error("--vision-target applies to --obs image (state policies always imagine the future state)")
     torch.set_num_threads(args.threads)
     from dualsci.io import write_json_atomic
 
@@ -91,9 +103,10 @@ def main(argv=None) -> dict:
     max_steps_eval = 60 if args.quick else 300
     data_kw = dict(path=args.data, fmt=None, state_keys=STATE_KEYS[args.obs], use_image=args.obs == "image",
                    batch_size=args.batch_size, val_episodes=6, max_episodes=20 if args.quick else None, seed=args.seed,
-                   future_frames=args.future_frames)
+                   future_frames=args.future_frames,
+                   target_keys=STATE_KEYS["state"] if args.vision_target == "state" else None)
     data = RoboticsDataModule(**data_kw)
-    nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder, args.future_frames)
+    nk = net_kwargs(args.obs, args.variant, args.quick, args.encoder, args.future_frames, args.vision_target)
     ok = dict(variant=args.variant, time_dist=args.time_dist, lambda_wm=args.lambda_wm)
     module = build_module(nk, ok, lr=args.lr, warmup_steps=0)
     precision = resolve_precision(args.precision, "gpu" if device == "cuda" else "cpu")
@@ -106,7 +119,8 @@ def main(argv=None) -> dict:
     if args.save_policy:
         save_policy(args.save_policy, module, nk, ok, data_kw, {"train": train})
     offline = offline_metrics(net, data.val_set, n_samples=64 if args.quick else 256)
-    res: dict = {"variant": args.variant, "obs": args.obs, "data": str(args.data), "device": device,
+    res: dict = {"variant": args.variant, "obs": args.obs, "vision_target": nk["future_target"],
+                 "data": str(args.data), "device": device,
                  "train": train, "net_kwargs": nk, "objective_kwargs": ok, "offline": offline,
                  "params": sum(p.numel() for p in net.parameters())}
     main_eval = None

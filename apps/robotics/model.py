@@ -19,6 +19,10 @@ Vision targets (``future_target``), all without pretrained weights:
   ``state``        the normalised future state vector as one token (state-only policies); with
                    ``future_frames = K > 1`` K tokens, the states at t + F/K, ..., t + F (a trajectory
                    world model: the action tokens attend to an imagined path, not only its end).
+                   ``target_state_dim`` gives the future state columns of its own (the data module's
+                   ``target_keys``), e.g. the whole PushT state for an image policy that observes only
+                   the agent: a low-dimensional world model learnt from the demonstrations' states,
+                   which the policy never needs at test time.
 Feature-map targets are LayerNorm-ed per token (no affine) so their scale is fixed while the EMA moves.
 Normalisation statistics live in buffers, so a checkpoint carries them and a policy takes raw input.
 """
@@ -89,6 +93,9 @@ class DustPolicyNet(nn.Module):
             every observation token and the condition; 0 = single task.
         future_frames: K future states as K vision tokens (``future_target='state'`` only; the data
             module must use the same K). 1 = DUST's single future observation.
+        target_state_dim: width of the future states when they have their own columns (the data
+            module's ``target_keys``; ``future_target='state'`` only), normalised with their own
+            statistics; None = the observation's state (``state_dim``).
     """
 
     def __init__(self, action_dim: int = 2, state_dim: int = 2, horizon: int = 16, n_obs: int = 2,
@@ -97,7 +104,7 @@ class DustPolicyNet(nn.Module):
                  mlp_ratio: float = 4.0, enc_channels: int = 32, grid: int = 4,
                  future_target: str = "ema", ema_decay: float = 0.995, variant: str = "dust", n_tasks: int = 0,
                  encoder: str = "cnn", vit_patch: int = 12, vit_dim: int = 64, vit_depth: int = 2, vit_heads: int = 4,
-                 future_frames: int = 1):
+                 future_frames: int = 1, target_state_dim: int | None = None):
         super().__init__()
         self.encoder_kind = check_option("encoder", encoder, ENCODERS)
         self.future_target = check_option("future_target", future_target, FUTURE_TARGETS)
@@ -112,6 +119,10 @@ class DustPolicyNet(nn.Module):
         if self.future_frames > 1 and future_target != "state":
             raise ValueError(f"future_frames={future_frames} needs future_target='state' (got {future_target!r})")
         self.future_steps = future_offsets(self.future_offset, self.future_frames)  # validates K
+        if target_state_dim is not None and (future_target != "state" or int(target_state_dim) < 1):
+            raise ValueError(f"target_state_dim={target_state_dim} needs future_target='state' and a positive "
+                             f"width (got future_target={future_target!r})")
+        self.target_state_dim = None if target_state_dim is None else int(target_state_dim)
         self.image_size, self.crop_size, self.grid, self.ema_decay = image_size, crop_size, grid, ema_decay
         self.use_image = image_size > 0
         # {field: per-frame shape} of the observation fields the state spec read in the training data
@@ -121,6 +132,9 @@ class DustPolicyNet(nn.Module):
         # Normalisation buffers (identity until set_stats); saved in every checkpoint.
         self.register_buffer("state_min", -torch.ones(state_dim))
         self.register_buffer("state_max", torch.ones(state_dim))
+        if self.target_state_dim is not None:  # only then: older checkpoints keep loading strictly
+            self.register_buffer("target_min", -torch.ones(self.target_state_dim))
+            self.register_buffer("target_max", torch.ones(self.target_state_dim))
         self.register_buffer("action_min", -torch.ones(action_dim))
         self.register_buffer("action_max", torch.ones(action_dim))
         self.register_buffer("image_mean", torch.full((3,), 0.5))
@@ -159,7 +173,7 @@ class DustPolicyNet(nn.Module):
         elif future_target == "patches":
             self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
         else:
-            self.target_dim, self.n_future = state_dim, self.future_frames
+            self.target_dim, self.n_future = self.target_state_dim or state_dim, self.future_frames
         # action_only: the core runs a zero-token stream (joint attention reduces to self-attention).
         self.n_future_tokens = 0 if variant == "action_only" else self.n_future
         head_dim = d // num_heads
@@ -191,13 +205,19 @@ class DustPolicyNet(nn.Module):
     @torch.no_grad()
     def set_stats(self, stats: dict[str, dict[str, Tensor]]) -> None:
         """Load normalisation statistics (from `apps.robotics.data.windows.dataset_stats`)."""
-        for key, (lo, hi) in (("state", ("state_min", "state_max")), ("action", ("action_min", "action_max"))):
+        if self.target_state_dim is not None and "target" not in stats:
+            raise ValueError("this net imagines future states of their own spec (target_state_dim="
+                             f"{self.target_state_dim}); the statistics have no 'target' entry (data module target_keys)")
+        pairs = [("state", ("state_min", "state_max")), ("action", ("action_min", "action_max"))]
+        if self.target_state_dim is not None:
+            pairs.append(("target", ("target_min", "target_max")))
+        for key, (lo, hi) in pairs:
             if key in stats:
                 s_min, s_max = stats[key]["min"], stats[key]["max"]
                 want = getattr(self, lo).shape
                 if s_min.shape != want:
                     raise ValueError(f"{key} statistics have {tuple(s_min.shape)} dims, the model expects "
-                                     f"{tuple(want)} ({key}_dim in the model config)")
+                                     f"{tuple(want)} ({key}_dim or target_state_dim in the model config)")
                 getattr(self, lo).copy_(s_min)
                 getattr(self, hi).copy_(s_max)
         if "image" in stats:
@@ -217,6 +237,19 @@ class DustPolicyNet(nn.Module):
         """Inverse of `normalize_state`: e.g. imagined future states (``future_target='state'``) in raw units."""
         rng = (self.state_max - self.state_min).clamp_min(1e-6)
         return (s + 1.0) * 0.5 * rng + self.state_min
+
+    def normalize_future(self, s: Tensor) -> Tensor:
+        """Future states ``(..., D_t)`` as the vision stream sees them (the target's own scale, if any)."""
+        if self.target_state_dim is None:
+            return self.normalize_state(s)
+        return self._scale(s, self.target_min, self.target_max)
+
+    def unnormalize_future(self, s: Tensor) -> Tensor:
+        """Inverse of `normalize_future`: imagined future states in raw units."""
+        if self.target_state_dim is None:
+            return self.unnormalize_state(s)
+        rng = (self.target_max - self.target_min).clamp_min(1e-6)
+        return (s + 1.0) * 0.5 * rng + self.target_min
 
     def normalize_action(self, a: Tensor) -> Tensor:
         return self._scale(a, self.action_min, self.action_max)
@@ -286,12 +319,12 @@ class DustPolicyNet(nn.Module):
         """
         if self.future_target == "state":
             if self.future_frames == 1:
-                return self.normalize_state(future_state)[:, None, :]
+                return self.normalize_future(future_state)[:, None, :]
             if future_states is None or future_states.shape[1] != self.future_frames:
                 got = None if future_states is None else tuple(future_states.shape)
                 raise ValueError(f"future_frames={self.future_frames} needs future_states (B, "
-                                 f"{self.future_frames}, {self.state_dim}) from the windows, got {got}")
-            return self.normalize_state(future_states)
+                                 f"{self.future_frames}, {self.target_dim}) from the windows, got {got}")
+            return self.normalize_future(future_states)
         x = self.normalize_image(future_image)
         if self.future_target == "patches":
             x = F.adaptive_avg_pool2d(x, 16)

@@ -96,6 +96,11 @@ def check_plannable(net, purpose: str = "planning") -> None:
     if net.variant == "action_only" or net.future_target != "state":
         raise ValueError(f"{purpose} needs imagined future states (future_target='state' and a vision stream); "
                          f"this policy has variant={net.variant!r}, future_target={net.future_target!r}")
+    if getattr(net, "target_state_dim", None) is not None:
+        # The scores and drawings read the block pose through the observation's state spec; a target
+        # with columns of its own (target_keys) is not laid out by that spec.
+        raise ValueError(f"{purpose} reads imagined states in the observation's layout; this policy imagines "
+                         f"future states of their own spec (target_state_dim={net.target_state_dim})")
 
 
 @torch.no_grad()
@@ -118,7 +123,7 @@ def best_of_n(net, obs_state: Tensor, obs_image: Tensor | None, n_candidates: in
     rep = lambda x: None if x is None else x.repeat_interleave(n_candidates, 0)  # noqa: E731
     out = sample_chunk(net, rep(obs_state), rep(obs_image), task=rep(task), **sample_kw)
     b = obs_state.shape[0]
-    future = net.unnormalize_state(out["future"])  # (B·N, K, D_s)
+    future = net.unnormalize_future(out["future"])  # (B·N, K, D_s)
     scores = score(future).reshape(b, n_candidates)
     best = scores.argmax(1)  # first maximum on ties
     pick = torch.arange(b) * n_candidates + best

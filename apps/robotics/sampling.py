@@ -291,7 +291,7 @@ class Policy:
             out = sample_chunk(self.net, obs_state, obs_image, **kw)
         self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
         if self.record_imagined:  # best_of_n already returns raw states, sample_chunk normalised ones
-            future = out["future"] if self.plan_samples > 1 else self.net.unnormalize_state(out["future"])
+            future = out["future"] if self.plan_samples > 1 else self.net.unnormalize_future(out["future"])
             self.imagined = future.cpu().numpy()
         self.nfe_per_chunk = out["nfe"]
         return out["action"].cpu().numpy()

@@ -66,3 +66,34 @@ def test_checkpoint_shapes_must_match_the_data():
     with pytest.raises(DataError, match=r"per-frame shapes \{'state': \[4\]\} differ from the checkpoint's training "
                                         r"data \{'state': \[5\]\}"):
         dm.load_state_dict({"obs_field_shapes": {"state": [5]}})
+
+
+def test_image_policy_with_a_state_target_trains_saves_and_loads(tmp_path):
+    """``target_keys`` + ``target_state_dim``: the image policy observes the agent only and imagines the
+    whole future state; the target statistics reach the net and travel with the saved policy."""
+    import torch
+
+    from apps.robotics.train import build_module, fit, load_policy_net, save_policy
+
+    nk = dict(action_dim=2, state_dim=2, horizon=8, n_obs=2, image_size=16, crop_size=12, dim=32, num_heads=2,
+              depth_dual=1, depth_tail=1, enc_channels=8, grid=2, future_target="state", target_state_dim=4)
+    data_kw = dict(state_keys=["state[0:2]"], use_image=True, horizon=8, val_episodes=1, toy_episodes=4,
+                   toy_res=16, batch_size=4, target_keys=["state"])
+    dm = RoboticsDataModule(None, **data_kw)
+    module = build_module(nk, {"variant": "dust"})
+    fit(module, dm, max_steps=3)
+    net = module.net
+    assert bool(net.stats_set)
+    torch.testing.assert_close(net.target_max, dm.stats["target"]["max"])
+    torch.testing.assert_close(net.state_max, dm.stats["state"]["max"])
+    assert net.target_max.shape == (4,) and net.state_max.shape == (2,)
+    path = save_policy(tmp_path / "p.pt", module, nk, {"variant": "dust"}, data_kw)
+    loaded, info = load_policy_net(path)
+    assert loaded.target_state_dim == 4 and info["data_kwargs"]["target_keys"] == ["state"]
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    # A data module whose target spec the net does not share is refused at bind time.
+    module2 = build_module(dict(nk, target_state_dim=None), {"variant": "dust"})
+    with pytest.raises(DataError, match=r"future-state target has 4 columns \['state'\], the model expects "
+                                        r"target_state_dim=None"):
+        fit(module2, RoboticsDataModule(None, **data_kw), max_steps=1)

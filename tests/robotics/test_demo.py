@@ -40,6 +40,25 @@ def test_benchmark_quick_on_real_pusht(shared_file, tmp_path):
     assert ("latency_bf16_autocast" in res) == bf16_supported("cpu")
 
 
+def test_benchmark_image_vision_target_option(tmp_path):
+    """``--vision-target state``: the image net imagines the 6 numbers of the state spec; state obs refuse it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import pytest
+    import robotics_pusht
+
+    from apps.robotics.model import DustPolicyNet
+
+    nk = robotics_pusht.net_kwargs("image", "dust", True, vision_target="state")
+    assert nk["future_target"] == "state" and nk["target_state_dim"] == 6 and "ema_decay" not in nk
+    net = DustPolicyNet(**nk)
+    assert net.target_dim == 6 and net.target_encoder is None and net.use_image
+    assert robotics_pusht.net_kwargs("image", "dust", True)["future_target"] == "ema"
+    with pytest.raises(SystemExit):
+        robotics_pusht.main(["--data", "x.zarr", "--obs", "state", "--vision-target", "state",
+                             "--out", str(tmp_path / "q.json")])
+    assert not (tmp_path / "q.json").exists()
+
+
 def test_toy_ablation_quick(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import robotics_toy_ablation

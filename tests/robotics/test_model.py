@@ -126,3 +126,27 @@ def test_state_trajectory_target_tokens_and_positions():
     with pytest.raises(ValueError, match="future_target='state'"):
         tiny_net(future_target="ema", future_frames=2)
     assert tiny_net(image_size=0, future_target="state", variant="action_only", future_frames=4).n_future_tokens == 0
+
+
+def test_future_state_target_of_its_own_spec():
+    """``target_state_dim``: an image policy imagines a wider future state with its own normaliser."""
+    net = tiny_net(future_target="state", target_state_dim=3)
+    assert net.target_dim == 3 and net.n_future == 1
+    stats = {"state": {"min": torch.zeros(4), "max": torch.ones(4)},
+             "target": {"min": torch.tensor([0.0, 10.0, -5.0]), "max": torch.tensor([2.0, 30.0, 5.0])}}
+    with pytest.raises(ValueError, match="no 'target' entry"):
+        net.set_stats({"state": stats["state"]})
+    net.set_stats(stats)
+    fut = net.future_tokens(torch.tensor([[1.0, 30.0, -5.0]]))
+    torch.testing.assert_close(fut, torch.tensor([[[0.0, 1.0, -1.0]]]))
+    torch.testing.assert_close(net.unnormalize_future(fut[:, 0]), torch.tensor([[1.0, 30.0, -5.0]]))
+    tok, cond = net.encode_obs(torch.rand(1, 2, 4), torch.zeros(1, 2, 3, 16, 16, dtype=torch.uint8))
+    _, u_b = net(tok, cond, torch.randn(1, 8, 2), torch.rand(1), fut, torch.rand(1))
+    assert u_b.shape == (1, 1, 3)
+    with pytest.raises(ValueError, match="target statistics have"):
+        net.set_stats({**stats, "target": {"min": torch.zeros(2), "max": torch.ones(2)}})
+    with pytest.raises(ValueError, match="target_state_dim=3 needs future_target='state'"):
+        tiny_net(future_target="ema", target_state_dim=3)
+    # Nets without a target spec have no target buffers: their older checkpoints load strictly.
+    assert "target_min" not in tiny_net(future_target="state").state_dict()
+    assert "target_min" in net.state_dict()

@@ -93,6 +93,9 @@ def test_planning_needs_state_futures_and_a_score():
         Policy(_state_net(), SINCOS_KEYS, plan_samples=2)
     with pytest.raises(ValueError, match="plan_samples must be >= 1"):
         Policy(_state_net(), SINCOS_KEYS, plan_samples=0)
+    with pytest.raises(ValueError, match="future states of their own spec"):  # not laid out by the obs spec
+        best_of_n(tiny_net(future_target="state", target_state_dim=6), torch.zeros(1, 2, 4),
+                  torch.zeros(1, 2, 3, 16, 16, dtype=torch.uint8), 2, lambda f: f[:, 0, 0])
 
 
 def test_planning_policy_closed_loop_on_pusht():

@@ -69,3 +69,20 @@ def test_future_state_trajectory_is_clamped_to_the_episode():
     batch = ds.__getitems__([0, 3, 5])
     assert batch["future_states"].shape == (3, 2, 1)
     assert "future_states" not in WindowDataset(_eps(), ["state"], horizon=4, use_image=False)[0]
+
+
+def test_target_keys_give_the_future_its_own_columns():
+    """An image policy that observes only part of the state can imagine the whole future state."""
+    eps = _eps()
+    eps.fields["pose"] = np.stack([10 + np.arange(8), 20 + np.arange(8)], 1).astype(np.float32)
+    ds = WindowDataset(eps, ["state"], horizon=4, use_image=False, target_keys=["pose"], future_frames=2)
+    it = ds[3]                                          # first frame of episode 1
+    assert it["obs_state"][:, 0].tolist() == [3, 3]     # observations keep their own spec
+    assert it["future_state"].tolist() == [17, 27]      # t + 4 = frame 7 of the target columns
+    assert it["future_states"].tolist() == [[15, 25], [17, 27]]
+    st = dataset_stats(ds)
+    assert st["target"]["min"].tolist() == [10, 20] and st["target"]["max"].tolist() == [17, 27]
+    assert st["state"]["max"].item() == 7
+    plain = WindowDataset(eps, ["state"], horizon=4, use_image=False)
+    assert plain.target is None and "target" not in dataset_stats(plain)
+    assert plain[3]["future_state"].tolist() == [7]

@@ -27,6 +27,8 @@ class RoboticsDataModule(pl.LightningDataModule):
         use_image: feed images (``image`` field) to the policy.
         n_obs, horizon, future_offset: window shape (future frame at t + future_offset, default H).
         future_frames: future states per window for a trajectory world model (must equal the net's).
+        target_keys: column spec of the future states the world model imagines, when they differ from
+            the observation's (must match the net's ``target_state_dim``); None = `state_keys`.
         batch_size, num_workers: loader settings (``num_workers=0`` on 2-core machines).
         val_episodes: episodes held out for validation (the last ones).
         max_episodes: use only the first N episodes (quick runs).
@@ -42,7 +44,7 @@ class RoboticsDataModule(pl.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, val_episodes: int = 4, max_episodes: int | None = None,
                  video_only_path: str | None = None, toy_episodes: int = 100, toy_video_only: int = 0,
                  toy_res: int = 32, min_episode_length: int | None = None, task_key: str | None = None,
-                 seed: int = 0, future_frames: int = 1):
+                 seed: int = 0, future_frames: int = 1, target_keys: list[str] | None = None):
         super().__init__()
         if fmt is not None and fmt not in FORMATS:  # the CLI checks the Literal; Python callers get this
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None; got {fmt!r}")
@@ -98,7 +100,8 @@ class RoboticsDataModule(pl.LightningDataModule):
         kw = dict(state_keys=list(h.state_keys), n_obs=h.n_obs, horizon=h.horizon, future_offset=h.future_offset,
                   use_image=h.use_image,
                   min_length=h.horizon if h.min_episode_length is None else h.min_episode_length,
-                  task_key=h.task_key, future_frames=h.future_frames)
+                  task_key=h.task_key, future_frames=h.future_frames,
+                  target_keys=None if h.target_keys is None else list(h.target_keys))
         self.train_set = WindowDataset(eps.select(train_ids), **kw)
         self.val_set = WindowDataset(eps.select(val_ids), **kw) if len(val_ids) else None
         self.stats = dataset_stats(self.train_set)
@@ -126,6 +129,12 @@ class RoboticsDataModule(pl.LightningDataModule):
         if net_frames != self.hparams.future_frames:
             raise DataError(f"{ds.eps.source}: the data module gives {self.hparams.future_frames} future frames, "
                             f"the model expects future_frames={net_frames}")
+        net_target = getattr(net, "target_state_dim", None)
+        data_target = None if ds.target is None else ds.target.shape[1]
+        if net_target != data_target:
+            have = "no spec of its own" if data_target is None else f"{data_target} columns {list(self.hparams.target_keys)}"
+            raise DataError(f"{ds.eps.source}: the data module's future-state target has {have}, "
+                            f"the model expects target_state_dim={net_target}")
         if not bool(net.stats_set):
             net.set_stats(self.stats)
         net.obs_field_shapes = dict(self.obs_field_shapes)

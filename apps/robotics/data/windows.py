@@ -8,6 +8,8 @@ episodes):
                                  clamped to the last frame)
   future states t+F/K .. t+F    (with future_frames = K > 1: K states evenly spaced up to t+F, the
                                  future trajectory of a state-target world model)
+The future states come from the observation's state spec, or from their own spec (``target_keys``): an
+image policy that sees only the agent position can still learn to imagine the whole future state.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ class WindowDataset(Dataset):
         min_length: episodes shorter than this are an error (windows are edge-padded, but an
             episode shorter than the action horizon is usually a recording fault).
         task_key: per-frame integer task id field (e.g. LeRobot ``task_index``) -> item ``task``.
+        target_keys: column spec of the future states (the world model's target) when it differs from
+            the observation's (e.g. the full PushT state for an image policy); None = `state_keys`.
     Items:
-        ``obs_state (n_obs, D_s)``, ``action (H, D_a)``, ``future_state (D_s,)``, ``has_action ()`` bool,
-        with ``future_frames > 1`` also ``future_states (K, D_s)`` (clamped to the episode's last frame),
+        ``obs_state (n_obs, D_s)``, ``action (H, D_a)``, ``future_state (D_t,)``, ``has_action ()`` bool,
+        with ``future_frames > 1`` also ``future_states (K, D_t)`` (clamped to the episode's last frame;
+        ``D_t`` = ``D_s`` unless `target_keys` gives the future its own spec),
         and with images ``obs_image (n_obs, 3, h, w)`` uint8, ``future_image (3, h, w)`` uint8.
         Values are raw (not normalised): the model owns the normaliser, so a policy takes raw obs.
     """
@@ -54,7 +59,7 @@ class WindowDataset(Dataset):
     def __init__(self, eps: EpisodeSet, state_keys: list[str], n_obs: int = 2, horizon: int = 16,
                  future_offset: int | None = None, use_image: bool = True, action_key: str = "action",
                  image_key: str = "image", min_length: int = 1, task_key: str | None = None,
-                 future_frames: int = 1):
+                 future_frames: int = 1, target_keys: list[str] | None = None):
         self.eps = eps
         self.n_obs, self.horizon = int(n_obs), int(horizon)
         self.future_offset = int(horizon if future_offset is None else future_offset)
@@ -63,6 +68,10 @@ class WindowDataset(Dataset):
         required = [image_key] if use_image else []
         eps.validate(min_length=min_length, required=tuple(required))
         self.state = torch.from_numpy(gather_columns(eps.fields, state_keys, eps.source))
+        # The future states' own columns (None: the future is the observation's state).
+        self.target = (None if target_keys is None
+                       else torch.from_numpy(gather_columns(eps.fields, list(target_keys), eps.source)))
+        self.future = self.state if self.target is None else self.target
         if action_key in eps.fields:
             self.action = torch.from_numpy(np.asarray(eps.fields[action_key], np.float32).reshape(eps.n_frames, -1))
         else:
@@ -109,10 +118,10 @@ class WindowDataset(Dataset):
         obs = torch.maximum(i[:, None] + torch.arange(-self.n_obs + 1, 1), s)
         act = torch.minimum(i[:, None] + torch.arange(self.horizon), e - 1)
         fut = torch.minimum(i + self.future_offset, self.end[i] - 1)
-        batch = {"obs_state": self.state[obs], "action": self.action[act], "future_state": self.state[fut],
+        batch = {"obs_state": self.state[obs], "action": self.action[act], "future_state": self.future[fut],
                  "has_action": self.has_action[i]}
         if self.future_frames > 1:
-            batch["future_states"] = self.state[torch.minimum(i[:, None] + self.future_steps, e - 1)]
+            batch["future_states"] = self.future[torch.minimum(i[:, None] + self.future_steps, e - 1)]
         if self.image is not None:
             batch["obs_image"] = self.image[obs]
             batch["future_image"] = self.image[fut]
@@ -143,6 +152,8 @@ def image_stats(images: torch.Tensor, max_frames: int = 2000, seed: int = 0) -> 
 def dataset_stats(ds: WindowDataset) -> dict[str, dict[str, torch.Tensor]]:
     """Normalisation statistics of a window dataset (actions only from action-bearing episodes)."""
     stats = {"state": minmax_stats(ds.state)}
+    if ds.target is not None:
+        stats["target"] = minmax_stats(ds.target)
     rows = ds.has_action
     if rows.any() and ds.action.shape[1] > 0:
         stats["action"] = minmax_stats(ds.action[rows])
