@@ -52,15 +52,10 @@ from apps.weather.dataset import NormStats, fill_masked, time_blocks  # noqa: E4
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from dualsci.argtypes import nonnegative_int, positive_int  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
+from dualsci.training import max_time_arg  # noqa: E402
 
 SCORE_KEYS = ("rmse", "crps", "ssr", "spread", "mae", "bias", "acc")
 BASELINE_KEYS = ("persistence_rmse", "climatology_rmse")
-
-
-def _max_time(minutes: float) -> str:
-    """Lightning's ``max_time`` as ``DD:HH:MM:SS`` (at least one second)."""
-    s = max(1, int(round(minutes * 60)))
-    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _fit(config: str, data: Path, work: Path, minutes: float, max_steps: int, train: str, seed: int, overrides: list[str]) -> dict:
@@ -69,7 +64,7 @@ def _fit(config: str, data: Path, work: Path, minutes: float, max_steps: int, tr
     fitted = cli([
         "fit", "--config", str(CONFIG_DIR / config), "--seed_everything", str(seed),
         "--data.init_args.path", str(data), "--data.init_args.train_period", train, "--data.init_args.val_period", "null",
-        "--trainer.max_steps", str(max_steps), "--trainer.max_time", _max_time(minutes), "--trainer.limit_val_batches", "0",
+        "--trainer.max_steps", str(max_steps), "--trainer.max_time", max_time_arg(minutes * 60), "--trainer.limit_val_batches", "0",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(work), "--trainer.callbacks.init_args.dirpath", str(work / "checkpoints"),
     ] + overrides)

@@ -55,6 +55,7 @@ from apps.weather.data import WeatherDataError, crop_to_multiple, load_block, op
 from apps.weather.dataset import NS_PER_HOUR, WindowDataset, compute_stats, time_lag_index  # noqa: E402
 from apps.weather.metrics import cell_area_weights  # noqa: E402
 from apps.weather.prior import fit_damping, fit_diurnal  # noqa: E402
+from dualsci.argtypes import positive_int  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
@@ -100,10 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train", required=True, help="START:END (inclusive)")
     p.add_argument("--test", required=True, help="START:END (inclusive)")
     p.add_argument("--out", required=True)
-    p.add_argument("--recent-days", type=int, default=RECENT_DAYS, help="window of damped_recent_cycle (days)")
+    p.add_argument("--recent-days", type=positive_int, default=RECENT_DAYS, help="window of damped_recent_cycle (days)")
     a = p.parse_args(argv)
-    if a.recent_days < 1:
-        p.error(f"--recent-days must be >= 1 (got {a.recent_days})")
     (tr0, tr1), (te0, te1) = (split_period(s) for s in (a.train, a.test))
     (tr0, tr1), overlap_note = trim_training_overlap((tr0, tr1), (te0, te1), max(LEADS))  # as weather_t2m_uk.py
     if overlap_note:

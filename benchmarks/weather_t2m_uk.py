@@ -20,7 +20,8 @@ are held out; the model trains on the rest, forecasts the held-out window, and p
 fitted there (the test period is never looked at). With calibration the contract keys (``rmse``,
 ``crps``, ``ssr``, ...) are the calibrated product's (without it, the raw ones); the uncalibrated figures are under
 ``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged).
-``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training.
+``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training (the JSON then records the
+checkpoint's own width, learning rate, weight decay, prior, history and steps, and the inits follow its history).
 
 Training: AdamW (lr 2e-3, ``--lr``; weight decay 0.01, ``--weight-decay``) with a 100-step linear warm-up and a cosine decay to 0.1× over ``--steps``,
 EMA 0.99. ``--max-train-minutes`` (default 28) stops training early when the wall clock runs out (a
@@ -97,6 +98,27 @@ def _lr_factor(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> 
     return float(floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * frac)))  # a plain float: checkpoints load weights_only
 
 
+def _checkpoint_settings(path: str) -> dict:
+    """The training settings a reused ``--checkpoint`` was made with, for the JSON (the command line's
+    ``--dim``/``--lr``/``--history``... describe a training that did not run). None where it does not say."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or hand-made files raise many types
+        raise SystemExit(f"--checkpoint {path}: not a readable checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(blob, dict) or "weather" not in blob:
+        raise SystemExit(f"--checkpoint {path}: not a weather forecaster checkpoint (no 'weather' entry)")
+    weather = blob.get("weather") or {}
+    net = weather.get("net") or {}
+    groups = [g for state in blob.get("optimizer_states") or [] for g in state.get("param_groups", [])]
+    group = groups[0] if groups else {}
+    data = blob.get("datamodule_hyper_parameters") or {}
+    history = weather.get("history", net.get("history", data.get("history")))
+    return {"width": {k: net.get(k) for k in ("dim", "depth_dual", "depth_single")},
+            "lr": group.get("initial_lr", group.get("lr")), "weight_decay": group.get("weight_decay"),
+            "prior": data.get("prior"), "history": None if history is None else int(history),
+            "train_steps_done": blob.get("global_step"), "checkpoint_train_period": data.get("train_period")}
+
+
 def _global_rows(res: dict) -> dict:
     rows = {r["lead_hours"]: r for r in res["scores"] if r["region"] == "global"}
     return {str(lead): {k: float(rows[lead][k]) for k in SCORE_KEYS} for lead in LEADS}
@@ -139,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--dim must be a multiple of the 4 heads, got {a.dim}")
     if a.checkpoint and not Path(a.checkpoint).is_file():
         raise SystemExit(f"--checkpoint {a.checkpoint}: no such file")
+    reused = _checkpoint_settings(a.checkpoint) if a.checkpoint else None
+    # the inits need the history states the model reads: the checkpoint's count when one is reused
+    history = reused["history"] if reused and reused["history"] is not None else a.history
     if a.members < 10:
         raise SystemExit("--members must be >= 10")
     if a.threads:
@@ -163,9 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
     if overlap_note:
         print(f"note: {overlap_note}", file=sys.stderr)
     truth_end = verification_limit(a.data, train, test)  # a test period first verifies before training
-    inits = _inits(times, test_start, test_end, a.history, truth_end=truth_end)
+    inits = _inits(times, test_start, test_end, history, truth_end=truth_end)
     if not inits:
-        raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {a.history} state(s) 6 h apart "
+        raise WeatherDataError(a.data, f"test period {a.test} has no 00/12 UTC init with {history} state(s) 6 h apart "
                                f"before it and truth at +{'/'.join(map(str, LEADS))} h in the file"
                                + (f" before the training period {train[0]}:{train[1]}" if truth_end is not None else ""), "time")
     # validation = the last --val-days days of the training period; the model trains on the rest
@@ -175,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.val_days:
         val_start = train_end_day - np.timedelta64(a.val_days - 1, "D")
         val_end = min(train_end_day.astype("datetime64[h]") + np.timedelta64(23, "h"), period_end_hour(train[1]))
-        val_inits = _inits(times, val_start.astype("datetime64[h]"), val_end, a.history, truth_end=val_end)
+        val_inits = _inits(times, val_start.astype("datetime64[h]"), val_end, history, truth_end=val_end)
         if not val_inits:
             raise WeatherDataError(a.data, f"validation window {val_start}..{train_end_day} (--val-days {a.val_days}) has no 00/12 UTC init with 48 h of truth inside it", "time")
     if a.val_days and np.datetime64(fit_end, "D") < np.datetime64(train[0], "D"):
@@ -267,15 +292,16 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1_5_15_before_training": list(load_before),
         "load_average_1_5_15_at_end": list(os.getloadavg()),
         "forecast_seconds": forecast_seconds,
-        "train_steps": steps,
-        "train_steps_done": steps_done,
-        "history": a.history,
-        "width": {"dim": a.dim, "depth_dual": a.depth_dual, "depth_single": a.depth_single},
-        "lr": a.lr,
-        "weight_decay": a.weight_decay,
-        "precision": precision,
-        "prior": a.prior,
+        "train_steps": None if reused else steps,
+        "train_steps_done": reused["train_steps_done"] if reused else steps_done,
+        "history": history,
+        "width": reused["width"] if reused else {"dim": a.dim, "depth_dual": a.depth_dual, "depth_single": a.depth_single},
+        "lr": reused["lr"] if reused else a.lr,
+        "weight_decay": reused["weight_decay"] if reused else a.weight_decay,
+        "precision": None if reused else precision,  # a reused checkpoint does not record it
+        "prior": reused["prior"] if reused else a.prior,
         "fit_period": fit_period,
+        "checkpoint_train_period": reused["checkpoint_train_period"] if reused else None,
         "validation_inits": [str(np.datetime64(t, "h")) for t in val_inits],
         "calibration": str(calib_final) if calib_path else None,
         "checkpoint": a.checkpoint or a.keep_checkpoint,

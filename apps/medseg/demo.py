@@ -24,6 +24,7 @@ from apps.medseg.cli import CONFIG_DIR
 from apps.medseg.evaluate import load_slices, run_evaluation
 from apps.medseg.phantom import write_phantom_msd
 from dualsci.io import output_dir_problem, write_json_atomic
+from dualsci.training import max_time_arg
 
 LABELS = ["liver", "spleen", "kidney_left", "kidney_right", "stomach", "liver_lesion"]
 PROMPTS = ["CT abdomen with liver, spleen and stomach",
@@ -66,7 +67,7 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
     cli_main(["fit", "--config", str(CONFIG_DIR / "demo.yaml"), "--trainer.max_steps", str(fit_steps),
               "--trainer.default_root_dir", str(out / "fit"), "--trainer.callbacks.init_args.dirpath", str(ckpt_dir),
               "--model.init_args.net.init_args.image_size", str(size), "--data.init_args.size", str(size),
-              "--data.init_args.root", str(train_dir), "--trainer.max_time", _dhms(fit_seconds)])
+              "--data.init_args.root", str(train_dir), "--trainer.max_time", max_time_arg(fit_seconds)])
     timings["fit"] = time.time() - t
     steps_done = int(torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
     log(f"demo: fit {steps_done}/{fit_steps} steps ({timings['fit']:.0f} s)")
@@ -97,14 +98,6 @@ def run(out: Path, fit_steps: int = 1000, size: int = 32, n_per_prompt: int = 8,
                         "torch threads": torch.get_num_threads()})
     log(f"demo: wrote {out / 'report.html'} (total {sum(timings.values()):.0f} s)")
     return res
-
-
-def _dhms(seconds: int) -> str:
-    """Seconds -> Lightning's ``max_time`` string ``DD:HH:MM:SS``."""
-    m, sec = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    d, h = divmod(h, 24)
-    return f"{d:02d}:{h:02d}:{m:02d}:{sec:02d}"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -82,6 +82,19 @@ class Link:
         return link if isinstance(link, cls) else cls(*link)
 
 
+def max_time_arg(seconds: float) -> str:
+    """A wall-time budget as the ``--trainer.max_time`` string ``DD:HH:MM:SS`` (rounded, at least one
+    second: Lightning stops a fit at once on ``00:00:00:00``).
+
+    ``max_time_arg(90.4) == "00:00:01:30"``; ``max_time_arg(90000) == "01:01:00:00"``.
+    """
+    s = max(1, int(round(float(seconds))))
+    m, sec = divmod(s, 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"{d:02d}:{h:02d}:{m:02d}:{sec:02d}"
+
+
 def add_final_checkpoint(trainer: pl.Trainer) -> None:
     """Give ``trainer`` a :class:`FinalCheckpoint` unless it has one, placed before any EMA callback.
 

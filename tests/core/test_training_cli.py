@@ -188,3 +188,15 @@ def test_a_setting_a_class_refuses_is_one_error_line(monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: fit: DualStreamConfig: dim (30) must be divisible by num_heads (4)" and "Traceback" not in "".join(err)
+
+
+def test_max_time_arg_formats_lightning_budgets():
+    from lightning.pytorch.callbacks import Timer
+
+    from dualsci.training import max_time_arg
+
+    assert max_time_arg(90.4) == "00:00:01:30"
+    assert max_time_arg(90000) == "01:01:00:00"
+    assert max_time_arg(0) == max_time_arg(0.2) == "00:00:00:01"  # never a budget that stops at once
+    for seconds in (1, 59, 3599, 86401, 12345.6):  # Lightning reads the string back as the same duration
+        assert Timer(duration=max_time_arg(seconds))._duration == round(seconds)

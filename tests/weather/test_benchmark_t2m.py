@@ -44,6 +44,17 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     widths = {w.shape[-1] for k, w in weights.items() if k.endswith("qkv.weight")}
     assert widths == {32} and any("dual_blocks.0." in k for k in weights)
     assert not any("dual_blocks.1." in k or "single_blocks" in k for k in weights), sorted(weights)
+    # a reused checkpoint: the JSON describes the training it holds, not the command line's defaults
+    reused = bench.main(common + ["--out", str(tmp_path / "reused.json"), "--checkpoint", str(tmp_path / "narrow.ckpt")])
+    assert reused["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0}
+    assert reused["lr"] == pytest.approx(5e-4) and reused["weight_decay"] == pytest.approx(0.1)
+    assert reused["train_seconds"] is None and reused["train_steps_done"] == 2 and reused["train_steps"] is None
+    assert reused["prior"] == "damped" and reused["history"] == 1
+    assert reused["checkpoint_train_period"] == "2021-07-01:2021-07-06"
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="junk.ckpt: not a readable checkpoint"):
+        bench.main(common + ["--out", str(tmp_path / "junk.json"), "--checkpoint", str(tmp_path / "junk.ckpt")])
+    assert not (tmp_path / "junk.json").exists()
     for v in plain["leads"].values():
         assert {"rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse"} <= set(v) and "spread_factor" not in v
     # with a held-out calibration window (the diurnal prior: on this white-noise field the damped prior is close to
@@ -133,6 +144,11 @@ def test_damped_recent_cycle_follows_a_new_level(tmp_path, load_benchmark):
         assert v["damped_recent_cycle"] < 0.01, lead
     assert res["leads"]["48"]["damped_anomaly_persistence"] > 0.3
     assert res["leads"]["48"]["diurnal_climatology"] > 1.0
+    with pytest.raises(SystemExit):  # an empty window is refused before any work
+        load_benchmark("weather_t2m_baselines").main(
+            ["--data", str(tmp_path / "warm.nc"), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
+             "--out", str(tmp_path / "b0.json"), "--recent-days", "0"])
+    assert not (tmp_path / "b0.json").exists()
 
 
 def test_stencil_ridge_learns_advection(load_benchmark):
