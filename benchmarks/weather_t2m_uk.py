@@ -217,13 +217,13 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             dm = WeatherDataModule(
                 a.data, variables=["2m_temperature"], train_period=fit_period, frames=4, step_hours=6, batch_size=16,
-                crop_multiple=PATCH, prior=a.prior, history=a.history, seed=a.seed,
+                crop_multiple=PATCH, prior=a.prior, history=history, seed=a.seed,
             )
             dm.setup("fit")
             h, w = len(dm.train_set.windows.lat), len(dm.train_set.windows.lon)
             net = WeatherForecaster(
                 n_channels=1, n_statics=len(dm.stats.static_names), grid=(h, w), frames=4, step_hours=6, patch=PATCH,
-                dim=a.dim, num_heads=4, depth_dual=a.depth_dual, depth_single=a.depth_single, rope="grid", history=a.history,
+                dim=a.dim, num_heads=4, depth_dual=a.depth_dual, depth_single=a.depth_single, rope="grid", history=history,
             )
             module = WeatherModule(
                 net, WeatherEDMObjective(), optimizer=partial(torch.optim.AdamW, lr=a.lr, weight_decay=a.weight_decay),

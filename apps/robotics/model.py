@@ -227,36 +227,42 @@ class DustPolicyNet(nn.Module):
 
     @staticmethod
     def _scale(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """Min-max scaling of ``x`` to [-1, 1] per dimension."""
         rng = (hi - lo).clamp_min(1e-6)
         return 2.0 * (x - lo) / rng - 1.0
+
+    @staticmethod
+    def _unscale(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """Inverse of `_scale`."""
+        rng = (hi - lo).clamp_min(1e-6)
+        return (x + 1.0) * 0.5 * rng + lo
 
     def normalize_state(self, s: Tensor) -> Tensor:
         return self._scale(s, self.state_min, self.state_max)
 
     def unnormalize_state(self, s: Tensor) -> Tensor:
         """Inverse of `normalize_state`: e.g. imagined future states (``future_target='state'``) in raw units."""
-        rng = (self.state_max - self.state_min).clamp_min(1e-6)
-        return (s + 1.0) * 0.5 * rng + self.state_min
+        return self._unscale(s, self.state_min, self.state_max)
+
+    def _future_bounds(self) -> tuple[Tensor, Tensor]:
+        """Scaling bounds of the future states: the target's own, or the observation's state's."""
+        if self.target_state_dim is None:
+            return self.state_min, self.state_max
+        return self.target_min, self.target_max
 
     def normalize_future(self, s: Tensor) -> Tensor:
         """Future states ``(..., D_t)`` as the vision stream sees them (the target's own scale, if any)."""
-        if self.target_state_dim is None:
-            return self.normalize_state(s)
-        return self._scale(s, self.target_min, self.target_max)
+        return self._scale(s, *self._future_bounds())
 
     def unnormalize_future(self, s: Tensor) -> Tensor:
         """Inverse of `normalize_future`: imagined future states in raw units."""
-        if self.target_state_dim is None:
-            return self.unnormalize_state(s)
-        rng = (self.target_max - self.target_min).clamp_min(1e-6)
-        return (s + 1.0) * 0.5 * rng + self.target_min
+        return self._unscale(s, *self._future_bounds())
 
     def normalize_action(self, a: Tensor) -> Tensor:
         return self._scale(a, self.action_min, self.action_max)
 
     def unnormalize_action(self, a: Tensor) -> Tensor:
-        rng = (self.action_max - self.action_min).clamp_min(1e-6)
-        return (a + 1.0) * 0.5 * rng + self.action_min
+        return self._unscale(a, self.action_min, self.action_max)
 
     def normalize_image(self, img: Tensor) -> Tensor:
         """``img: (..., 3, h, w)`` uint8 -> float, per-channel mean/std; crop to ``crop_size``."""
