@@ -123,14 +123,21 @@ class WeatherForecaster(nn.Module):
         self.net = DualStreamTransformer(self.config)
 
     # ------------------------------------------------------------------------------ geometry
+    def _check_grid(self, h: int, w: int) -> None:
+        """The data grid must be the model's; in training mode a patch-aligned crop of it is also accepted
+        (``WeatherEDMObjective(train_crop=...)``): inference always runs on the grid the model was built for."""
+        gh, gw = self.grid
+        if (h, w) == (gh, gw):
+            return
+        if self.training and h <= gh and w <= gw and not (h % self.patch or w % self.patch):
+            return
+        raise ValueError(f"grid mismatch: the model was built for {gh}x{gw} (lat x lon) but the data is {h}x{w}")
+
     def _token_coords(self, lat: Tensor, lon: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-token (lat_coord, lon_coord) for RoPE and (sinφ, cosφcosλ, cosφsinλ) features."""
         p = self.patch
-        h, w = self.grid
-        if lat.numel() != h or lon.numel() != w:
-            raise ValueError(
-                f"grid mismatch: the model was built for {h}x{w} (lat x lon) but the data is {lat.numel()}x{lon.numel()}"
-            )
+        h, w = lat.numel(), lon.numel()
+        self._check_grid(h, w)
         lat_r = torch.deg2rad(lat.double()).reshape(h // p, p).mean(1)
         # Circular mean of patch longitudes (a patch may straddle 0°).
         lon_r = torch.deg2rad(lon.double()).reshape(w // p, p)
@@ -139,7 +146,7 @@ class WeatherForecaster(nn.Module):
         la, lo = la.reshape(-1), lo.reshape(-1)
         feats = torch.stack([la.sin(), la.cos() * lo.cos(), la.cos() * lo.sin()], -1).float()
         if self.rope_mode == "geo":
-            lat_c = la * (h // p) / math.pi
+            lat_c = la * (self.grid[0] // p) / math.pi  # the built grid's scale, also for a training crop
             lon_c = torch.remainder(lo, 2 * math.pi)
         else:
             rows, cols = torch.meshgrid(torch.arange(h // p), torch.arange(w // p), indexing="ij")
@@ -175,18 +182,21 @@ class WeatherForecaster(nn.Module):
             x0: (B, C, H, W) normalised state at init (clean).
             statics: (B, S, H, W) normalised static fields.
             init_time: (B,) int64 ns since 1970 (init of this block).
-            lat, lon: (H,), (W,) grid coordinates in degrees.
+            lat, lon: (H,), (W,) grid coordinates in degrees (H, W = the model's grid; in training mode also
+                a patch-aligned crop of it).
             x_hist: (B, h, C, H, W) normalised states before the init, oldest first (``history = h``).
 
         Returns:
             F: (B, k, C, H, W).
         """
         b, k, c, h, w = x_in.shape
-        if (c, h, w) != (self.n_channels, *self.grid) or k != self.frames:
+        if c != self.n_channels or k != self.frames:
             raise ValueError(
                 f"input block {(k, c, h, w)} does not match the model (frames, channels, H, W) = "
                 f"{(self.frames, self.n_channels, *self.grid)}"
             )
+        if (lat.numel(), lon.numel()) != (h, w):
+            raise ValueError(f"grid mismatch: the input block is {h}x{w} but lat/lon describe a {lat.numel()}x{lon.numel()} grid")
         if statics.shape[1] != self.n_statics:
             raise ValueError(f"model expects {self.n_statics} static fields, got {statics.shape[1]}")
         pos_a, pos_b, feats = self.positions(lat.cpu(), lon.cpu())

@@ -5,9 +5,15 @@ per-(frame, channel) standard deviation of the tendency in the training data (``
 the data module and stored with the checkpoint), so it has unit variance and ``σ_data = 1``.
 Loss: ``λ(σ)·‖D − y‖²`` with the EDM weight, times WB2 cell-area latitude weights, averaged over the cells
 that hold data (a batch ``"valid"`` mask leaves out the land cells of SST).
+
+``train_crop = (h, w)`` trains on one random ``h × w`` window of every batch (a new offset per step, any
+cell offset, so patch boundaries move too): an augmentation for small regional records, where the net
+otherwise learns the whole box's few weeks by heart. Validation and sampling always see the full grid.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +30,35 @@ from dualsci.diffusion import (
 )
 
 
+# batch entries with the grid as their last two axes (lat, lon are (B, H) and (B, W) and cropped apart)
+SPATIAL_KEYS = ("x0", "y", "statics", "x_hist", "prior", "valid", "x0_valid")
+
+
+def crop_batch(batch: dict, size: tuple[int, int], generator: torch.Generator | None = None) -> dict:
+    """One random ``size = (h, w)`` window of the whole batch (every item the same cells).
+
+    Args:
+        batch: the collated batch; its ``SPATIAL_KEYS`` end in (H, W), ``lat`` is (B, H), ``lon`` (B, W).
+        size: crop height and width in cells, at most (H, W).
+        generator: torch generator of the offsets (None = the global one, seeded by ``seed_everything``).
+
+    Returns:
+        a shallow copy of the batch with those entries cut to (h, w).
+    """
+    big_h, big_w = batch["x0"].shape[-2:]
+    h, w = size
+    if h > big_h or w > big_w:
+        raise ValueError(f"train_crop {h}x{w} is larger than the {big_h}x{big_w} grid")
+    i = int(torch.randint(big_h - h + 1, (1,), generator=generator))
+    j = int(torch.randint(big_w - w + 1, (1,), generator=generator))
+    out = dict(batch)
+    for key in SPATIAL_KEYS:
+        if key in out:
+            out[key] = out[key][..., i:i + h, j:j + w]
+    out["lat"], out["lon"] = batch["lat"][:, i:i + h], batch["lon"][:, j:j + w]
+    return out
+
+
 def area_weights(lat: Tensor) -> Tensor:
     """(H,) WB2 cell-area weights (mean 1) as a float32 tensor."""
     return torch.from_numpy(cell_area_weights(lat.detach().cpu().numpy())).float()
@@ -37,6 +72,8 @@ class WeatherEDMObjective:
         p_mean, p_std: training density ``ln σ ~ N(p_mean, p_std²)``.
         sigma_min, sigma_max, rho: the Karras sampling grid.
         area_weighted: multiply the loss by cell-area latitude weights.
+        train_crop: (h, w) random window the training loss sees (cells; multiples of the net's patch), or
+            None for the full grid. Used only while the net is in training mode.
     """
 
     def __init__(
@@ -48,10 +85,16 @@ class WeatherEDMObjective:
         sigma_max: float = 80.0,
         rho: float = 7.0,
         area_weighted: bool = True,
+        train_crop: Sequence[int] | None = None,
     ) -> None:
+        if train_crop is not None:
+            train_crop = tuple(int(v) for v in train_crop)
+            if len(train_crop) != 2 or min(train_crop) < 1:
+                raise ValueError(f"WeatherEDMObjective: train_crop={train_crop} must be two positive cell counts (h, w)")
+        self.train_crop = train_crop
         self.init_kwargs = dict(
             sigma_data=sigma_data, p_mean=p_mean, p_std=p_std, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-            area_weighted=area_weighted,
+            area_weighted=area_weighted, train_crop=None if train_crop is None else list(train_crop),
         )
         self.path = EDMPath(sigma_min, sigma_max, rho)
         self.gauss = GaussianObjective(
@@ -73,6 +116,8 @@ class WeatherEDMObjective:
         return d / scale
 
     def loss(self, net: nn.Module, batch: dict) -> dict[str, Tensor]:
+        if self.train_crop is not None and net.training:
+            batch = crop_batch(batch, self.train_crop)
         x0 = self.tendency(batch)
         b = x0.shape[0]
         t = self.gauss.sample_time(b, device=x0.device)

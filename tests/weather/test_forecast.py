@@ -47,6 +47,17 @@ def test_untrained_forecaster_is_zero_and_grid_checked():
         net(*args, torch.linspace(-80, 80, 9)[:8].repeat(2)[:9], lon)
     with pytest.raises(ValueError, match="rope"):
         WeatherForecaster(**{**NET, "rope": "healpix"})
+    # a patch-aligned crop of the grid: accepted in training mode (train_crop), refused in eval mode
+    crop = (args[0][..., :4, 4:12], args[1], args[2][..., :4, 4:12], args[3][..., :4, 4:12], args[4])
+    net.train()
+    assert net(*crop, lat[:4], lon[4:12]).shape == (b, 2, 6, 4, 8)
+    with pytest.raises(ValueError, match="grid mismatch"):  # not a multiple of the patch
+        net(args[0][..., :3, :], args[1], args[2][..., :3, :], args[3][..., :3, :], args[4], lat[:3], lon)
+    with pytest.raises(ValueError, match="lat/lon describe"):
+        net(*crop, lat, lon)
+    net.eval()
+    with pytest.raises(ValueError, match="grid mismatch: the model was built for 8x16"):
+        net(*crop, lat[:4], lon[4:12])
 
 
 def test_geo_rope_seam_invariance():
