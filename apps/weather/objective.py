@@ -9,6 +9,8 @@ that hold data (a batch ``"valid"`` mask leaves out the land cells of SST).
 ``train_crop = (h, w)`` trains on one random ``h × w`` window of every batch (a new offset per step, any
 cell offset, so patch boundaries move too): an augmentation for small regional records, where the net
 otherwise learns the whole box's few weeks by heart. Validation and sampling always see the full grid.
+A net trained only on crops spreads too little on the full grid (more tokens than it learnt on), so
+``train_crop_prob`` < 1 crops only that share of the steps and trains on the full grid on the rest.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class WeatherEDMObjective:
         area_weighted: multiply the loss by cell-area latitude weights.
         train_crop: (h, w) random window the training loss sees (cells; multiples of the net's patch), or
             None for the full grid. Used only while the net is in training mode.
+        train_crop_prob: share of the training steps that are cropped (the rest see the full grid).
     """
 
     def __init__(
@@ -86,15 +89,19 @@ class WeatherEDMObjective:
         rho: float = 7.0,
         area_weighted: bool = True,
         train_crop: Sequence[int] | None = None,
+        train_crop_prob: float = 1.0,
     ) -> None:
         if train_crop is not None:
             train_crop = tuple(int(v) for v in train_crop)
             if len(train_crop) != 2 or min(train_crop) < 1:
                 raise ValueError(f"WeatherEDMObjective: train_crop={train_crop} must be two positive cell counts (h, w)")
-        self.train_crop = train_crop
+        if not 0.0 <= train_crop_prob <= 1.0:
+            raise ValueError(f"WeatherEDMObjective: train_crop_prob={train_crop_prob} must be in [0, 1]")
+        self.train_crop, self.train_crop_prob = train_crop, float(train_crop_prob)
         self.init_kwargs = dict(
             sigma_data=sigma_data, p_mean=p_mean, p_std=p_std, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
             area_weighted=area_weighted, train_crop=None if train_crop is None else list(train_crop),
+            train_crop_prob=float(train_crop_prob),
         )
         self.path = EDMPath(sigma_min, sigma_max, rho)
         self.gauss = GaussianObjective(
@@ -117,7 +124,10 @@ class WeatherEDMObjective:
 
     def loss(self, net: nn.Module, batch: dict) -> dict[str, Tensor]:
         if self.train_crop is not None and net.training:
-            batch = crop_batch(batch, self.train_crop)
+            # one draw per step from the global generator (seeded by seed_everything); prob 1 draws nothing,
+            # so crop-only training is unchanged by this option
+            if self.train_crop_prob >= 1.0 or float(torch.rand(())) < self.train_crop_prob:
+                batch = crop_batch(batch, self.train_crop)
         x0 = self.tendency(batch)
         b = x0.shape[0]
         t = self.gauss.sample_time(b, device=x0.device)

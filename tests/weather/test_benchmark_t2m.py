@@ -32,15 +32,19 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert plain["history"] == 1 and plain["prior"] == "damped" and plain["calibration"] is None
     assert plain["train_steps_done"] == 2 and plain["precision"] in ("32-true", "bf16-mixed")
     assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1} and plain["lr"] == 2e-3
-    assert plain["weight_decay"] == 0.01 and plain["train_crop"] is None
+    assert plain["weight_decay"] == 0.01 and plain["train_crop"] is None and plain["train_crop_prob"] is None
+    # half the 16x12 grid per axis, down to the patch 4: 8x4, on every step unless told otherwise
+    half = bench.main(common + ["--out", str(tmp_path / "half.json"), "--train-crop", "half"])
+    assert half["train_crop"] == [8, 4] and half["train_crop_prob"] == 1.0
     # another width and learning rate by numbers only: recorded in the JSON and the ones the kept checkpoint holds
     narrow = bench.main(common + ["--out", str(tmp_path / "narrow.json"), "--dim", "32", "--depth-dual", "1",
-                                  "--depth-single", "0", "--lr", "5e-4", "--weight-decay", "0.1", "--train-crop", "8x8",
+                                  "--depth-single", "0", "--lr", "5e-4", "--weight-decay", "0.1", "--train-crop", "8x8", "--train-crop-prob", "0.5",
                                   "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
     assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0} and narrow["lr"] == 5e-4
     saved_ckpt = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)
     assert saved_ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(5e-4)
     assert narrow["train_crop"] == [8, 8] and saved_ckpt["weather"]["objective"]["train_crop"] == [8, 8]
+    assert narrow["train_crop_prob"] == 0.5 and saved_ckpt["weather"]["objective"]["train_crop_prob"] == 0.5
     assert narrow["grid"] == "16x12"  # the crop is a training augmentation: the forecast covers the whole grid
     assert narrow["weight_decay"] == 0.1 and saved_ckpt["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.1
     weights = saved_ckpt["state_dict"]
@@ -53,6 +57,7 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert reused["lr"] == pytest.approx(5e-4) and reused["weight_decay"] == pytest.approx(0.1)
     assert reused["train_seconds"] is None and reused["train_steps_done"] == 2 and reused["train_steps"] is None
     assert reused["prior"] == "damped" and reused["history"] == 1 and reused["train_crop"] == [8, 8]
+    assert reused["train_crop_prob"] == 0.5
     assert reused["checkpoint_train_period"] == "2021-07-01:2021-07-06"
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.ckpt: not a readable checkpoint"):
@@ -95,7 +100,8 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert not (tmp_path / "odd.json").exists()
     # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
     for bad in (["--sampler-steps", "0"], ["--steps", "0"], ["--history", "-1"], ["--max-train-minutes", "0"],
-                ["--weight-decay", "-0.1"], ["--train-crop", "6x8"], ["--train-crop", "8"], ["--train-crop", "0x8"]):
+                ["--weight-decay", "-0.1"], ["--train-crop", "6x8"], ["--train-crop", "8"], ["--train-crop", "0x8"],
+                ["--train-crop-prob", "1.5"], ["--train-crop-prob", "x"]):
         with pytest.raises(SystemExit) as exit_info:
             bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), *bad])
         assert exit_info.value.code == 2, bad
@@ -172,6 +178,12 @@ def test_stencil_ridge_learns_advection(load_benchmark):
     pred = (mod.stencil_features(fresh) @ coef).reshape(fresh.shape)
     truth = np.pad(fresh, ((0, 0), (1, 0)), mode="edge")[:, :-1]
     assert np.abs(pred - truth).max() < 1e-2 and np.abs(fresh - truth).mean() > 0.5
+
+
+def test_half_crop(load_benchmark):
+    half = load_benchmark("weather_t2m_uk")._half_crop
+    assert half(32, 48) == (16, 24) and half(33, 50) == (16, 24) and half(16, 12) == (8, 4)
+    assert half(4, 8) == (4, 4) and half(4, 4) is None  # one patch: nothing to crop
 
 
 def test_test_inits_any_period(load_benchmark):

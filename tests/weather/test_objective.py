@@ -51,7 +51,10 @@ def test_objective_refuses_a_bad_crop_and_records_it():
         WeatherEDMObjective(train_crop=(0, 8))
     with pytest.raises(ValueError, match="train_crop"):
         WeatherEDMObjective(train_crop=(8,))
+    with pytest.raises(ValueError, match="train_crop_prob"):
+        WeatherEDMObjective(train_crop=(4, 8), train_crop_prob=1.5)
     assert WeatherEDMObjective(train_crop=(4, 8)).init_kwargs["train_crop"] == [4, 8]
+    assert WeatherEDMObjective(train_crop=(4, 8), train_crop_prob=0.5).init_kwargs["train_crop_prob"] == 0.5
     assert WeatherEDMObjective().init_kwargs["train_crop"] is None
 
 
@@ -83,3 +86,18 @@ def test_loss_crops_only_in_training_mode():
     net.train()
     WeatherEDMObjective().loss(net, batch)
     assert net.grids[-1] == (8, 12)
+
+
+def test_crop_probability_mixes_crops_and_the_whole_grid():
+    torch.manual_seed(0)
+    net = _Spy(WeatherForecaster(n_channels=1, n_statics=2, grid=(8, 12), frames=2, patch=4, dim=16, num_heads=2,
+                                 depth_dual=1, depth_single=0, rope="grid", history=1))
+    batch = _batch()
+    for prob, expected in ((0.0, {(8, 12)}), (0.5, {(4, 8), (8, 12)}), (1.0, {(4, 8)})):
+        net.grids.clear()
+        objective = WeatherEDMObjective(train_crop=(4, 8), train_crop_prob=prob)
+        for _ in range(16):
+            objective.loss(net, batch)
+        assert set(net.grids) == expected, prob
+        if prob == 0.5:  # about half the steps each way (16 draws: 3..13 is beyond doubt for a fair coin)
+            assert 3 <= net.grids.count((4, 8)) <= 13
