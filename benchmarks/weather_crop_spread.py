@@ -1,6 +1,7 @@
 """Diagnostic: does a net trained on random crops (``train_crop``) give less spread on the full grid than on a
-crop of the training size? Same checkpoint, same inits, same noise seeds; spread and ensemble-mean RMSE of the
-first block (6/12/18/24 h) on the crop's cells, from full-grid sampling and from sampling on the crop alone.
+crop of the training size? A 2 m temperature checkpoint of ``weather_t2m_uk.py``; same inits (the 00/12 UTC
+windows of ``--test``, at most 64), same noise seeds; spread and ensemble-mean RMSE of the first block
+(6/12/18/24 h) on the centre crop's cells, from full-grid sampling and from sampling on the crop alone.
 
 ``python benchmarks/weather_crop_spread.py --checkpoint CKPT --data FILE --train START:END --test START:END
 --out X.json [--crop HxW] [--members 10]``  (``--train``: the period the checkpoint was fitted on, to rebuild
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.datamodule import WeatherDataModule  # noqa: E402
+from apps.weather.objective import SPATIAL_KEYS  # noqa: E402
 from apps.weather.sampling import load_checkpoint  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
@@ -61,7 +63,7 @@ def main(argv=None) -> dict:
         return t[..., i:i + ch, j:j + cw]
 
     cropped = dict(batch)
-    for key in ("x0", "y", "statics", "x_hist", "prior"):
+    for key in SPATIAL_KEYS:
         if key in cropped:
             cropped[key] = centre(batch[key])
     cropped["lat"], cropped["lon"] = batch["lat"][:, i:i + ch], batch["lon"][:, j:j + cw]
@@ -91,4 +93,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from apps.weather.cli import script_main
+
+    script_main(main)  # bad input: one line naming file, variable and problem
