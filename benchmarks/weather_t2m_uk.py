@@ -38,7 +38,8 @@ HxW``, or ``half`` = half the grid per axis, 16x24 on the UK box; default ``none
 the few training weeks by heart; the forecast always covers the whole grid (JSON ``train_crop``, ``train_crop_prob``).
 Cropping every step (16x24) gave the best contract-split RMSE so far but an under-dispersed ensemble (SSR 0.45–0.59);
 cropping half the steps passed the validation rule and then scored worse than the uncropped default on the contract
-split, so neither is the default (docs/weather.md).
+split. Over two training seeds on the validation split, crops are level with the default or worse, so neither is the
+default (docs/weather.md).
 Precision: fp32 (``--precision 32``, default); ``bf16-mixed`` was measured *slower* for this width
 (docs/weather.md) and is used only when asked for and ``bf16_supported()``.
 
