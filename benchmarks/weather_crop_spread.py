@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.weather.datamodule import WeatherDataModule  # noqa: E402
-from apps.weather.objective import SPATIAL_KEYS  # noqa: E402
+from apps.weather.objective import batch_window  # noqa: E402
 from apps.weather.sampling import load_checkpoint  # noqa: E402
 from dualsci.io import write_json_atomic  # noqa: E402
 
@@ -62,11 +62,7 @@ def main(argv=None) -> dict:
     def centre(t):  # (..., H, W) -> the crop's cells
         return t[..., i:i + ch, j:j + cw]
 
-    cropped = dict(batch)
-    for key in SPATIAL_KEYS:
-        if key in cropped:
-            cropped[key] = centre(batch[key])
-    cropped["lat"], cropped["lon"] = batch["lat"][:, i:i + ch], batch["lon"][:, j:j + cw]
+    cropped = batch_window(batch, i, j, (ch, cw))
     full_runs, crop_runs = [], []
     with torch.no_grad():
         for m in range(a.members):

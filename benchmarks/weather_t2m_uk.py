@@ -73,7 +73,7 @@ from apps.weather.evaluate import evaluate  # noqa: E402
 from apps.weather.model import WeatherForecaster  # noqa: E402
 from apps.weather.objective import WeatherEDMObjective  # noqa: E402
 from apps.weather.sampling import ForecastOptions, forecast  # noqa: E402
-from dualsci.argtypes import nonnegative_float, nonnegative_int, positive_int  # noqa: E402
+from dualsci.argtypes import nonnegative_float, nonnegative_int, positive_int, probability  # noqa: E402
 from dualsci.io import atomic_write, write_json_atomic  # noqa: E402
 
 LEADS = (6, 12, 24, 48)
@@ -117,17 +117,6 @@ def _half_crop(h: int, w: int) -> tuple[int, int] | None:
     return None if crop == (h, w) else crop
 
 
-def _probability(text: str) -> float:
-    """A float in [0, 1] (``--train-crop-prob``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return value
-
-
 def _lr_factor(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor`` at ``total``."""
     if step < warmup:
@@ -150,15 +139,15 @@ def _checkpoint_settings(path: str) -> dict:
     groups = [g for state in blob.get("optimizer_states") or [] for g in state.get("param_groups", [])]
     group = groups[0] if groups else {}
     data = blob.get("datamodule_hyper_parameters") or {}
+    objective = weather.get("objective") or {}
     history = weather.get("history", net.get("history", data.get("history")))
     return {"width": {k: net.get(k) for k in ("dim", "depth_dual", "depth_single")},
             "lr": group.get("initial_lr", group.get("lr")), "weight_decay": group.get("weight_decay"),
             "prior": data.get("prior"), "history": None if history is None else int(history),
             "train_steps_done": blob.get("global_step"), "checkpoint_train_period": data.get("train_period"),
-            "train_crop": (weather.get("objective") or {}).get("train_crop"),
+            "train_crop": objective.get("train_crop"),
             # checkpoints made before the option cropped every step
-            "train_crop_prob": (weather.get("objective") or {}).get("train_crop_prob", 1.0)
-            if (weather.get("objective") or {}).get("train_crop") else None}
+            "train_crop_prob": objective.get("train_crop_prob", 1.0) if objective.get("train_crop") else None}
 
 
 def _global_rows(res: dict) -> dict:
@@ -195,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-crop", type=_crop_size, default=None, metavar="HxW|half|none",
                    help="train on one random HxW window of the grid (cells, multiples of 4); half: half the grid per axis "
                         "(16x24 on the 32x48 UK box); default none: always the whole grid")
-    p.add_argument("--train-crop-prob", type=_probability, default=1.0,
+    p.add_argument("--train-crop-prob", type=probability, default=1.0,
                    help="share of the training steps that are cropped with --train-crop (default 1; the rest see the whole grid)")
     p.add_argument("--keep-checkpoint", default=None, help="save the trained model here")
     p.add_argument("--checkpoint", default=None, help="reuse this model (trained on train minus validation): skip training")

@@ -53,6 +53,13 @@ def crop_batch(batch: dict, size: tuple[int, int], generator: torch.Generator | 
         raise ValueError(f"train_crop {h}x{w} is larger than the {big_h}x{big_w} grid")
     i = int(torch.randint(big_h - h + 1, (1,), generator=generator))
     j = int(torch.randint(big_w - w + 1, (1,), generator=generator))
+    return batch_window(batch, i, j, size)
+
+
+def batch_window(batch: dict, i: int, j: int, size: tuple[int, int]) -> dict:
+    """The ``size = (h, w)`` window of the batch whose first cell is (row i, column j): a shallow copy with the
+    ``SPATIAL_KEYS`` and ``lat``/``lon`` cut to it."""
+    h, w = size
     out = dict(batch)
     for key in SPATIAL_KEYS:
         if key in out:
