@@ -46,11 +46,13 @@ def synth_main(argv: list[str]) -> int:
 
 
 def forecast_main(argv: list[str]) -> str:
-    """Ensemble forecast from a checkpoint: resumable, CF/WB2-schema zarr or NetCDF."""
+    """Ensemble forecast from a checkpoint (or several: a multi-model ensemble): resumable, CF/WB2-schema zarr or NetCDF."""
     from apps.weather.sampling import ForecastOptions, forecast, parse_inits
 
     p = argparse.ArgumentParser(prog="dualsci-weather forecast", description=forecast_main.__doc__)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="forecaster checkpoint; several = a multi-model ensemble (e.g. one per training seed), "
+                        "the members split among them in contiguous runs")
     p.add_argument("--data", required=True, help="dataset with the initial conditions (and statics)")
     p.add_argument("--out", required=True, help="output .zarr folder or .nc file")
     p.add_argument("--inits", required=True, help="list 'T1,T2' or range 'START:END:STEP_HOURS' (any hour)")

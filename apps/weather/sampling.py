@@ -10,6 +10,8 @@
   ``OUT.partial``; a restarted run with the same options skips finished units and redoes the rest, and
   the final rename to ``OUT`` happens only when every unit is done — the result is identical to an
   uninterrupted run (the computation of a unit depends only on its seeds).
+* Multi-model ensembles: given several checkpoints (e.g. one net per training seed, sharing one data
+  description), member m is drawn by net ``floor(m * K / M)``; ``model_sha256`` lists the K hashes in that order.
 * Memory is flat in leads and members: one member batch and one block live in memory at a time; each
   block is written to its own zarr region as soon as it is sampled.
 """
@@ -206,8 +208,57 @@ def decoder_grid(meta: dict) -> tuple[int, int]:
     return len(meta["lat"]), len(meta["lon"])
 
 
+# what every net of a multi-model ensemble must share: members of one store are read as draws of one quantity
+_SHARED_META = ("stats", "lat", "lon", "frames", "step_hours", "delta_scale", "diurnal", "damping")
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def load_ensemble(paths: Sequence[str | os.PathLike]) -> list[tuple[WeatherForecaster, WeatherEDMObjective, dict]]:
+    """Load the nets of a multi-model ensemble (e.g. one per training seed) and check they are interchangeable.
+
+    Every checkpoint must share the first one's data description (normalisation, grid, block length, step,
+    prior terms) and history length, so one initial state means the same to each; the weights may differ.
+    """
+    if not paths:
+        raise ValueError("no checkpoint given")
+    nets = [load_checkpoint(p) for p in paths]
+    first = nets[0][2]
+    for path, (net, _, meta) in zip(paths[1:], nets[1:]):
+        for key in _SHARED_META:
+            if not _same(first.get(key), meta.get(key)):
+                raise WeatherDataError(path, f"its '{key}' differs from the first checkpoint {paths[0]}: "
+                                             "the nets of one ensemble must be trained on the same data description")
+        if getattr(net, "history", 0) != getattr(nets[0][0], "history", 0):
+            raise WeatherDataError(path, f"history {getattr(net, 'history', 0)} differs from the first checkpoint's "
+                                         f"{getattr(nets[0][0], 'history', 0)} ({paths[0]})")
+    return nets
+
+
+def member_nets(members: int, n_nets: int) -> np.ndarray:
+    """(members,) index of the net that draws each member: contiguous, as even as possible (10 over 4: 3,2,3,2)."""
+    return np.arange(members) * n_nets // members
+
+
+def _rows_of(rows: np.ndarray, batch: int):
+    """``pick(t)``: rows ``rows`` of a (batch, ...) tensor, None as None; the whole batch (always, with one net)
+    passes as it is, uncopied."""
+    if len(rows) == batch:
+        return lambda t: t
+    index = torch.from_numpy(rows)
+    return lambda t: None if t is None else t[index]
+
+
 def forecast(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     data: str | os.PathLike,
     out: str | os.PathLike,
     options: ForecastOptions,
@@ -218,7 +269,9 @@ def forecast(
     """Run an ensemble forecast (see the module docstring).
 
     Args:
-        checkpoint: trained forecaster checkpoint.
+        checkpoint: trained forecaster checkpoint, or several (a multi-model ensemble, e.g. one net per
+            training seed, checked by :func:`load_ensemble`): member m is drawn by net ``member_nets(M, K)[m]``.
+            Seeds follow the member's global index, so the nets' noises are independent.
         data: dataset providing the initial conditions (and statics) on the checkpoint's grid.
         out: output ``.zarr`` folder or ``.nc`` file.
         options: :class:`ForecastOptions`.
@@ -238,7 +291,11 @@ def forecast(
         raise ValueError(f"format={options.format!r} is not one of ('zarr', 'netcdf')")
     if options.members < 1 or options.steps < 1:  # checked before anything is written (0 members: an empty store)
         raise ValueError(f"members={options.members} and steps={options.steps} must be >= 1")
-    net, objective, meta = load_checkpoint(checkpoint)
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    nets = load_ensemble(checkpoints)
+    net, objective, meta = nets[0]
+    checkpoint = checkpoints[0]  # data description and errors about it: the nets share it
+    net_of_member = member_nets(options.members, len(nets))
     stats = NormStats.from_dict(meta["stats"])
     channels = stats.channels
     k, step = int(meta["frames"]), int(meta["step_hours"])
@@ -281,7 +338,9 @@ def forecast(
     bm = max(1, min(options.batch_members, options.members))
     partial = out.with_name(out.name + ".partial")
     store = partial / "forecast.zarr"
-    signature = json.dumps({"options": asdict(options), "checkpoint": sha256_file(checkpoint), "data": src}, sort_keys=True)
+    hashes = [sha256_file(c) for c in checkpoints]
+    signature = json.dumps({"options": asdict(options), "checkpoint": hashes[0] if len(hashes) == 1 else hashes, "data": src},
+                           sort_keys=True)
     if partial.exists():
         prev = (partial / "run.json").read_text() if (partial / "run.json").exists() else ""
         if prev != signature:
@@ -303,7 +362,9 @@ def forecast(
         Conventions="CF-1.8",
         title="dualsci weather ensemble forecast",
         source="apps.weather latent/pixel EDM forecaster (dualsci)",
-        model_sha256=sha256_file(checkpoint),
+        model_sha256=",".join(hashes),  # one per net of a multi-model ensemble, in member order
+        **({"member_model": "realization r drawn by the net at index floor(r * n_models / n_members) of model_sha256"}
+           if len(hashes) > 1 else {}),
         autoencoder_sha256=sha256_file(autoencoder) if autoencoder is not None else "none (pixel space)",
         options=json.dumps(asdict(options), sort_keys=True),
         seed_rule="noise(init, member, block) ~ SeedSequence([seed, init_hours_since_1970, member, block, 0]); IC perturbation stream 1",
@@ -346,10 +407,18 @@ def forecast(
             noise = per_sample_noise((len(members), k, *x.shape[1:]), seeds)
             gens = sample_generators([s + 1 for s in seeds]) if options.churn > 0 else None
             prior = None if diurnal is None else prior_tendency(torch.as_tensor(diurnal), init_ns, k, step, x0=x, damping=damping)
-            y = objective.sample_block(
-                net, x, statics, init_ns, lat_t, lon_t, delta_scale, noise, options.sampler, options.steps, options.churn, gens,
-                prior=prior, x_hist=x_hist, sigma_max=options.sigma_max, rho=options.rho,
-            )
+            parts = []
+            owner = net_of_member[members]
+            for j in np.unique(owner):  # a member batch may straddle two nets of an ensemble
+                rows = np.flatnonzero(owner == j)
+                pick = _rows_of(rows, len(members))
+                part_net, part_objective, _ = nets[int(j)]
+                parts.append(part_objective.sample_block(
+                    part_net, pick(x), pick(statics), pick(init_ns), lat_t, lon_t, delta_scale, pick(noise), options.sampler,
+                    options.steps, options.churn, None if gens is None else [gens[i] for i in rows],
+                    prior=pick(prior), x_hist=pick(x_hist), sigma_max=options.sigma_max, rho=options.rho,
+                ))
+            y = torch.cat(parts) if len(parts) > 1 else parts[0]
             phys = mask_empty(stats.denormalise(y.numpy()), valid0)  # (Mb, k, C, H, W)
             if decoder is None:
                 _write_block(store, channels, phys, i_init, m0, b * k, template)

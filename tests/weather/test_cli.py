@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import xarray as xr
 
 from apps.weather.cli import CONFIG_DIR, main
 from apps.weather.synthetic import write_synthetic_zarr
@@ -71,6 +72,10 @@ def test_cli_fit_forecast_evaluate(tmp_path):
                 "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--sampler", "dpmpp_2m",
                 "--no-progress", "--calibration", str(cpath)])
     assert (tmp_path / "fc2_calibrated.zarr").is_dir() and fc2.endswith("fc2.zarr")
+    # several checkpoints: one multi-model ensemble, each net's hash in the provenance
+    fc3 = main(["forecast", "--checkpoint", str(ckpt), str(ckpt), "--data", str(data), "--out", str(tmp_path / "fc3.zarr"),
+                "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--no-progress"])
+    assert len(xr.open_zarr(fc3, consolidated=False).attrs["model_sha256"].split(",")) == 2
     # as a console script runs it (sys.exit(main())): success exits 0, bad input exits 2 with a one-line error
     import subprocess
     import sys
@@ -93,6 +98,8 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     for argv, problem in (
         (["forecast", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "f1.zarr"), *fc_args], "none.ckpt: checkpoint not found"),
         (["forecast", "--checkpoint", str(truncated), "--out", str(tmp_path / "f2.zarr"), *fc_args], "trunc.ckpt.*cannot read the checkpoint"),
+        (["forecast", "--checkpoint", str(ckpt), str(truncated), "--out", str(tmp_path / "f4.zarr"), *fc_args],
+         "trunc.ckpt.*cannot read the checkpoint"),
         (["forecast", "--checkpoint", str(ckpt), "--out", out, *fc_args], "output already exists"),
         (["evaluate", "--forecast", str(data), "--truth", str(data), "--out", str(tmp_path / "ev3")], "syn.zarr.*not a forecast store"),
         # a calibration file that does not load (was a CalibrationError traceback, exit 1), an existing output (the
@@ -103,11 +110,10 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     ):
         res = console(*argv)
         assert res.returncode == 2 and re.search(problem, res.stderr) and "Traceback" not in res.stderr, (argv, res.stderr[-800:])
-    assert not any((tmp_path / n).exists() for n in ("f1.zarr", "f2.zarr", "f1.zarr.partial", "f2.zarr.partial", "ev3", "c1.zarr"))
+    assert not any((tmp_path / n).exists() for n in ("f1.zarr", "f2.zarr", "f4.zarr", "f1.zarr.partial", "f2.zarr.partial",
+                                                  "f4.zarr.partial", "ev3", "c1.zarr"))
     assert (tmp_path / "fc.nc").read_bytes() == raw_bytes
     # fit on a NaN state: the statistics are computed in prepare_data too, so no empty version folder either
-    import xarray as xr
-
     nan = xr.open_zarr(data, consolidated=False).load()
     nan["temperature"][5, 0, 2, 3] = float("nan")
     nan.to_netcdf(tmp_path / "nan.nc")

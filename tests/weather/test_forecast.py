@@ -16,7 +16,8 @@ from apps.weather.datamodule import WeatherDataModule, WeatherModule
 from apps.weather.evaluate import evaluate
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
-from apps.weather.sampling import ForecastOptions, forecast, member_seed, parse_inits
+from apps.weather.data import WeatherDataError
+from apps.weather.sampling import ForecastOptions, forecast, load_checkpoint, member_nets, member_seed, parse_inits
 from apps.weather.synthetic import write_synthetic_zarr
 
 NET = dict(n_channels=6, n_statics=2, grid=(8, 16), frames=2, step_hours=6, patch=4, dim=32, num_heads=2, depth_dual=1, depth_single=1)
@@ -77,12 +78,41 @@ def test_geo_rope_seam_invariance():
     torch.testing.assert_close(r(y), y2, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("harmonics", [0, 4])
+def test_year_harmonics_decide_whether_the_date_matters(harmonics):
+    """With year_harmonics=0 the calendar is the hour of day alone: two dates at one hour give the same output."""
+    torch.manual_seed(2)
+    net = WeatherForecaster(**{**NET, "year_harmonics": harmonics})
+    assert net.init_kwargs["year_harmonics"] == harmonics
+    for p in net.parameters():  # break the zero init so the output depends on the input
+        torch.nn.init.normal_(p, std=0.05)
+    x, x0, st = torch.randn(1, 2, 6, 8, 16), torch.randn(1, 6, 8, 16), torch.randn(1, 2, 8, 16)
+    lat, lon = torch.linspace(-78.75, 78.75, 8), torch.arange(16) * 22.5
+    at = lambda t: torch.tensor([np.datetime64(t, "ns").astype(np.int64)])  # noqa: E731
+    with torch.no_grad():
+        march, july = (net(x, torch.zeros(1), x0, st, at(t), lat, lon) for t in ("2019-03-01T06", "2019-07-01T06"))
+        six_later = net(x, torch.zeros(1), x0, st, at("2019-03-01T12"), lat, lon)
+    assert torch.equal(march, july) == (harmonics == 0)
+    assert not torch.equal(march, six_later)  # the hour of day always counts
+    with pytest.raises(ValueError, match="year_harmonics=-1"):
+        WeatherForecaster(**{**NET, "year_harmonics": -1})
+
+
 def test_training_loss_and_checkpoint_meta(trained):
     _, _, ckpt = trained
     ck = torch.load(ckpt, weights_only=True)
     meta = ck["weather"]
     assert meta["frames"] == 2 and meta["net"]["grid"] == [8, 16]
     assert len(meta["stats"]["channels"]) == 6 and np.asarray(meta["delta_scale"]).shape == (2, 6)
+    assert meta["net"]["year_harmonics"] == 4
+
+
+def test_checkpoint_without_year_harmonics_loads_with_four(trained, tmp_path):
+    """Checkpoints written before the option had 4 year-fraction harmonics, and load so."""
+    _, _, ckpt = trained
+    old = _variant(ckpt, tmp_path / "old.ckpt", seed=0, edit=lambda w: w["net"].pop("year_harmonics"))
+    assert "year_harmonics" not in torch.load(old, weights_only=True)["weather"]["net"]
+    assert load_checkpoint(old)[0].year_harmonics == 4
 
 
 def test_seeds_are_counter_based():
@@ -118,6 +148,47 @@ def test_forecast_schema_and_resume_identical(trained, tmp_path):
     single = forecast(ckpt, data, tmp_path / "b1.nc", ForecastOptions(**{**opts.__dict__, "batch_members": 1, "format": "netcdf"}), progress=False)
     nc = xr.open_dataset(single)
     np.testing.assert_allclose(nc["temperature"].values, fc["temperature"].values, rtol=1e-5, atol=1e-3)
+
+
+def _variant(ckpt, path, seed: int, edit=None):
+    """A copy of ``ckpt`` with its net's weights moved (a stand-in for a net trained from another seed)."""
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    gen = torch.Generator().manual_seed(seed)
+    blob["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=gen) if k.startswith("net.") and v.is_floating_point() else v
+                          for k, v in blob["state_dict"].items()}
+    if edit:
+        edit(blob["weather"])
+    torch.save(blob, path)
+    return path
+
+
+def test_member_nets_split_members_in_contiguous_runs():
+    assert member_nets(10, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert member_nets(10, 5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert member_nets(3, 1).tolist() == [0, 0, 0] and member_nets(3, 3).tolist() == [0, 1, 2]
+
+
+def test_multi_model_ensemble_pools_the_nets_members(trained, tmp_path):
+    root, data, ckpt = trained
+    other = _variant(ckpt, tmp_path / "other.ckpt", seed=1)
+    # 4 members over 2 nets, in batches of 3: the first batch straddles the two nets
+    opts = ForecastOptions(inits=["2000-01-10T00"], lead_hours=12, members=4, steps=2, batch_members=3, seed=5)
+    pooled = xr.open_zarr(forecast([ckpt, other], data, tmp_path / "pooled.zarr", opts, progress=False), consolidated=False)
+    alone = {name: xr.open_zarr(forecast(c, data, tmp_path / f"{name}.zarr", opts, progress=False), consolidated=False)
+             for name, c in (("first", ckpt), ("second", other))}
+    t2m = {k: v["2m_temperature"].values for k, v in {"pooled": pooled, **alone}.items()}
+    # member m of the pool is member m of its own net's forecast: same seeds, only the batch size differs
+    np.testing.assert_allclose(t2m["pooled"][:, :2], t2m["first"][:, :2], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(t2m["pooled"][:, 2:], t2m["second"][:, 2:], rtol=1e-5, atol=1e-3)
+    assert np.abs(t2m["first"][:, 2:] - t2m["second"][:, 2:]).max() > 1e-2  # the two nets do differ
+    hashes = pooled.attrs["model_sha256"].split(",")
+    assert len(hashes) == 2 and hashes[0] == alone["first"].attrs["model_sha256"] and "member_model" in pooled.attrs
+    assert "member_model" not in alone["first"].attrs
+    # nets trained on another data description cannot share an ensemble: named, and nothing written
+    shifted = _variant(ckpt, tmp_path / "shifted.ckpt", seed=2, edit=lambda w: w.update(lat=[x + 1.0 for x in w["lat"]]))
+    with pytest.raises(WeatherDataError, match=r"shifted\.ckpt.*'lat' differs from the first checkpoint"):
+        forecast([ckpt, shifted], data, tmp_path / "bad.zarr", opts, progress=False)
+    assert not (tmp_path / "bad.zarr").exists() and not (tmp_path / "bad.zarr.partial").exists()
 
 
 def test_forecast_bad_input(trained, tmp_path):
