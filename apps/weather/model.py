@@ -28,7 +28,6 @@ from dualsci.nn import DualStreamConfig, DualStreamTransformer, calendar_feature
 
 RopeMode = Literal["geo", "grid"]
 CAL_HARMONICS = 4
-CAL_DIM = 2 * CAL_HARMONICS + 2
 COORD_DIM = 3
 
 
@@ -53,6 +52,9 @@ class WeatherForecaster(nn.Module):
         rope: ``"geo"`` (periodic GeoRoPE, global grids) or ``"grid"`` (token indices, regional boxes).
         rope_axes_dim: (t, lat, lon) split of the head dim; default ≈ (¼, ⅜, ⅜).
         history: previous states (``step_hours`` apart) added to the context tokens; 0 = the init only.
+        year_harmonics: year-fraction harmonics in the calendar features (default 4, LaDCast's seasonal
+            embedding); 0 = hour of day only. With less than a year of training data the year fraction is a
+            date index the net can learn the training weeks by, and a test week lies outside it.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class WeatherForecaster(nn.Module):
         rope: RopeMode = "geo",
         rope_axes_dim: tuple[int, int, int] | None = None,
         history: int = 0,
+        year_harmonics: int = CAL_HARMONICS,
     ) -> None:
         super().__init__()
         # Plain constructor arguments, stored in checkpoints to rebuild the network without pickles.
@@ -79,11 +82,15 @@ class WeatherForecaster(nn.Module):
             step_hours=step_hours, patch=patch, dim=dim, num_heads=num_heads, depth_dual=depth_dual,
             depth_single=depth_single, mlp_ratio=mlp_ratio, rope=rope,
             rope_axes_dim=None if rope_axes_dim is None else [int(a) for a in rope_axes_dim],
-            history=int(history),
+            history=int(history), year_harmonics=int(year_harmonics),
         )
         if history < 0:
             raise ValueError(f"WeatherForecaster: history={history} must be >= 0")
         self.history = int(history)
+        if year_harmonics < 0:
+            raise ValueError(f"WeatherForecaster: year_harmonics={year_harmonics} must be >= 0")
+        self.year_harmonics = int(year_harmonics)
+        cal_dim = 2 * self.year_harmonics + 2
         if rope not in get_args(RopeMode):
             raise ValueError(f"WeatherForecaster: rope={rope!r} is not one of {get_args(RopeMode)}")
         h, w = (int(g) for g in grid)
@@ -105,7 +112,7 @@ class WeatherForecaster(nn.Module):
             )
         pp = patch * patch
         self.config = DualStreamConfig(
-            in_dim_a=n_channels * pp + CAL_DIM + COORD_DIM,
+            in_dim_a=n_channels * pp + cal_dim + COORD_DIM,
             in_dim_b=(n_channels * (1 + self.history) + n_statics) * pp + COORD_DIM,
             out_dim_a=n_channels * pp,
             out_dim_b=0,
@@ -114,7 +121,7 @@ class WeatherForecaster(nn.Module):
             depth_dual=depth_dual,
             depth_single=depth_single,
             mlp_ratio=mlp_ratio,
-            cond_dim=CAL_DIM,
+            cond_dim=cal_dim,
             rope_axes_dim=self.rope_axes_dim,
             rope_kind="geo" if rope == "geo" else "nd",
             shared_condition=True,
@@ -204,8 +211,8 @@ class WeatherForecaster(nn.Module):
         feats = feats.to(dev, dt)
         n = feats.shape[0]
         tok_a = patchify_2d(x_in.reshape(b * k, c, h, w), self.patch).reshape(b, k, n, -1)
-        cal_valid = calendar_features(valid_times(init_time, k, self.step_hours).reshape(-1), CAL_HARMONICS)
-        cal_valid = cal_valid.to(dev, dt).reshape(b, k, 1, CAL_DIM).expand(b, k, n, CAL_DIM)
+        cal_valid = calendar_features(valid_times(init_time, k, self.step_hours).reshape(-1), self.year_harmonics)
+        cal_valid = cal_valid.to(dev, dt).reshape(b, k, 1, -1).expand(b, k, n, -1)
         tok_a = torch.cat([tok_a, cal_valid, feats.expand(b, k, n, COORD_DIM)], -1).reshape(b, k * n, -1)
         parts = [x0]
         if self.history:
@@ -217,7 +224,7 @@ class WeatherForecaster(nn.Module):
             parts.append(statics)
         ctx = torch.cat(parts, 1) if len(parts) > 1 else x0
         tok_b = torch.cat([patchify_2d(ctx, self.patch), feats.expand(b, n, COORD_DIM)], -1)
-        cond = calendar_features(init_time.detach().cpu().numpy().astype("datetime64[ns]"), CAL_HARMONICS).to(dev, dt)
+        cond = calendar_features(init_time.detach().cpu().numpy().astype("datetime64[ns]"), self.year_harmonics).to(dev, dt)
         y_a, _ = self.net(tok_a, tok_b, c_noise.to(dt), None, cond, pos_a.to(dev), pos_b.to(dev))
         y = unpatchify_2d(y_a.reshape(b * k, n, -1), self.patch, (h, w))
         return y.reshape(b, k, c, h, w)

@@ -12,7 +12,8 @@ import torch
 import xarray as xr
 
 
-def test_t2m_benchmark_contract(tmp_path, load_benchmark):
+def _t2m_file(tmp_path):
+    """Nine days of hourly t2m with CDS names, descending latitude and longitudes west of 0°."""
     times = pd.date_range("2021-07-01", periods=24 * 9, freq="h")
     lat = np.arange(58.0, 49.9, -0.5)  # 17 rows, descending -> cropped to 16
     lon = np.arange(-10.0, -2.9, 0.5)  # 15 columns -> cropped to 12
@@ -23,28 +24,41 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
                     coords={"time": times, "latitude": lat, "longitude": lon})
     path = tmp_path / "t2m.nc"
     ds.to_netcdf(path)
+    return path
+
+
+def _common(path) -> list[str]:
+    return ["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
+            "--quick", "--steps", "2", "--sampler-steps", "2", "--threads", "1"]
+
+
+def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     bench = load_benchmark("weather_t2m_uk")
     out = tmp_path / "b.json"
-    common = ["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09",
-              "--quick", "--steps", "2", "--sampler-steps", "2", "--threads", "1"]
+    path = _t2m_file(tmp_path)
+    common = _common(path)
     # the defaults (damped prior, history 1, no calibration): contract keys and the run description
     plain = bench.main(common + ["--out", str(tmp_path / "plain.json")])
     assert plain["history"] == 1 and plain["prior"] == "damped" and plain["calibration"] is None
     assert plain["train_steps_done"] == 2 and plain["precision"] in ("32-true", "bf16-mixed")
     assert plain["width"] == {"dim": 64, "depth_dual": 2, "depth_single": 1} and plain["lr"] == 2e-3
     assert plain["weight_decay"] == 0.01 and plain["train_crop"] is None and plain["train_crop_prob"] is None
+    assert plain["nets"] == 1 and plain["train_seeds"] == [0] and plain["checkpoint"] is None
+    assert plain["year_harmonics"] == 0  # auto: six training days are far from a year -> the hour of day only
     # half the 16x12 grid per axis, down to the patch 4: 8x4, on every step unless told otherwise
     half = bench.main(common + ["--out", str(tmp_path / "half.json"), "--train-crop", "half"])
     assert half["train_crop"] == [8, 4] and half["train_crop_prob"] == 1.0
     # another width and learning rate by numbers only: recorded in the JSON and the ones the kept checkpoint holds
     narrow = bench.main(common + ["--out", str(tmp_path / "narrow.json"), "--dim", "32", "--depth-dual", "1",
                                   "--depth-single", "0", "--lr", "5e-4", "--weight-decay", "0.1", "--train-crop", "8x8", "--train-crop-prob", "0.5",
+                                  "--year-harmonics", "2",
                                   "--keep-checkpoint", str(tmp_path / "narrow.ckpt")])
     assert narrow["width"] == {"dim": 32, "depth_dual": 1, "depth_single": 0} and narrow["lr"] == 5e-4
     saved_ckpt = torch.load(tmp_path / "narrow.ckpt", map_location="cpu", weights_only=True)
     assert saved_ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(5e-4)
     assert narrow["train_crop"] == [8, 8] and saved_ckpt["weather"]["objective"]["train_crop"] == [8, 8]
     assert narrow["train_crop_prob"] == 0.5 and saved_ckpt["weather"]["objective"]["train_crop_prob"] == 0.5
+    assert narrow["year_harmonics"] == 2 and saved_ckpt["weather"]["net"]["year_harmonics"] == 2
     assert narrow["grid"] == "16x12"  # the crop is a training augmentation: the forecast covers the whole grid
     assert narrow["weight_decay"] == 0.1 and saved_ckpt["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.1
     weights = saved_ckpt["state_dict"]
@@ -57,7 +71,7 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert reused["lr"] == pytest.approx(5e-4) and reused["weight_decay"] == pytest.approx(0.1)
     assert reused["train_seconds"] is None and reused["train_steps_done"] == 2 and reused["train_steps"] is None
     assert reused["prior"] == "damped" and reused["history"] == 1 and reused["train_crop"] == [8, 8]
-    assert reused["train_crop_prob"] == 0.5
+    assert reused["train_crop_prob"] == 0.5 and reused["year_harmonics"] == 2
     assert reused["checkpoint_train_period"] == "2021-07-01:2021-07-06"
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.ckpt: not a readable checkpoint"):
@@ -101,7 +115,8 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     # refused before training (--sampler-steps 0 failed after it with a traceback; --steps 0 trained the default 300)
     for bad in (["--sampler-steps", "0"], ["--steps", "0"], ["--history", "-1"], ["--max-train-minutes", "0"],
                 ["--weight-decay", "-0.1"], ["--train-crop", "6x8"], ["--train-crop", "8"], ["--train-crop", "0x8"],
-                ["--train-crop-prob", "1.5"], ["--train-crop-prob", "x"]):
+                ["--train-crop-prob", "1.5"], ["--train-crop-prob", "x"], ["--year-harmonics", "-1"],
+                ["--year-harmonics", "often"], ["--nets", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             bench.main(["--data", str(path), "--train", "2021-07-01:2021-07-06", "--test", "2021-07-07:2021-07-09", "--out", str(out), *bad])
         assert exit_info.value.code == 2, bad
@@ -261,3 +276,34 @@ def test_overlapping_training_period_is_cut_not_scored_on(capsys):
     assert trim_training_overlap(("2021-07-01", "2021-07-20"), ("2021-07-05T12", "2021-07-07"), 48)[0] == ("2021-07-01", "2021-07-05T11")
     assert trim_training_overlap(("2021-07-03", "2021-07-20"), ("2021-07-01", "2021-07-04"), 48)[0] == ("2021-07-07T00", "2021-07-20")
     assert trim_training_overlap(("2021-07-05", "2021-07-06"), ("2021-07-04", "2021-07-07"), 48)[1] is None  # nothing left
+
+
+def test_nets_train_and_pool_a_multi_model_ensemble(tmp_path, load_benchmark):
+    bench = load_benchmark("weather_t2m_uk")
+    common = _common(_t2m_file(tmp_path)) + ["--seed", "3"]
+    kept = [str(tmp_path / "m.ckpt"), str(tmp_path / "m_net1.ckpt")]
+    pooled = bench.main(common + ["--out", str(tmp_path / "pooled.json"), "--nets", "2", "--keep-checkpoint", kept[0]])
+    assert pooled["nets"] == 2 and pooled["train_seeds"] == [3, 4] and pooled["train_steps_done"] == [2, 2]
+    assert pooled["checkpoint"] == kept and pooled["train_seconds"] > 0
+    weights = [torch.load(k, map_location="cpu", weights_only=True)["state_dict"] for k in kept]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two seeds, two nets
+    # the kept nets, reused, give the same ensemble (the forecast's seeds follow --seed and the member)
+    reused = bench.main(common + ["--out", str(tmp_path / "reused.json"), "--checkpoint", *kept])
+    assert reused["nets"] == 2 and reused["train_seeds"] is None and reused["checkpoint"] == kept
+    for lead, v in pooled["leads"].items():
+        assert reused["leads"][lead]["rmse"] == pytest.approx(v["rmse"], rel=1e-6)
+        assert reused["leads"][lead]["crps"] == pytest.approx(v["crps"], rel=1e-6)
+    with pytest.raises(SystemExit):  # --nets trains; checkpoints given are the ensemble already
+        bench.main(common + ["--out", str(tmp_path / "x.json"), "--nets", "2", "--checkpoint", *kept])
+    with pytest.raises(SystemExit, match="--members 10 cannot be shared among 11 nets"):
+        bench.main(common + ["--out", str(tmp_path / "y.json"), "--nets", "11"])
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+
+
+def test_year_harmonics_auto_follows_the_training_span(load_benchmark):
+    """auto: the year fraction only when training spans 360 days or more (the climatology baseline's rule)."""
+    rule = load_benchmark("weather_t2m_uk").year_harmonics
+    assert rule("auto", "2019-03-01:2019-03-17") == 0
+    assert rule("auto", "2018-03-01:2019-02-24") == 4  # 2018-03-01T00 .. 2019-02-24T23: 360 days 23 h
+    assert rule("auto", "2018-03-01:2019-02-23") == 0  # 359 days 23 h
+    assert rule(2, "2019-03-01:2019-03-17") == 2
