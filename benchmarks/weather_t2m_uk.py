@@ -78,7 +78,7 @@ from apps.weather.calibration import fit_spread_scales  # noqa: E402
 from apps.weather.data import WeatherDataError, open_weather, period_end_hour, split_period, trim_training_overlap, verifiable_inits, verification_limit  # noqa: E402
 from apps.weather.datamodule import WeatherDataModule, WeatherModule  # noqa: E402
 from apps.weather.dataset import NS_PER_HOUR, base_spacing  # noqa: E402
-from apps.weather.evaluate import evaluate  # noqa: E402
+from apps.weather.evaluate import SEASONAL_MIN_DAYS, evaluate  # noqa: E402
 from apps.weather.model import CAL_HARMONICS, WeatherForecaster  # noqa: E402
 from apps.weather.objective import WeatherEDMObjective  # noqa: E402
 from apps.weather.sampling import ForecastOptions, forecast  # noqa: E402
@@ -142,7 +142,8 @@ def year_harmonics(option: int | str, fit_period: str) -> int:
     if option != "auto":
         return int(option)
     start, end = split_period(fit_period)
-    return CAL_HARMONICS if period_end_hour(end) - np.datetime64(start, "h") >= np.timedelta64(360 * 24, "h") else 0
+    span = period_end_hour(end) - np.datetime64(start, "h")
+    return CAL_HARMONICS if span >= np.timedelta64(SEASONAL_MIN_DAYS * 24, "h") else 0
 
 
 def _lr_factor(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> float:
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="share of the training steps that are cropped with --train-crop (default 1; the rest see the whole grid)")
     p.add_argument("--year-harmonics", type=_harmonics, default="auto", metavar="N|auto",
                    help=f"year-fraction harmonics of the calendar embedding; 0 = hour of day only; auto (default) = "
-                        f"{CAL_HARMONICS} when the training period spans 360 days or more, else 0")
+                        f"{CAL_HARMONICS} when the training period spans {SEASONAL_MIN_DAYS} days or more, else 0")
     p.add_argument("--nets", type=positive_int, default=1,
                    help="train this many nets (seeds SEED, SEED+1, ...) one after another in the time budget and pool "
                         "their members: a multi-model ensemble (default 1)")

@@ -49,6 +49,10 @@ def _design(times: np.ndarray, k: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+# the shortest record whose seasonal cycle is fitted (shorter: the season is not resolved, only the hour of day)
+SEASONAL_MIN_DAYS = 360
+
+
 class Climatology:
     """Per-hour harmonic climatology fitted streaming (see module docstring).
 
@@ -61,7 +65,7 @@ class Climatology:
     def __init__(self, ds: xr.Dataset, channels: Sequence[str], harmonics: int | None = None, block: int = 168) -> None:
         times = ds.time.values
         span_days = (times[-1] - times[0]) / np.timedelta64(1, "D")
-        self.k = (3 if span_days >= 360 else 0) if harmonics is None else harmonics
+        self.k = (3 if span_days >= SEASONAL_MIN_DAYS else 0) if harmonics is None else harmonics
         self.channels = list(channels)
         p = 1 + 2 * self.k
         xtx = np.zeros((24, p, p))

@@ -237,9 +237,9 @@ def load_ensemble(paths: Sequence[str | os.PathLike]) -> list[tuple[WeatherForec
             if not _same(first.get(key), meta.get(key)):
                 raise WeatherDataError(path, f"its '{key}' differs from the first checkpoint {paths[0]}: "
                                              "the nets of one ensemble must be trained on the same data description")
-        if getattr(net, "history", 0) != getattr(nets[0][0], "history", 0):
-            raise WeatherDataError(path, f"history {getattr(net, 'history', 0)} differs from the first checkpoint's "
-                                         f"{getattr(nets[0][0], 'history', 0)} ({paths[0]})")
+        if net.history != nets[0][0].history:
+            raise WeatherDataError(path, f"history {net.history} differs from the first checkpoint's "
+                                         f"{nets[0][0].history} ({paths[0]})")
     return nets
 
 
