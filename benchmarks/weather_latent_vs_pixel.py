@@ -70,7 +70,7 @@ def _fit(config: str, data: Path, work: Path, minutes: float, max_steps: int, tr
     ] + overrides)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     ckpt = work / "model.ckpt"
-    fitted.trainer.save_checkpoint(ckpt)  # the final weights, whatever the checkpoint callback kept
+    fitted.trainer.save_checkpoint(ckpt, weights_only=False)  # the final weights, whatever the checkpoint callback kept
     return {"checkpoint": ckpt, "budget_minutes": minutes, "fit_seconds": seconds, "fit_cpu_seconds": cpu,
             "steps": int(fitted.trainer.global_step)}
 

@@ -47,7 +47,7 @@ def _train_default(tmp: Path, steps: int) -> tuple[Path, Path]:
                   "--trainer.max_steps", str(steps), "--trainer.logger", "false", "--trainer.limit_val_batches", "0",
                   "--trainer.default_root_dir", str(tmp / "fit"), "--trainer.callbacks.init_args.dirpath", str(tmp / "ck")])
     ckpt = tmp / "model.ckpt"
-    fitted.trainer.save_checkpoint(ckpt)
+    fitted.trainer.save_checkpoint(ckpt, weights_only=False)
     return ckpt, data
 
 

@@ -19,7 +19,8 @@ are held out; the model trains on the rest, forecasts the held-out window, and p
 ``s_ℓ = clip(sqrt((1/SSR_val(ℓ)² + 1/M) / (1 + 1/M)))`` (M members; exact SSR = 1 on the window) are
 fitted there (the test period is never looked at). With calibration the contract keys (``rmse``,
 ``crps``, ``ssr``, ...) are the calibrated product's (without it, the raw ones); the uncalibrated figures are under
-``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged).
+``raw`` in every lead (RMSE, MAE and the baselines are the same in both: the mean is unchanged), and
+``members_curve`` gives the raw scores of the first k members (k = 1, 2, 5, 10, ..., all; ``apps.weather.metrics``).
 ``--keep-checkpoint PATH`` stores the trained model, ``--checkpoint PATH`` skips training (the JSON then records the
 checkpoint's own width, learning rate, weight decay, prior, history and steps, and the inits follow its history).
 
@@ -46,7 +47,7 @@ date index to learn the training weeks by, and the test week lies outside it. Ch
 runs, on the validation split with two seeds (mean ratio 1.041 against 1.122 with 4 harmonics; docs/weather.md).
 JSON ``year_harmonics`` (the resolved count).
 Multi-model ensemble (session 17, opt-in): ``--nets K`` trains K nets (seeds SEED..SEED+K-1, each ``--steps``,
-one after another in the one ``--max-train-minutes`` budget) and pools their members, M/K per net
+one after another in the one ``--max-train-minutes`` budget, each net at most an equal share of what is left) and pools their members, M/K per net
 (``apps.weather.sampling.member_nets``); ``--checkpoint A B ...`` reuses such nets (the JSON then records the first
 one's settings). JSON ``nets``, ``train_seeds``, and ``train_steps_done`` as a list per net.
 Precision: fp32 (``--precision 32``, default); ``bf16-mixed`` was measured *slower* for this width
@@ -180,6 +181,15 @@ def _checkpoint_settings(path: str) -> dict:
             "train_crop_prob": objective.get("train_crop_prob", 1.0) if objective.get("train_crop") else None}
 
 
+def net_minutes(budget_minutes: float, spent_seconds: float, nets_left: int) -> float:
+    """Wall minutes the next net may train: an equal share of what the nets before it left of the budget.
+
+    A net that stops early (its ``--steps`` done) leaves its unused minutes to the ones after it, and the last
+    net never starts with nothing left (a net that took the whole remaining budget used to starve the next).
+    """
+    return max(budget_minutes - spent_seconds / 60, 0.0) / nets_left
+
+
 def _train_net(a: argparse.Namespace, k: int, steps: int, history: int, fit_period: str, precision: str,
                max_minutes: float, tmp: str) -> dict:
     """Train net ``k`` of the ensemble (seed ``a.seed + k``) on ``fit_period``; save it and say what it cost.
@@ -230,7 +240,7 @@ def _train_net(a: argparse.Namespace, k: int, steps: int, history: int, fit_peri
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     # save under a temporary name and rename, so a killed run leaves no half-written checkpoint
     part = ckpt.with_name(ckpt.name + ".part")
-    trainer.save_checkpoint(part)
+    trainer.save_checkpoint(part, weights_only=False)
     os.replace(part, ckpt)
     return {"checkpoint": ckpt, "seconds": seconds, "cpu_seconds": cpu_seconds, "steps": int(trainer.global_step), "crop": crop,
             "year_harmonics": net.year_harmonics}
@@ -351,12 +361,11 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             ckpts, train_seconds, train_cpu_seconds, steps_done = [], 0.0, 0.0, []
             for k in range(a.nets):
-                # the time budget is shared: each net may use what the ones before it left
-                left_minutes = a.max_train_minutes - train_seconds / 60
-                if left_minutes <= 0:
+                share = net_minutes(a.max_train_minutes, train_seconds, a.nets - k)
+                if share <= 0:  # the nets before it overran their shares (a share is checked once a step)
                     raise SystemExit(f"--max-train-minutes {a.max_train_minutes} was spent on {k} of the {a.nets} nets; "
                                      "give fewer nets, fewer steps or more minutes")
-                spent = _train_net(a, k, steps, history, fit_period, precision, left_minutes, tmp)
+                spent = _train_net(a, k, steps, history, fit_period, precision, share, tmp)
                 ckpts.append(spent["checkpoint"])
                 train_seconds += spent["seconds"]
                 train_cpu_seconds += spent["cpu_seconds"]
@@ -384,15 +393,18 @@ def main(argv: list[str] | None = None) -> dict:
         t1 = time.perf_counter()
         fc = run(inits, "test")
         forecast_seconds = time.perf_counter() - t1
-        res_raw = evaluate(fc, a.data, Path(tmp) / "eval_raw", climatology_period=clim_period, report=False)
+        res_raw = evaluate(fc, a.data, Path(tmp) / "eval_raw", climatology_period=clim_period, report=False, member_curve="auto")
         res = (evaluate(fc, a.data, Path(tmp) / "eval_cal", climatology_period=clim_period, report=False, calibration=calib_path)
                if calib_path else res_raw)
         calib_text = calib_path.read_text() if calib_path else None
     calib_final = Path(a.out).with_name(Path(a.out).stem + "_calibration.json")
     raw = _global_rows(res_raw)
     leads = _global_rows(res)
+    curves = {str(r["lead_hours"]): r["members_curve"] for r in res_raw["scores"] if r["region"] == "global"}
     for lead in leads:
         leads[lead]["raw"] = raw[lead]
+        # skill of the first k raw members, k = 1, 2, 5, 10, ..., all: what more members would buy
+        leads[lead]["members_curve"] = curves[lead]
         if calib is not None:
             leads[lead]["spread_factor"] = calib.factor("2m_temperature", int(lead))
     targets = {

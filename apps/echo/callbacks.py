@@ -43,7 +43,7 @@ class EchoCheckpoint(ModelCheckpoint):
         if _core_final_checkpoint(trainer):
             return  # the core writes last.ckpt here, before EMA's copy (module docstring)
         path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
-        trainer.save_checkpoint(str(path))
+        trainer.save_checkpoint(str(path), weights_only=False)  # full and resumable; silences Lightning's "not set" line
         self.last_model_path = str(path)
 
 

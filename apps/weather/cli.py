@@ -9,6 +9,7 @@ forecast store, ``apps.weather.calibration``).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -117,6 +118,38 @@ def calibrate_main(argv: list[str]) -> str:
     return str(out)
 
 
+def _member_curve(text: str) -> str | list[int]:
+    """``auto`` or comma-separated ensemble sizes ≥ 1 (argparse type of ``--member-curve``)."""
+    if text == "auto":
+        return text
+    try:
+        sizes = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or sizes like 1,2,5,10, got {text!r}") from None
+    if any(k < 1 for k in sizes):
+        raise argparse.ArgumentTypeError(f"ensemble sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _threshold(text: str) -> tuple[str, list[float]]:
+    """``CHANNEL=U[,U...]`` (argparse type of ``--threshold``)."""
+    channel, sep, values = text.partition("=")
+    try:
+        us = [float(u) for u in values.split(",")]
+    except ValueError:
+        us = []
+    if not (sep and channel and us) or not all(math.isfinite(u) for u in us):
+        raise argparse.ArgumentTypeError(f"expected CHANNEL=U[,U...] with finite numbers, got {text!r}")
+    return channel, us
+
+
+def _merge_thresholds(pairs: list[tuple[str, list[float]]]) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for channel, us in pairs:
+        merged.setdefault(channel, []).extend(us)
+    return merged
+
+
 def evaluate_main(argv: list[str]) -> dict:
     """Score a forecast against truth (WB2 definitions): scores.json, scores.csv, report.html."""
     from apps.weather.evaluate import evaluate
@@ -131,6 +164,12 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--calibration", default=None, help="spread calibration JSON (apps.weather.calibration) applied to the members")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--track-start", type=_lat_lon, default=None, help="LAT,LON: also track a cyclone in the first init (report map)")
+    p.add_argument("--member-curve", type=_member_curve, default=None, metavar="auto|K,K,...",
+                   help="also score the first K members for each size K (skill against ensemble size): "
+                        "members_curve.csv and a report figure; auto = 1, 2, 5, 10, 20, 50, ... and all members")
+    p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="CHANNEL=U[,U...]",
+                   help="Brier score of CHANNEL > U (its units, e.g. 2m_temperature=273.15; level channels as "
+                        "temperature/850); repeat for more channels: brier.csv and an exceedance map")
     a = p.parse_args(argv)
     from apps.weather.metrics import REGIONS
 
@@ -141,7 +180,8 @@ def evaluate_main(argv: list[str]) -> dict:
     start = a.track_start
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
-        track_start=start, climatology=a.climatology, calibration=a.calibration,
+        track_start=start, climatology=a.climatology, calibration=a.calibration, member_curve=a.member_curve,
+        thresholds=_merge_thresholds(a.threshold),
     )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res

@@ -22,14 +22,14 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from apps.weather.data import WeatherDataError, channel_names, check_finite, load_block, match_grid, open_weather, read_values
 from apps.weather.dataset import time_blocks
-from apps.weather.metrics import ScoreAccumulator
+from apps.weather.metrics import ScoreAccumulator, default_member_sizes
 from dualsci.io import write_json_atomic
 
 
@@ -195,6 +195,8 @@ def evaluate(
     track_start: tuple[float, float] | None = None,
     climatology: str | os.PathLike | None = None,
     calibration: str | os.PathLike | None = None,
+    member_curve: Sequence[int] | str | None = None,
+    thresholds: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -210,16 +212,28 @@ def evaluate(
             ``"cyclone"`` and the report draws the tracks over the strike-probability map.
         calibration: a spread calibration JSON (``apps.weather.calibration``): members are scored as
             ``mean + s_ℓ (x − mean)``; it must cover every scored channel and lead (checked first).
+        member_curve: ensemble sizes k (each ≤ the forecast's members) or ``"auto"`` (1, 2, 5, 10, 20, 50, ...
+            and every member): each row gains ``members_curve``, the scores of the first k members
+            (RMSE, fair and standard CRPS, SSR, debiased MSE), also written to ``members_curve.csv`` and drawn
+            in the report. Checked before anything is read.
+        thresholds: channel -> thresholds (the channel's units): each row of that channel gains ``brier``
+            (Brier and fair Brier of ``value > u``, base rate, fair skill score), also in ``brier.csv``; the report
+            maps the exceedance probability. Unknown channels are an error before anything is read.
 
     Returns:
         The JSON-able result dict.
     """
     fc = _open_forecast(forecast_path)
     mdim = _ensemble_dim(fc)
+    sizes = _member_sizes(member_curve, fc.sizes[mdim] if mdim else 1, str(forecast_path))
     levels = [float(lv) for lv in fc["level"].values] if "level" in fc.dims else None
     truth = open_weather(truth_path, variables=[v for v in fc.data_vars], levels=levels)
     truth = match_grid(truth, fc.latitude.values, fc.longitude.values, str(truth_path), expected="the forecast")
     chans = list(channels) if channels is not None else channel_names(fc, list(fc.data_vars))
+    thresholds = {ch: tuple(float(u) for u in us) for ch, us in (thresholds or {}).items()}
+    unknown = sorted(set(thresholds) - set(chans))
+    if unknown:
+        raise WeatherDataError(str(forecast_path), f"thresholds for {unknown}, which the forecast does not hold (channels: {chans})")
     inits = fc.time.values
     leads = fc.prediction_timedelta.values
     ttimes = truth.time.values
@@ -251,7 +265,8 @@ def evaluate(
     if not any(init in tindex and init + lead in tindex for init in inits for lead in leads):
         raise WeatherDataError(str(truth_path), f"no (init, lead) pair of the forecast has truth: valid times "
                                f"{inits.min() + leads.min()} .. {inits.max() + leads.max()}, truth {ttimes[0]} .. {ttimes[-1]}", "time")
-    acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed)
+    acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed, member_sizes=sizes,
+                           thresholds=thresholds)
     skipped = 0
     for i, init in enumerate(inits):
         if init not in tindex:
@@ -289,6 +304,8 @@ def evaluate(
         "climatology": clim_record,
         "skipped_pairs": skipped,
         "calibration": str(calibration) if calibration is not None else None,
+        "member_curve_sizes": list(sizes),
+        "thresholds": {ch: list(us) for ch, us in thresholds.items()},
         "scores": rows,
     }
     if track_start is not None:
@@ -300,7 +317,17 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "scores.json", result)
-    _write_csv(out_dir / "scores.csv", rows)
+    _write_csv(out_dir / "scores.csv", rows, skip=("rank_histogram", "members_curve", "brier"))
+    if sizes:
+        _write_csv(out_dir / "members_curve.csv", [
+            {"variable": r["variable"], "lead_hours": r["lead_hours"], "region": r["region"], **c}
+            for r in rows for c in r["members_curve"]
+        ])
+    if thresholds:
+        _write_csv(out_dir / "brier.csv", [
+            {"variable": r["variable"], "lead_hours": r["lead_hours"], "region": r["region"], **b}
+            for r in rows for b in r.get("brier", [])
+        ])
     if report:
         from apps.weather.report import write_report
 
@@ -308,10 +335,26 @@ def evaluate(
     return result
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _member_sizes(spec: Sequence[int] | str | None, members: int, where: str) -> tuple[int, ...]:
+    """The sorted ensemble sizes of the skill-against-size curve; () for none. Sizes must lie in 1..members."""
+    if spec is None:
+        return ()
+    if isinstance(spec, str):
+        if spec != "auto":
+            raise ValueError(f"member_curve must be 'auto' or a list of sizes, got {spec!r}")
+        return default_member_sizes(members)
+    sizes = tuple(sorted({int(k) for k in spec}))
+    bad = [k for k in sizes if not 1 <= k <= members]
+    if not sizes or bad:
+        raise WeatherDataError(where, f"member curve sizes {list(spec)} must lie in 1..{members} (the forecast's members)")
+    return sizes
+
+
+def _write_csv(path: Path, rows: list[dict], skip: Sequence[str] = ()) -> None:
+    """One line per row, the first row's keys as columns, less the ``skip`` keys (lists that CSV cannot hold)."""
     from dualsci.io import atomic_write
 
-    keys = [k for k in rows[0].keys() if k != "rank_histogram"] if rows else []
+    keys = [k for k in rows[0].keys() if k not in skip] if rows else []
     with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

@@ -5,6 +5,17 @@ of the time-mean of the area-mean squared error; ACC is uncentred, per init, the
 ``skill - ½·spread`` with the sorted O(M log M) pair sum; the unbiased spread-skill ratio takes the
 ratio and the root after averaging; the rank histogram breaks ties at random.
 
+Energy score (field-wise, ‖·‖ the area-weighted RMS over the region): ``(1/M)Σ‖x_m − y‖ − ½·mean_{m≠m'}‖x_m − x_m'‖``,
+the fair form over all member pairs (WeatherBench-X sums adjacent pairs only: the same expectation, noisier).
+Brier score at thresholds u per channel: ``(p − o)²`` with p the fraction of members above u and o the
+truth's exceedance; fair version ``(p − o)² − p(1 − p)/(M − 1)``; the skill score against the sample base
+rate ō is ``1 − BS_fair / (ō(1 − ō))``.
+
+Skill against ensemble size (method card §15.3): ``ScoreAccumulator(member_sizes=(1, 2, 5, ...))`` also scores
+the sub-ensembles of the first k members. Members are exchangeable draws, so the first k are a random k-subset.
+The ensemble-mean RMSE and the standard CRPS fall with k; the fair CRPS and the unbiased SSR estimate the
+infinite ensemble's values at every k ≥ 2, so their curves stay flat up to sampling noise (a check on both).
+
 Array convention: fields are ``(..., H, W)`` with latitude ascending on H; ensembles put the member
 axis first: ``(M, ..., H, W)``.
 """
@@ -148,6 +159,68 @@ class _Sums:
     n_climatology: int = 0
     rank_counts: np.ndarray | None = None
     members: int = 0
+    # members k -> area-mean sums [mse, crps skill, crps spread, unbiased variance, debiased mse] of the first k
+    curve: dict = field(default_factory=dict)
+    energy_skill: float = 0.0
+    energy_spread: float = 0.0
+    # threshold u -> area-mean sums [Brier, fair Brier, truth exceedance, forecast probability]
+    brier: dict = field(default_factory=dict)
+
+
+def energy_parts(ens: np.ndarray, truth: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Energy-score skill ``mean_m ‖x_m − y‖`` and spread ``mean_{m≠m'} ‖x_m − x_m'‖`` over the masked cells.
+
+    Args:
+        ens: (M, H, W) members, M ≥ 2; truth: (H, W); weights: (H,) latitude weights; mask: (H, W) bool.
+    The norm is the area-weighted RMS over the mask; pair distances come from one Gram matrix (O(M²·H·W)).
+    """
+    w = np.broadcast_to(weights[:, None], truth.shape) * mask
+    if not w.sum() > 0:  # no cell of the region holds data
+        return float("nan"), float("nan")
+    w = (w / w.sum()).ravel()
+    x = ens.reshape(ens.shape[0], -1)
+    skill = float(np.mean(np.sqrt(((x - truth.ravel()) ** 2) @ w)))
+    xw = x * np.sqrt(w)
+    gram = xw @ xw.T
+    sq = np.diag(gram)
+    dist = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0, None))
+    m = ens.shape[0]
+    return skill, float((dist.sum() - np.trace(dist)) / (m * (m - 1)))
+
+
+def brier_parts(ens: np.ndarray, truth: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """Point-wise [Brier, fair Brier, truth exceedance o, forecast probability p] for ``value > threshold``.
+
+    Args: ens (M, ...) members; truth (...). One member has no fair Brier (NaN).
+    """
+    m = ens.shape[0]
+    p = np.mean(ens > threshold, axis=0)
+    o = (truth > threshold).astype(np.float64)
+    bs = (p - o) ** 2
+    fair = bs - p * (1.0 - p) / (m - 1) if m >= 2 else np.full_like(bs, np.nan)
+    return [bs, fair, o, p]
+
+
+def default_member_sizes(members: int) -> tuple[int, ...]:
+    """Ensemble sizes 1, 2, 5, 10, 20, 50, ... below ``members``, and ``members`` itself."""
+    sizes, decade = [], 1
+    while decade < members:
+        sizes += [k * decade for k in (1, 2, 5) if k * decade < members]
+        decade *= 10
+    return tuple(sizes + [members])
+
+
+def _curve_parts(ens: np.ndarray, truth: np.ndarray, k: int) -> list[np.ndarray]:
+    """Point-wise [squared error of the mean, CRPS skill, fair CRPS spread, variance, debiased squared error]
+    of the first ``k`` members of ``ens`` (M, ...) against ``truth`` (...); one member has no spread or variance."""
+    sub = ens[:k]
+    err2 = (sub.mean(axis=0) - truth) ** 2
+    if k == 1:
+        zero = np.zeros_like(truth)
+        return [err2, np.abs(sub[0] - truth), zero, zero, np.full_like(truth, np.nan)]
+    skill, spread = crps_parts(sub, truth)
+    var = sub.var(axis=0, ddof=1)
+    return [err2, skill, spread, var, err2 - var / k]
 
 
 @dataclass
@@ -163,6 +236,9 @@ class ScoreAccumulator:
         seed: for the random tie-breaking of ranks.
         rank_ties: ``"random"`` breaks ties at random (WB2); ``"split"`` adds each tie's expected
             counts (deterministic).
+        member_sizes: ensemble sizes k for the skill-against-size curve (scores of the first k members);
+            empty: no curve. Every size must be ≤ the members of each ensemble added.
+        thresholds: channel -> thresholds u (the channel's units) for the Brier score of ``value > u``.
     """
 
     lat: np.ndarray
@@ -170,6 +246,8 @@ class ScoreAccumulator:
     regions: tuple[str, ...] = ("global",)
     seed: int = 0
     rank_ties: str = "random"
+    member_sizes: tuple[int, ...] = ()
+    thresholds: dict = field(default_factory=dict)
     _sums: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -178,6 +256,9 @@ class ScoreAccumulator:
         self.rng = np.random.default_rng(self.seed)
         if self.rank_ties not in ("random", "split"):
             raise ValueError(f"rank_ties={self.rank_ties!r} is not one of ('random', 'split')")
+        self.member_sizes = tuple(sorted({int(k) for k in self.member_sizes}))
+        if self.member_sizes and self.member_sizes[0] < 1:
+            raise ValueError(f"member_sizes must be >= 1, got {self.member_sizes}")
 
     def add(
         self,
@@ -212,6 +293,10 @@ class ScoreAccumulator:
             var = ens.var(axis=0, ddof=1)
             if self.rank_ties == "random":
                 ranks = rank_of_truth(ens, truth, self.rng)
+        if self.member_sizes and self.member_sizes[-1] > m:
+            raise ValueError(f"member_sizes {self.member_sizes} ask for more than the {m} members of {variable} at lead {lead} h")
+        curve = {k: _curve_parts(ens, truth, k) for k in self.member_sizes}
+        brier = {float(u): brier_parts(ens, truth, float(u)) for u in self.thresholds.get(variable, ())}
         for region, mask in masks.items():
             s = self._sums.setdefault((variable, lead, region), _Sums())
             sm = lambda z: float(spatial_mean(z, self.weights, mask))  # noqa: E731
@@ -242,6 +327,13 @@ class ScoreAccumulator:
                 else:
                     counts = rank_histogram_split(ens[:, mask], truth[mask])
                 s.rank_counts = counts if s.rank_counts is None else s.rank_counts + counts
+                skill_e, spread_e = energy_parts(ens, truth, self.weights, mask)
+                s.energy_skill += skill_e
+                s.energy_spread += spread_e
+            for u, parts in brier.items():
+                s.brier[u] = s.brier.get(u, 0.0) + np.array([sm(z) for z in parts])
+            for k, parts in curve.items():
+                s.curve[k] = s.curve.get(k, 0.0) + np.array([sm(z) for z in parts])
 
     def _valid_cells(self, ens: np.ndarray, truth: np.ndarray, climatology: np.ndarray | None,
                      persistence: np.ndarray | None) -> tuple:
@@ -294,12 +386,41 @@ class ScoreAccumulator:
                     crps_spread=spread,
                     spread=float(np.sqrt(s.var / n)),
                     ssr=float(np.sqrt(s.var / n / denom)) if denom > 0 else float("inf"),
+                    debiased_mse=denom,  # estimates the infinite ensemble's ensemble-mean MSE (may be < 0)
+                    energy_score=(s.energy_skill - 0.5 * s.energy_spread) / n,
                     rank_histogram=(s.rank_counts / s.rank_counts.sum()).tolist(),
                 )
             else:
-                row.update(crps=float("nan"), crps_skill=float("nan"), crps_spread=float("nan"), spread=float("nan"), ssr=float("nan"), rank_histogram=[])
+                row.update(crps=float("nan"), crps_skill=float("nan"), crps_spread=float("nan"), spread=float("nan"), ssr=float("nan"),
+                           debiased_mse=float("nan"), energy_score=float("nan"), rank_histogram=[])
+            if s.brier:
+                row["brier"] = [_brier_row(u, s.brier[u] / n) for u in sorted(s.brier)]
+            if self.member_sizes:
+                row["members_curve"] = [_curve_row(k, s.curve[k] / n) for k in self.member_sizes]
             rows.append(row)
         return rows
+
+
+def _brier_row(u: float, means: np.ndarray) -> dict:
+    """Brier scores at threshold ``u`` from the init-mean sums [Brier, fair Brier, exceedance, probability]."""
+    bs, fair, base, prob = (float(x) for x in means)
+    uncertainty = base * (1.0 - base)
+    return {"threshold": u, "brier": bs, "brier_fair": fair, "base_rate": base, "forecast_rate": prob,
+            "uncertainty": uncertainty, "brier_skill_fair": 1.0 - fair / uncertainty if uncertainty > 0 else float("nan")}
+
+
+def _curve_row(k: int, means: np.ndarray) -> dict:
+    """Scores of the first ``k`` members from the init-mean sums [mse, skill, spread, var, debiased mse]."""
+    mse, skill, spread, var, debiased = (float(x) for x in means)
+    return {
+        "members": k,
+        "rmse": float(np.sqrt(mse)),
+        "crps": skill - 0.5 * spread if k >= 2 else float("nan"),  # fair: unbiased for the infinite ensemble
+        # standard (finite-ensemble) CRPS: the pair sum over k² instead of k(k − 1); the MAE for one member
+        "crps_standard": skill - 0.5 * spread * (k - 1) / k,
+        "ssr": float(np.sqrt(var / debiased)) if k >= 2 and debiased > 0 else float("nan"),
+        "debiased_mse": debiased,
+    }
 
 
 def great_circle_km(lat1, lon1, lat2, lon2, radius_km: float = 6371.0) -> np.ndarray:

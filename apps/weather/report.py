@@ -61,6 +61,51 @@ def _cyclone_section(cy: dict, figs: Path) -> str:
     return f"<h2>Cyclone tracks (first init)</h2><img src='figs/{name}'>{rows}"
 
 
+def _members_curve_section(rows: list[dict], channels: Sequence[str], figs: Path) -> str:
+    """RMSE and CRPS (standard and fair) of the first k members against k, one line per lead."""
+    fig, axes = plt.subplots(len(channels), 2, figsize=(9, 2.6 * len(channels)), squeeze=False)
+    for i, ch in enumerate(channels):
+        rs = sorted((r for r in rows if r["variable"] == ch), key=lambda r: r["lead_hours"])
+        for n, r in enumerate(rs):
+            c = r["members_curve"]
+            k = [p["members"] for p in c]
+            colour = plt.cm.viridis(n / max(len(rs) - 1, 1))
+            axes[i, 0].plot(k, [p["rmse"] for p in c], "o-", color=colour, label=f"+{r['lead_hours']} h")
+            axes[i, 1].plot(k, [p["crps_standard"] for p in c], "o-", color=colour)
+            axes[i, 1].plot(k, [p["crps"] for p in c], "x:", color=colour)
+        axes[i, 0].set_title(f"{ch}: ensemble-mean RMSE", fontsize=9)
+        axes[i, 1].set_title(f"{ch}: CRPS (o standard, x fair)", fontsize=9)
+        axes[i, 0].legend(fontsize=6)
+        sizes = [p["members"] for p in rs[0]["members_curve"]] if rs else []
+        for ax in axes[i]:
+            ax.set_xscale("log")
+            ax.set_xticks(sizes, [str(k) for k in sizes])  # plain member counts, not powers of ten
+            ax.minorticks_off()
+            ax.set_xlabel("members")
+    return (f"<h2>Skill against ensemble size (first k members)</h2><img src='figs/{_save(fig, figs / 'members_curve.png')}'>"
+            "<p>The fair CRPS and the unbiased SSR estimate the infinite ensemble at every size, so their lines should "
+            "stay flat; the ensemble-mean RMSE and the standard CRPS show what more members buy.</p>")
+
+
+def _exceedance_section(thresholds: dict, step: xr.Dataset, truth: xr.Dataset, valid, lat, lon, figs: Path) -> str:
+    """Probability that the first thresholded channel exceeds each threshold (up to 4), first init, longest lead;
+    the truth's exceedance outlined in black."""
+    ch, us = next(iter(thresholds.items()))
+    us = list(us)[:4]
+    ens = np.asarray(_field(step, ch).values)
+    known = valid is not None and valid in truth.time.values
+    y = np.asarray(_field(truth.sel(time=valid), ch).values) if known else None
+    fig, axes = plt.subplots(1, len(us), figsize=(4.3 * len(us), 3.2), squeeze=False)
+    for ax, u in zip(axes[0], us):
+        im = ax.pcolormesh(lon, lat, np.mean(ens > u, axis=0), shading="auto", vmin=0, vmax=1, cmap="magma")
+        if y is not None and (y > u).any() and not (y > u).all():
+            ax.contour(lon, lat, (y > u).astype(float), levels=[0.5], colors="k", linewidths=0.8)
+        ax.set_title(f"P({ch} > {u:g})", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return (f"<h2>Exceedance probability, first init, valid {html.escape(str(valid))}</h2>"
+            f"<img src='figs/{_save(fig, figs / 'exceedance.png')}'><p>Black line: where the truth exceeds the threshold.</p>")
+
+
 def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset, channels: Sequence[str]) -> Path:
     """Write ``out_dir/report.html`` and its figures under ``out_dir/figs``."""
     figs = out_dir / "figs"
@@ -99,6 +144,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
             axes[0, i].axhline(1 / len(h), color="k", lw=0.5)
             axes[0, i].set_title(f"{ch} +{r['lead_hours']}h", fontsize=8)
     parts.append(f"<h2>Rank histograms</h2><img src='figs/{_save(fig, figs / 'rank_hist.png')}'>")
+    if any(r.get("members_curve") for r in rows):
+        parts.append(_members_curve_section(rows, channels, figs))
     # --- maps for the first init at the longest lead
     mdim = next((d for d in ("realization", "number") if d in fc.dims), None)
     ch = next((c for c in channels if c.startswith("2m_temperature")), channels[0])
@@ -134,6 +181,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
             ax.contour(lon, lat, z[m], levels=[level], colors=[plt.cm.tab10(m % 10)], linewidths=0.8)
         ax.set_title(f"spaghetti: {zch} = {level:.0f} per member")
         parts.append(f"<h2>Spaghetti plot</h2><img src='figs/{_save(fig, figs / 'spaghetti.png')}'>")
+    if mdim and result.get("thresholds"):
+        parts.append(_exceedance_section(result["thresholds"], step, truth, valid, lat, lon, figs))
     if result.get("cyclone"):
         parts.append(_cyclone_section(result["cyclone"], figs))
     table = "".join(

@@ -86,7 +86,12 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
     assert set(saved["leads"]) == {"6", "12", "24", "48"}
     for v in saved["leads"].values():
         assert {"rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse"} <= set(v)
-        assert all(isinstance(x, float) for k, x in v.items() if k != "raw") and np.isfinite(v["rmse"]) and np.isfinite(v["crps"])
+        assert all(isinstance(x, float) for k, x in v.items() if k not in ("raw", "members_curve"))
+        assert np.isfinite(v["rmse"]) and np.isfinite(v["crps"])
+        # the raw members' skill against ensemble size: 1, 2, 5 and all 10; the last point is the raw ensemble
+        assert [c["members"] for c in v["members_curve"]] == [1, 2, 5, 10]
+        assert v["members_curve"][-1]["rmse"] == pytest.approx(v["raw"]["rmse"], rel=1e-12)
+        assert v["members_curve"][-1]["crps"] == pytest.approx(v["raw"]["crps"], rel=1e-12)
         # calibrated = raw with the spread scaled: mean scores identical, spread scaled by the factor exactly
         assert set(v["raw"]) >= {"rmse", "crps", "ssr"} and v["raw"]["rmse"] == pytest.approx(v["rmse"], rel=1e-9)
         assert v["spread"] == pytest.approx(v["raw"]["spread"] * v["spread_factor"], rel=1e-6)
@@ -298,6 +303,14 @@ def test_nets_train_and_pool_a_multi_model_ensemble(tmp_path, load_benchmark):
     with pytest.raises(SystemExit, match="--members 10 cannot be shared among 11 nets"):
         bench.main(common + ["--out", str(tmp_path / "y.json"), "--nets", "11"])
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+
+
+def test_nets_share_the_time_budget(load_benchmark):
+    """Each net gets an equal share of what is left; an early finisher's minutes pass on to the nets after it."""
+    share = load_benchmark("weather_t2m_uk").net_minutes
+    assert share(28.0, 0.0, 4) == pytest.approx(7.0)
+    assert share(28.0, 120.0, 3) == pytest.approx(26.0 / 3)  # the first net stopped after 2 of its 7 minutes
+    assert share(28.0, 27.0 * 60, 1) == pytest.approx(1.0) and share(28.0, 30.0 * 60, 1) == 0.0
 
 
 def test_year_harmonics_auto_follows_the_training_span(load_benchmark):

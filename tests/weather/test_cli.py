@@ -50,8 +50,11 @@ def test_cli_fit_forecast_evaluate(tmp_path):
     out = main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "fc.nc"),
                 "--inits", "2000-01-10T00:2000-01-10T12:12", "--lead-hours", "12", "--members", "2", "--steps", "2",
                 "--sampler", "dpmpp_2m", "--no-progress"])
-    res = main(["evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev"), "--no-report"])
+    res = main(["evaluate", "--forecast", out, "--truth", str(data), "--out", str(tmp_path / "ev"), "--no-report",
+                "--member-curve", "1,2", "--threshold", "2m_temperature=280", "--threshold", "2m_temperature=290.5"])
     assert {r["lead_hours"] for r in res["scores"]} == {6, 12}
+    assert all([c["members"] for c in r["members_curve"]] == [1, 2] for r in res["scores"])
+    assert all([b["threshold"] for b in r["brier"]] == [280.0, 290.5] for r in res["scores"] if r["variable"] == "2m_temperature")
     assert json.loads((tmp_path / "ev" / "scores.json").read_text())["grid"] == "8x16"
     # spread calibration: a calibrated copy of the store scores like evaluate --calibration on the raw one
     from apps.weather.calibration import SpreadCalibration, fit_spread_scales
@@ -167,6 +170,10 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--track-start", "abc"], "'abc' is not LAT,LON"),
         (["track", "--forecast", "f.zarr", "--start", "95,3", "--out", str(tmp_path / "t.json")], "latitude 95 is outside"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--climatology-period", "x"], "'START:END'"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--member-curve", "1,0"], "sizes must be >= 1"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--member-curve", "all"], "expected 'auto'"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--threshold", "t2m:280"], "expected CHANNEL=U"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--threshold", "t2m=nan"], "expected CHANNEL=U"),
         (["encode", "--checkpoint", "a.ckpt", "--data", "d.zarr", "--out", str(tmp_path / "l.zarr"), "--period", "x"], "'START:END'"),
         (["synth", "--out", str(tmp_path / "s.zarr"), "--days", "0"], "--days: must be >= 1, got 0"),  # was an IndexError
         (["synth", "--out", str(tmp_path / "s.zarr"), "--start", "soon"], "--start 'soon' is not an ISO date"),

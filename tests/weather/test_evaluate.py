@@ -61,6 +61,36 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert (tmp_path / "ev" / "scores.csv").read_text().startswith("variable,lead_hours,region")
     assert (tmp_path / "ev" / "report.html").exists() and (tmp_path / "ev" / "figs" / "stamps.png").exists()
     assert saved["climatology"]["period"][1] < str(inits[0]) and not saved["climatology"]["includes_verification_times"]
+    assert "members_curve" not in row and saved["member_curve_sizes"] == []
+    # skill against ensemble size: the curve's last point is the whole ensemble, one CSV row per (key, size)
+    curved = evaluate(fc_path, truth_path, tmp_path / "ev_curve", member_curve="auto")
+    crow = next(r for r in curved["scores"] if r["lead_hours"] == 12 and r["region"] == "global")
+    assert [c["members"] for c in crow["members_curve"]] == [1, 2, 4] and curved["member_curve_sizes"] == [1, 2, 4]
+    assert crow["members_curve"][-1]["rmse"] == pytest.approx(row["rmse"], rel=1e-12)
+    first = [((ensf[i, 0, 1] - t2[i, 1]) ** 2 * w).mean() / w.mean() for i in range(2)]
+    assert crow["members_curve"][0]["rmse"] == pytest.approx(np.sqrt(np.mean(first)), rel=1e-6)
+    table = pd.read_csv(tmp_path / "ev_curve" / "members_curve.csv")
+    assert len(table) == 2 * 3 and list(table.columns[:4]) == ["variable", "lead_hours", "region", "members"]
+    assert (tmp_path / "ev_curve" / "figs" / "members_curve.png").exists()
+    assert "Skill against ensemble size" in (tmp_path / "ev_curve" / "report.html").read_text()
+    # Brier at two thresholds of the one channel: rows, CSV, the exceedance map; an unknown channel writes nothing
+    u = float(np.median(t2))
+    briered = evaluate(fc_path, truth_path, tmp_path / "ev_brier", thresholds={"2m_temperature": [u, u + 2.0]})
+    brow = next(r for r in briered["scores"] if r["lead_hours"] == 12)
+    assert [b["threshold"] for b in brow["brier"]] == [u, u + 2.0] and briered["thresholds"] == {"2m_temperature": [u, u + 2.0]}
+    p = (ensf[:, :, 1] > u).mean(axis=1)
+    hand = [((p[i] - (t2[i, 1] > u)) ** 2 * w).mean() / w.mean() for i in range(2)]
+    assert brow["brier"][0]["brier"] == pytest.approx(np.mean(hand), rel=1e-9)
+    brier_csv = pd.read_csv(tmp_path / "ev_brier" / "brier.csv")
+    assert len(brier_csv) == 2 * 2 and {"threshold", "brier", "brier_fair", "base_rate"} <= set(brier_csv.columns)
+    assert brier_csv.query("lead_hours == 12")["brier"].iloc[0] == pytest.approx(brow["brier"][0]["brier"], rel=1e-9)
+    assert (tmp_path / "ev_brier" / "figs" / "exceedance.png").exists() and np.isfinite(brow["energy_score"])
+    with pytest.raises(ValueError, match=r"fc.zarr: thresholds for \['rain'\], which the forecast does not hold"):
+        evaluate(fc_path, truth_path, tmp_path / "ev_bad_brier", thresholds={"rain": [1.0]})
+    assert not (tmp_path / "ev_bad_brier").exists()
+    with pytest.raises(ValueError, match=r"fc.zarr: member curve sizes \[2, 5\] must lie in 1..4"):
+        evaluate(fc_path, truth_path, tmp_path / "ev_bad_curve", member_curve=[2, 5])
+    assert not (tmp_path / "ev_bad_curve").exists()
     # a truth with fewer than 24 h before the first init still keeps the climatology off the verification times
     late = tmp_path / "late.zarr"
     truth.isel(time=slice(110, None)).to_zarr(late, consolidated=False, zarr_format=3)
