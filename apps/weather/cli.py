@@ -46,7 +46,7 @@ def synth_main(argv: list[str]) -> int:
     return main(argv)
 
 
-def forecast_main(argv: list[str]) -> str:
+def forecast_main(argv: list[str]) -> str | dict:
     """Ensemble forecast from a checkpoint (or several: a multi-model ensemble): resumable, CF/WB2-schema zarr or NetCDF."""
     from apps.weather.sampling import ForecastOptions, forecast, parse_inits
 
@@ -71,6 +71,8 @@ def forecast_main(argv: list[str]) -> str:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--calibration", default=None, help="spread calibration JSON: also write a calibrated copy")
     p.add_argument("--calibrated-out", default=None, help="where the calibrated copy goes (default OUT with '_calibrated')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the inputs, print the work, the output size and a time estimate from one timed block; write nothing")
     a = p.parse_args(argv)
     if a.calibrated_out and not a.calibration:
         p.error("--calibrated-out needs --calibration")
@@ -95,6 +97,14 @@ def forecast_main(argv: list[str]) -> str:
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
         sigma_max=a.sigma_max, rho=a.rho,
     )
+    if a.dry_run:
+        from apps.weather.plan import describe_plan, plan_forecast
+
+        plan = plan_forecast(a.checkpoint, a.data, opts, autoencoder=a.autoencoder)
+        print(describe_plan(plan, a.out))
+        if Path(a.out).exists():
+            print(f"note: {a.out} exists; the forecast would refuse to overwrite it")
+        return plan
     out = forecast(a.checkpoint, a.data, a.out, opts, progress=not a.no_progress, autoencoder=a.autoencoder)
     print(f"wrote {out}")
     if calib is not None:

@@ -191,6 +191,42 @@ def test_multi_model_ensemble_pools_the_nets_members(trained, tmp_path):
     assert not (tmp_path / "bad.zarr").exists() and not (tmp_path / "bad.zarr.partial").exists()
 
 
+def test_dry_run_counts_what_the_forecast_does_and_writes_nothing(trained, tmp_path, monkeypatch, capsys):
+    """The plan's network calls and output shape equal a real run's (calls counted in the net's forward)."""
+    from apps.weather.cli import main
+    from apps.weather.plan import plan_forecast
+
+    _, data, ckpt = trained
+    calls = []
+    forward = WeatherForecaster.forward
+    monkeypatch.setattr(WeatherForecaster, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+    opts = ForecastOptions(["2000-01-10T00", "2000-01-10T12"], lead_hours=18, members=3, steps=3, batch_members=2)
+    plan = plan_forecast(ckpt, data, opts)
+    # 2 frames of 6 h per block: 18 h -> 2 blocks; 2 inits x 2 member batches; Heun with 3 levels: 2*3 - 1 calls
+    assert (plan["blocks_per_init"], plan["work_units"], plan["network_calls_per_block"]) == (2, 4, 5)
+    assert plan["network_calls"] == 5 * 4 * 2 and plan["output_shape"] == [2, 3, 4, 6, 8, 16]
+    assert plan["seconds_per_block"] > 0 and plan["estimated_seconds"] == pytest.approx(plan["seconds_per_block"] * 8)
+    assert list(tmp_path.iterdir()) == []
+    calls.clear()
+    out = forecast(ckpt, data, tmp_path / "fc.zarr", opts, progress=False)
+    fc = xr.open_zarr(out, consolidated=False)
+    assert len(calls) == plan["network_calls"]
+    first = next(iter(fc.data_vars.values()))
+    n_channels = sum(v.sizes.get("level", 1) for v in fc.data_vars.values())  # a level is a channel
+    assert [*(first.sizes[d] for d in ("time", "realization", "prediction_timedelta")), n_channels] == plan["output_shape"][:4]
+    assert sum(v.size for v in fc.data_vars.values()) * 4 == plan["output_bytes"]
+    assert plan_forecast(ckpt, data, ForecastOptions(opts.inits, 12, members=2, sampler="dpmpp_2m", steps=4))["network_calls_per_block"] == 4
+    with pytest.raises(WeatherDataError, match=r"syn.zarr \[time\]: init time\(s\) 2031-01-01T00 not in the data"):
+        plan_forecast(ckpt, data, ForecastOptions(["2031-01-01T00"], 12))
+    with pytest.raises(WeatherDataError, match="lead_hours=7 must be a positive multiple"):
+        plan_forecast(ckpt, data, ForecastOptions(opts.inits, 7))
+    # the command line: printed, returned, nothing written
+    res = main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "dry.zarr"),
+                "--inits", "2000-01-10T00", "--lead-hours", "12", "--members", "2", "--steps", "2", "--dry-run"])
+    assert res["network_calls"] == 3 and not (tmp_path / "dry.zarr").exists()
+    assert "dry run: nothing written" in capsys.readouterr().out
+
+
 def test_forecast_bad_input(trained, tmp_path):
     root, data, ckpt = trained
     other = write_synthetic_zarr(tmp_path / "other.zarr", n_lat=4, n_lon=8, days=2, seed=1)
