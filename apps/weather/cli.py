@@ -177,6 +177,8 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--member-curve", type=_member_curve, default=None, metavar="auto|K,K,...",
                    help="also score the first K members for each size K (skill against ensemble size): "
                         "members_curve.csv and a report figure; auto = 1, 2, 5, 10, 20, 50, ... and all members")
+    p.add_argument("--plume-at", type=_lat_lon, default=None, metavar="LAT,LON",
+                   help="grid point of the report's ensemble plume (nearest cell; default the grid's centre)")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="CHANNEL=U[,U...]",
                    help="Brier score of CHANNEL > U (its units, e.g. 2m_temperature=273.15; level channels as "
                         "temperature/850); repeat for more channels: brier.csv and an exceedance map")
@@ -191,7 +193,7 @@ def evaluate_main(argv: list[str]) -> dict:
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
         track_start=start, climatology=a.climatology, calibration=a.calibration, member_curve=a.member_curve,
-        thresholds=_merge_thresholds(a.threshold),
+        thresholds=_merge_thresholds(a.threshold), plume_at=a.plume_at,
     )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res

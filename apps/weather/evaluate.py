@@ -197,6 +197,7 @@ def evaluate(
     calibration: str | os.PathLike | None = None,
     member_curve: Sequence[int] | str | None = None,
     thresholds: Mapping[str, Sequence[float]] | None = None,
+    plume_at: tuple[float, float] | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -219,6 +220,8 @@ def evaluate(
         thresholds: channel -> thresholds (the channel's units): each row of that channel gains ``brier``
             (Brier and fair Brier of ``value > u``, base rate, fair skill score), also in ``brier.csv``; the report
             maps the exceedance probability. Unknown channels are an error before anything is read.
+        plume_at: (lat, lon) of the report's ensemble plume (every member against lead at the nearest grid
+            point, first init, with the truth); default the grid's centre.
 
     Returns:
         The JSON-able result dict.
@@ -306,6 +309,7 @@ def evaluate(
         "calibration": str(calibration) if calibration is not None else None,
         "member_curve_sizes": list(sizes),
         "thresholds": {ch: list(us) for ch, us in thresholds.items()},
+        "plume_at": None if plume_at is None else [float(v) for v in plume_at],
         "scores": rows,
     }
     if track_start is not None:

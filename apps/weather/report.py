@@ -87,6 +87,39 @@ def _members_curve_section(rows: list[dict], channels: Sequence[str], figs: Path
             "stay flat; the ensemble-mean RMSE and the standard CRPS show what more members buy.</p>")
 
 
+def nearest_cell(lat: np.ndarray, lon: np.ndarray, where: Sequence[float] | None) -> tuple[int, int]:
+    """Indices of the grid cell nearest (great circle) to ``where`` = (lat, lon); the grid's centre when None."""
+    if where is None:
+        return len(lat) // 2, len(lon) // 2
+    from apps.weather.metrics import great_circle_km
+
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    d = great_circle_km(la, lo, float(where[0]), float(where[1]))
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return int(i), int(j)
+
+
+def _plume_section(fc: xr.Dataset, truth: xr.Dataset, ch: str, where: Sequence[float] | None, figs: Path) -> str:
+    """Every member of the first init against lead at one grid point, with the ensemble mean and the truth."""
+    lat, lon = fc.latitude.values, fc.longitude.values
+    i, j = nearest_cell(lat, lon, where)
+    first = fc.isel(time=0, latitude=i, longitude=j)
+    members = np.asarray(_field(first, ch).transpose("realization" if "realization" in first.dims else "number", ...).values)
+    lead = fc.prediction_timedelta.values / np.timedelta64(1, "h")
+    valid = fc.time.values[0] + fc.prediction_timedelta.values
+    known = np.isin(valid, truth.time.values)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(lead, members.T, color="tab:blue", lw=0.6, alpha=0.5)
+    ax.plot(lead, members.mean(0), color="tab:blue", lw=2, label="ensemble mean")
+    if known.any():
+        y = np.asarray(_field(truth.sel(time=valid[known]).isel(latitude=i, longitude=j), ch).values)
+        ax.plot(lead[known], y, "k--", lw=1.5, label="truth")
+    ax.set_xlabel("lead (h)")
+    ax.set_title(f"{ch} at {lat[i]:.2f}°, {lon[j]:.2f}° (first init {str(fc.time.values[0])[:16]})", fontsize=9)
+    ax.legend(fontsize=7)
+    return f"<h2>Ensemble plume ({html.escape(ch)})</h2><img src='figs/{_save(fig, figs / 'plume.png')}'>"
+
+
 def _exceedance_section(thresholds: dict, step: xr.Dataset, truth: xr.Dataset, valid, lat, lon, figs: Path) -> str:
     """Probability that the first thresholded channel exceeds each threshold (up to 4), first init, longest lead;
     the truth's exceedance outlined in black."""
@@ -181,6 +214,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
             ax.contour(lon, lat, z[m], levels=[level], colors=[plt.cm.tab10(m % 10)], linewidths=0.8)
         ax.set_title(f"spaghetti: {zch} = {level:.0f} per member")
         parts.append(f"<h2>Spaghetti plot</h2><img src='figs/{_save(fig, figs / 'spaghetti.png')}'>")
+    if mdim:
+        parts.append(_plume_section(fc, truth, ch, result.get("plume_at"), figs))
     if mdim and result.get("thresholds"):
         parts.append(_exceedance_section(result["thresholds"], step, truth, valid, lat, lon, figs))
     if result.get("cyclone"):

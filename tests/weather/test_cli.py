@@ -174,6 +174,7 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--member-curve", "all"], "expected 'auto'"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--threshold", "t2m:280"], "expected CHANNEL=U"),
         (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--threshold", "t2m=nan"], "expected CHANNEL=U"),
+        (["evaluate", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", str(tmp_path / "ev"), "--plume-at", "95,0"], "latitude 95 is outside"),
         (["encode", "--checkpoint", "a.ckpt", "--data", "d.zarr", "--out", str(tmp_path / "l.zarr"), "--period", "x"], "'START:END'"),
         (["synth", "--out", str(tmp_path / "s.zarr"), "--days", "0"], "--days: must be >= 1, got 0"),  # was an IndexError
         (["synth", "--out", str(tmp_path / "s.zarr"), "--start", "soon"], "--start 'soon' is not an ISO date"),

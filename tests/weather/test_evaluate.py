@@ -11,6 +11,7 @@ import xarray as xr
 
 from apps.weather.evaluate import Climatology, evaluate
 from apps.weather.metrics import cell_area_weights
+from apps.weather.report import nearest_cell
 from apps.weather.synthetic import simulate
 
 
@@ -85,6 +86,13 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert len(brier_csv) == 2 * 2 and {"threshold", "brier", "brier_fair", "base_rate"} <= set(brier_csv.columns)
     assert brier_csv.query("lead_hours == 12")["brier"].iloc[0] == pytest.approx(brow["brier"][0]["brier"], rel=1e-9)
     assert (tmp_path / "ev_brier" / "figs" / "exceedance.png").exists() and np.isfinite(brow["energy_score"])
+    assert "Ensemble plume" in (tmp_path / "ev_brier" / "report.html").read_text()
+    lat, lon = truth.latitude.values, truth.longitude.values
+    assert nearest_cell(lat, lon, None) == (4, 8) and nearest_cell(lat, lon, (lat[2] + 0.1, lon[5] - 0.1)) == (2, 5)
+    assert nearest_cell(lat, lon, (lat[6], 359.9)) == (6, 0)  # across the 0° meridian
+    evaluate(fc_path, truth_path, tmp_path / "ev_plume", plume_at=(float(lat[1]), float(lon[3])))
+    assert json.loads((tmp_path / "ev_plume" / "scores.json").read_text())["plume_at"] == [float(lat[1]), float(lon[3])]
+    assert (tmp_path / "ev_plume" / "figs" / "plume.png").exists()
     with pytest.raises(ValueError, match=r"fc.zarr: thresholds for \['rain'\], which the forecast does not hold"):
         evaluate(fc_path, truth_path, tmp_path / "ev_bad_brier", thresholds={"rain": [1.0]})
     assert not (tmp_path / "ev_bad_brier").exists()
