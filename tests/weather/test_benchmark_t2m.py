@@ -88,15 +88,15 @@ def test_t2m_benchmark_contract(tmp_path, load_benchmark):
         assert {"rmse", "crps", "ssr", "persistence_rmse", "climatology_rmse"} <= set(v)
         assert all(isinstance(x, float) for k, x in v.items() if k not in ("raw", "members_curve"))
         assert np.isfinite(v["rmse"]) and np.isfinite(v["crps"])
-        # the raw members' skill against ensemble size: 1, 2, 5 and all 10; the last point is the raw ensemble
-        assert [c["members"] for c in v["members_curve"]] == [1, 2, 5, 10]
+        # the raw members' skill against ensemble size up to the default 50; the last point is the raw ensemble
+        assert [c["members"] for c in v["members_curve"]] == [1, 2, 5, 10, 20, 50]
         assert v["members_curve"][-1]["rmse"] == pytest.approx(v["raw"]["rmse"], rel=1e-12)
         assert v["members_curve"][-1]["crps"] == pytest.approx(v["raw"]["crps"], rel=1e-12)
         # calibrated = raw with the spread scaled: mean scores identical, spread scaled by the factor exactly
         assert set(v["raw"]) >= {"rmse", "crps", "ssr"} and v["raw"]["rmse"] == pytest.approx(v["rmse"], rel=1e-9)
         assert v["spread"] == pytest.approx(v["raw"]["spread"] * v["spread_factor"], rel=1e-6)
     assert saved["train_seconds"] > 0 and saved["grid"] == "16x12" and saved["n_inits"] == 2
-    assert res["members"] == 10
+    assert res["members"] == 50
     # validation = the last 4 days of training, never the test period; the model trains on the first 2
     assert saved["fit_period"] == "2021-07-01:2021-07-02"
     assert saved["validation_inits"] == ["2021-07-03T00", "2021-07-03T12", "2021-07-04T00", "2021-07-04T12"]
@@ -301,7 +301,7 @@ def test_nets_train_and_pool_a_multi_model_ensemble(tmp_path, load_benchmark):
     with pytest.raises(SystemExit):  # --nets trains; checkpoints given are the ensemble already
         bench.main(common + ["--out", str(tmp_path / "x.json"), "--nets", "2", "--checkpoint", *kept])
     with pytest.raises(SystemExit, match="--members 10 cannot be shared among 11 nets"):
-        bench.main(common + ["--out", str(tmp_path / "y.json"), "--nets", "11"])
+        bench.main(common + ["--out", str(tmp_path / "y.json"), "--nets", "11", "--members", "10"])
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
 
 
