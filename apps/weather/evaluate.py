@@ -219,7 +219,7 @@ def evaluate(
             in the report. Checked before anything is read.
         thresholds: channel -> thresholds (the channel's units): each row of that channel gains ``brier``
             (Brier and fair Brier of ``value > u``, base rate, fair skill score), also in ``brier.csv``; the report
-            maps the exceedance probability. Unknown channels are an error before anything is read.
+            maps the exceedance probability. A channel the forecast lacks is an error before anything is scored.
         plume_at: (lat, lon) of the report's ensemble plume (every member against lead at the nearest grid
             point, first init, with the truth); default the grid's centre.
 
