@@ -50,8 +50,8 @@ Members (session 18): 50 by default. The ensemble mean of M members misses the i
 noise: with WB2's unbiased SSR r, its MSE is about E∞·(1 + r²/M), so 10 members add 3-7 % to the RMSE and 50 add
 about 1 %. The JSON's ``members_curve`` shows the RMSE and CRPS of the first 1, 2, 5, 10, 20 and 50 members.
 Multi-model ensemble (session 17, opt-in): ``--nets K`` trains K nets (seeds SEED..SEED+K-1, each ``--steps``,
-one after another in the one ``--max-train-minutes`` budget, each net at most an equal share of what is left) and pools their members, M/K per net
-(``apps.weather.sampling.member_nets``); ``--checkpoint A B ...`` reuses such nets (the JSON then records the first
+one after another in the one ``--max-train-minutes`` budget, each net at most an equal share of what is left) and
+pools their members, M/K per net (``apps.weather.sampling.member_nets``); ``--checkpoint A B ...`` reuses such nets (the JSON then records the first
 one's settings). JSON ``nets``, ``train_seeds``, and ``train_steps_done`` as a list per net.
 Precision: fp32 (``--precision 32``, default); ``bf16-mixed`` was measured *slower* for this width
 (docs/weather.md) and is used only when asked for and ``bf16_supported()``.
