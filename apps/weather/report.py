@@ -139,6 +139,42 @@ def _exceedance_section(thresholds: dict, step: xr.Dataset, truth: xr.Dataset, v
             f"<img src='figs/{_save(fig, figs / 'exceedance.png')}'><p>Black line: where the truth exceeds the threshold.</p>")
 
 
+def baseline_skill(row: dict) -> float:
+    """RMSE skill against the better of persistence and climatology: ``1 − RMSE / min(persistence, climatology)``.
+
+    Positive: the forecast beats both baselines; NaN when neither baseline was scored.
+    """
+    baselines = [b for b in (row["persistence_rmse"], row["climatology_rmse"]) if np.isfinite(b) and b > 0]
+    return float(1.0 - row["rmse"] / min(baselines)) if baselines else float("nan")
+
+
+def _skill_colour(skill: float) -> str:
+    """Green for positive skill, red for negative, white near 0 and for NaN; full colour at ±30 %."""
+    if not np.isfinite(skill):
+        return "#ffffff"
+    a = min(abs(skill) / 0.3, 1.0)
+    light = int(round(255 - 120 * a))
+    return f"#{light:02x}ff{light:02x}" if skill > 0 else f"#ff{light:02x}{light:02x}"
+
+
+def scorecard(rows: list[dict]) -> str:
+    """HTML scorecard: RMSE skill against the better baseline per region, channel (rows) and lead (columns)."""
+    leads = sorted({r["lead_hours"] for r in rows})
+    head = "".join(f"<th>+{lead} h</th>" for lead in leads)
+    blocks = []
+    for region in dict.fromkeys(r["region"] for r in rows):
+        cells = {(r["variable"], r["lead_hours"]): baseline_skill(r) for r in rows if r["region"] == region}
+        body = ""
+        for ch in dict.fromkeys(v for v, _ in cells):
+            skills = [cells.get((ch, lead), float("nan")) for lead in leads]
+            tds = "".join(f"<td style='background:{_skill_colour(v)}'>{f'{100 * v:+.0f} %' if np.isfinite(v) else '–'}</td>"
+                          for v in skills)
+            body += f"<tr><td>{html.escape(ch)}</td>{tds}</tr>"
+        blocks.append(f"<h3>{html.escape(region)}</h3><table><tr><th>channel</th>{head}</tr>{body}</table>")
+    return ("<h2>Scorecard: RMSE skill against the better of persistence and climatology</h2>"
+            "<p>1 − RMSE / min(persistence, climatology); green: better than both baselines.</p>" + "".join(blocks))
+
+
 def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset, channels: Sequence[str]) -> Path:
     """Write ``out_dir/report.html`` and its figures under ``out_dir/figs``."""
     figs = out_dir / "figs"
@@ -220,6 +256,7 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
         parts.append(_exceedance_section(result["thresholds"], step, truth, valid, lat, lon, figs))
     if result.get("cyclone"):
         parts.append(_cyclone_section(result["cyclone"], figs))
+    parts.append(scorecard(result["scores"]))
     table = "".join(
         f"<tr><td>{html.escape(r['variable'])}</td><td>{r['lead_hours']}</td><td>{r['rmse']:.4g}</td><td>{r['persistence_rmse']:.4g}</td>"
         f"<td>{r['climatology_rmse']:.4g}</td><td>{r['crps']:.4g}</td><td>{r['ssr']:.3g}</td><td>{r['acc']:.3g}</td></tr>"

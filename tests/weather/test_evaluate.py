@@ -11,7 +11,7 @@ import xarray as xr
 
 from apps.weather.evaluate import Climatology, evaluate
 from apps.weather.metrics import cell_area_weights
-from apps.weather.report import nearest_cell
+from apps.weather.report import baseline_skill, nearest_cell, scorecard
 from apps.weather.synthetic import simulate
 
 
@@ -87,6 +87,7 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert brier_csv.query("lead_hours == 12")["brier"].iloc[0] == pytest.approx(brow["brier"][0]["brier"], rel=1e-9)
     assert (tmp_path / "ev_brier" / "figs" / "exceedance.png").exists() and np.isfinite(brow["energy_score"])
     assert "Ensemble plume" in (tmp_path / "ev_brier" / "report.html").read_text()
+    assert "Scorecard: RMSE skill" in (tmp_path / "ev_brier" / "report.html").read_text()
     lat, lon = truth.latitude.values, truth.longitude.values
     assert nearest_cell(lat, lon, None) == (4, 8) and nearest_cell(lat, lon, (lat[2] + 0.1, lon[5] - 0.1)) == (2, 5)
     assert nearest_cell(lat, lon, (lat[6], 359.9)) == (6, 0)  # across the 0° meridian
@@ -111,6 +112,24 @@ def test_evaluate_matches_hand_computation(tmp_path):
     with pytest.raises(ValueError, match=r"early.zarr \[time\]: no \(init, lead\) pair of the forecast has truth"):
         evaluate(fc_path, early, tmp_path / "ev_early", report=False)
     assert not (tmp_path / "ev_early").exists()
+
+
+def test_scorecard_skill_against_the_better_baseline():
+    """1 − RMSE / min(persistence, climatology): its sign and colour per cell; a missing baseline is left out."""
+    rows = [
+        {"variable": "t2m", "lead_hours": 6, "region": "global", "rmse": 0.8, "persistence_rmse": 1.0, "climatology_rmse": 2.0},
+        {"variable": "t2m", "lead_hours": 12, "region": "global", "rmse": 1.5, "persistence_rmse": 2.0, "climatology_rmse": 1.2},
+        {"variable": "t2m", "lead_hours": 6, "region": "tropics", "rmse": 1.0, "persistence_rmse": float("nan"),
+         "climatology_rmse": 0.5},
+        {"variable": "z500", "lead_hours": 6, "region": "global", "rmse": 1.0, "persistence_rmse": float("nan"),
+         "climatology_rmse": float("nan")},
+    ]
+    assert [baseline_skill(r) for r in rows[:3]] == pytest.approx([0.2, -0.25, -1.0])
+    assert np.isnan(baseline_skill(rows[3]))
+    html = scorecard(rows)
+    assert html.count("<table>") == 2 and "+20 %" in html and "-25 %" in html and "-100 %" in html
+    assert "background:#afffaf" in html  # +20 %: green, two thirds of the full shade at ±30 % (255 − 120·2/3)
+    assert html.count("–") == 3  # z500 has no baseline at 6 h; z500 and t2m in the tropics lack +12 h
 
 
 def _wb2_climatology(truth: xr.Dataset, hours) -> tuple[xr.Dataset, callable]:
