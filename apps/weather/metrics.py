@@ -295,7 +295,9 @@ class ScoreAccumulator:
                 ranks = rank_of_truth(ens, truth, self.rng)
         if self.member_sizes and self.member_sizes[-1] > m:
             raise ValueError(f"member_sizes {self.member_sizes} ask for more than the {m} members of {variable} at lead {lead} h")
-        curve = {k: _curve_parts(ens, truth, k) for k in self.member_sizes}
+        # the whole ensemble's parts are the scores above: reused, not recomputed
+        whole = [err**2, skill, spread, var, err**2 - var / m] if m >= 2 else None
+        curve = {k: whole if k == m and whole is not None else _curve_parts(ens, truth, k) for k in self.member_sizes}
         brier = {float(u): brier_parts(ens, truth, float(u)) for u in self.thresholds.get(variable, ())}
         for region, mask in masks.items():
             s = self._sums.setdefault((variable, lead, region), _Sums())

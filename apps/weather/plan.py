@@ -20,7 +20,7 @@ from apps.weather.data import WeatherDataError, channel_levels, match_grid, open
 from apps.weather.dataset import NormStats
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
-from apps.weather.sampling import ForecastOptions, decoder_grid, load_ensemble
+from apps.weather.sampling import ForecastOptions, block_count, decoder_grid, load_ensemble
 from dualsci.diffusion import sample_generators
 
 FLOAT32_BYTES = 4
@@ -43,15 +43,13 @@ def plan_forecast(
         batch, decoding included; measured here, on random inputs) and ``estimated_seconds`` (sampling and
         decoding; reading and writing not counted).
     """
-    if options.members < 1 or options.steps < 1:
-        raise ValueError(f"members={options.members} and steps={options.steps} must be >= 1")
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     nets = load_ensemble(checkpoints)
     net, objective, meta = nets[0]
-    channels = NormStats.from_dict(meta["stats"]).channels
-    k, step = int(meta["frames"]), int(meta["step_hours"])
-    if options.lead_hours % step or options.lead_hours <= 0:
-        raise WeatherDataError(checkpoints[0], f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
+    stats = NormStats.from_dict(meta["stats"])
+    channels = stats.channels
+    k = int(meta["frames"])
+    n_blocks = block_count(options.lead_hours, k, int(meta["step_hours"]), checkpoints[0])
     ds = open_weather(data, variables=sorted({c.partition("/")[0] for c in channels}), levels=channel_levels(channels))
     ds = match_grid(ds, meta["lat"], meta["lon"], str(data))
     times = set(ds.time.values.astype("datetime64[h]").tolist())
@@ -59,7 +57,6 @@ def plan_forecast(
     absent = [str(t) for t in inits if t.tolist() not in times]
     if absent:
         raise WeatherDataError(str(data), f"init time(s) {', '.join(absent)} not in the data", "time")
-    n_blocks = -(-options.lead_hours // (k * step))
     batch = max(1, min(options.batch_members, options.members))
     units = len(inits) * -(-options.members // batch)
     decoder, out_channels, out_grid = None, len(channels), (len(meta["lat"]), len(meta["lon"]))
@@ -75,27 +72,26 @@ def plan_forecast(
         "output_shape": shape, "output_bytes": int(np.prod(shape)) * FLOAT32_BYTES,
     }
     if time_block:
-        calls, seconds = _time_one_block(net, objective, meta, options, batch, decoder)
+        calls, seconds = _time_one_block(net, objective, meta, stats, options, batch, decoder)
         plan.update(network_calls_per_block=calls, network_calls=calls * units * n_blocks, seconds_per_block=seconds,
                     estimated_seconds=seconds * units * n_blocks)
     return plan
 
 
-def _time_one_block(net: WeatherForecaster, objective: WeatherEDMObjective, meta: dict, options: ForecastOptions,
-                    batch: int, decoder: torch.nn.Module | None) -> tuple[int, float]:
+def _time_one_block(net: WeatherForecaster, objective: WeatherEDMObjective, meta: dict, stats: NormStats,
+                    options: ForecastOptions, batch: int, decoder: torch.nn.Module | None) -> tuple[int, float]:
     """(network calls, wall seconds) of one block of ``batch`` members on random normalised inputs.
 
     The values are meaningless; the shapes, the sampler, its levels and churn are the run's, so the cost is.
     """
-    stats = NormStats.from_dict(meta["stats"])
     c, k = len(stats.channels), int(meta["frames"])
     h, w = len(meta["lat"]), len(meta["lon"])
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, c, h, w, generator=gen)
     noise = torch.randn(batch, k, c, h, w, generator=gen)
     n_hist = int(getattr(net, "history", 0))
-    calls = [0]
-    handle = net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    calls: list[int] = []
+    handle = net.register_forward_pre_hook(lambda *_: calls.append(1))
     start = time.perf_counter()
     try:
         y = objective.sample_block(
@@ -111,7 +107,7 @@ def _time_one_block(net: WeatherForecaster, objective: WeatherEDMObjective, meta
                 decoder.decode(y.reshape(-1, *y.shape[2:]))
     finally:
         handle.remove()
-    return calls[0], time.perf_counter() - start
+    return len(calls), time.perf_counter() - start
 
 
 def describe_plan(plan: dict, out: str | os.PathLike) -> str:

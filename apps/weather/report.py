@@ -99,12 +99,12 @@ def nearest_cell(lat: np.ndarray, lon: np.ndarray, where: Sequence[float] | None
     return int(i), int(j)
 
 
-def _plume_section(fc: xr.Dataset, truth: xr.Dataset, ch: str, where: Sequence[float] | None, figs: Path) -> str:
-    """Every member of the first init against lead at one grid point, with the ensemble mean and the truth."""
+def _plume_section(fc: xr.Dataset, mdim: str, truth: xr.Dataset, ch: str, where: Sequence[float] | None, figs: Path) -> str:
+    """Every member (ensemble dim ``mdim``) of the first init against lead at one grid point, with the mean and the truth."""
     lat, lon = fc.latitude.values, fc.longitude.values
     i, j = nearest_cell(lat, lon, where)
     first = fc.isel(time=0, latitude=i, longitude=j)
-    members = np.asarray(_field(first, ch).transpose("realization" if "realization" in first.dims else "number", ...).values)
+    members = np.asarray(_field(first, ch).transpose(mdim, ...).values)
     lead = fc.prediction_timedelta.values / np.timedelta64(1, "h")
     valid = fc.time.values[0] + fc.prediction_timedelta.values
     known = np.isin(valid, truth.time.values)
@@ -251,7 +251,7 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
         ax.set_title(f"spaghetti: {zch} = {level:.0f} per member")
         parts.append(f"<h2>Spaghetti plot</h2><img src='figs/{_save(fig, figs / 'spaghetti.png')}'>")
     if mdim:
-        parts.append(_plume_section(fc, truth, ch, result.get("plume_at"), figs))
+        parts.append(_plume_section(fc, mdim, truth, ch, result.get("plume_at"), figs))
     if mdim and result.get("thresholds"):
         parts.append(_exceedance_section(result["thresholds"], step, truth, valid, lat, lon, figs))
     if result.get("cyclone"):

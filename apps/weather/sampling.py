@@ -57,6 +57,18 @@ class ForecastOptions:
     rho: float | None = None  # Karras ρ of the sampling grid (None = the objective's, 7)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.members < 1 or self.steps < 1:  # 0 members would write an empty store
+            raise ValueError(f"members={self.members} and steps={self.steps} must be >= 1")
+
+
+def block_count(lead_hours: int, frames: int, step_hours: int, checkpoint: str | os.PathLike) -> int:
+    """Blocks of ``frames`` states ``step_hours`` apart that reach ``lead_hours``; the lead must be a positive
+    multiple of the model step (an error naming the checkpoint otherwise)."""
+    if lead_hours % step_hours or lead_hours <= 0:
+        raise WeatherDataError(checkpoint, f"lead_hours={lead_hours} must be a positive multiple of the model step {step_hours} h")
+    return -(-lead_hours // (frames * step_hours))
+
 
 def parse_inits(spec: str) -> list[np.datetime64]:
     """``"2019-03-20T00,2019-03-20T12"`` (list) or ``"START:END:STEP_HOURS"`` (range, inclusive)."""
@@ -289,8 +301,6 @@ def forecast(
         raise FileExistsError(f"{out}: output already exists (refusing to overwrite)")
     if options.format not in ("zarr", "netcdf"):
         raise ValueError(f"format={options.format!r} is not one of ('zarr', 'netcdf')")
-    if options.members < 1 or options.steps < 1:  # checked before anything is written (0 members: an empty store)
-        raise ValueError(f"members={options.members} and steps={options.steps} must be >= 1")
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     nets = load_ensemble(checkpoints)
     net, objective, meta = nets[0]
@@ -299,9 +309,7 @@ def forecast(
     stats = NormStats.from_dict(meta["stats"])
     channels = stats.channels
     k, step = int(meta["frames"]), int(meta["step_hours"])
-    if options.lead_hours % step or options.lead_hours <= 0:
-        raise WeatherDataError(checkpoint, f"lead_hours={options.lead_hours} must be a positive multiple of the model step {step} h")
-    n_blocks = -(-options.lead_hours // (k * step))
+    n_blocks = block_count(options.lead_hours, k, step, checkpoint)
     leads = np.arange(1, n_blocks * k + 1) * step
     ds = open_weather(data, variables=sorted({c.partition('/')[0] for c in channels}), levels=channel_levels(channels))
     src = str(data)
