@@ -22,6 +22,7 @@ axis first: ``(M, ..., H, W)``.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,7 +234,9 @@ class ScoreAccumulator:
         lat: (H,) latitudes of the grid (degrees).
         lon: (W,) longitudes (degrees).
         regions: region names or specs to score.
-        seed: for the random tie-breaking of ranks.
+        seed: for the random tie-breaking of ranks. Each (variable, lead, n-th init added to it) draws from its own
+            stream ``default_rng([seed, crc32(variable), lead, n])``, so the histograms do not depend on the order in
+            which channels are added (a zarr store's listing order can change from one opening to the next).
         rank_ties: ``"random"`` breaks ties at random (WB2); ``"split"`` adds each tie's expected
             counts (deterministic).
         member_sizes: ensemble sizes k for the skill-against-size curve (scores of the first k members);
@@ -253,7 +256,7 @@ class ScoreAccumulator:
     def __post_init__(self) -> None:
         self.weights = cell_area_weights(self.lat)
         self.masks = {r: region_mask(self.lat, self.lon, r) for r in self.regions}
-        self.rng = np.random.default_rng(self.seed)
+        self._adds: dict = {}  # (variable, lead) -> inits added so far: the tie-breaking stream's counter
         if self.rank_ties not in ("random", "split"):
             raise ValueError(f"rank_ties={self.rank_ties!r} is not one of ('random', 'split')")
         self.member_sizes = tuple(sorted({int(k) for k in self.member_sizes}))
@@ -282,6 +285,8 @@ class ScoreAccumulator:
         Cells with NaN in any of these (a declared masked field: SST over land) are left out of every score
         of this init, as if they were outside the region.
         """
+        n_added = self._adds.get((variable, lead), 0)
+        self._adds[(variable, lead)] = n_added + 1
         ens = np.asarray(ens, dtype=np.float64)
         truth = np.asarray(truth, dtype=np.float64)
         ens, truth, climatology, persistence, masks = self._valid_cells(ens, truth, climatology, persistence)
@@ -292,7 +297,8 @@ class ScoreAccumulator:
             skill, spread = crps_parts(ens, truth)
             var = ens.var(axis=0, ddof=1)
             if self.rank_ties == "random":
-                ranks = rank_of_truth(ens, truth, self.rng)
+                rng = np.random.default_rng([self.seed, zlib.crc32(variable.encode()), int(lead), n_added])
+                ranks = rank_of_truth(ens, truth, rng)
         if self.member_sizes and self.member_sizes[-1] > m:
             raise ValueError(f"member_sizes {self.member_sizes} ask for more than the {m} members of {variable} at lead {lead} h")
         # the whole ensemble's parts are the scores above: reused, not recomputed

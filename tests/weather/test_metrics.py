@@ -227,6 +227,27 @@ def test_rank_ties_broken_at_random():
     assert counts.min() > 120  # ~200 each, not all in one bin
 
 
+def test_rank_histogram_does_not_depend_on_the_order_of_channels():
+    """Ties are broken by a stream per (channel, lead, init): adding channels in another order (a zarr store lists
+    its arrays in no fixed order) gives the same histograms; it used to consume one shared stream in call order."""
+    lat, lon = np.linspace(-60, 60, 5), np.arange(0, 360, 45.0)
+    rng = np.random.default_rng(3)
+    fields = {ch: np.round(rng.normal(size=(3, 6, 5, 8))) for ch in ("a", "b", "c")}  # integers: many ties
+    truth = {ch: np.round(rng.normal(size=(3, 5, 8))) for ch in fields}
+    results = []
+    for order in (("a", "b", "c"), ("c", "a", "b")):
+        acc = ScoreAccumulator(lat, lon)
+        for i in range(3):
+            for ch in order:
+                acc.add(ch, 6, fields[ch][i], truth[ch][i])
+        results.append({r["variable"]: r["rank_histogram"] for r in acc.result()})
+    assert results[0] == results[1]
+    one = ScoreAccumulator(lat, lon, seed=1)
+    for i in range(3):
+        one.add("a", 6, fields["a"][i], truth["a"][i])
+    assert one.result()[0]["rank_histogram"] != results[0]["a"]  # the seed still matters
+
+
 def test_region_mask_and_spatial_mean():
     lat = np.linspace(-90, 90, 61)
     lon = np.arange(0, 360, 3.0)
