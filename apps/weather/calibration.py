@@ -170,6 +170,8 @@ def calibrate_store(
     calib = calibration if isinstance(calibration, SpreadCalibration) else SpreadCalibration.load(calibration)
     src = Path(forecast_path)
     fc = xr.open_zarr(src, consolidated=False) if src.is_dir() else xr.open_dataset(src, chunks={})
+    if fc.attrs.get("store") == "latent":  # scaling latents about their mean is not scaling the decoded members
+        raise CalibrationError(f"{src}: a latent-only store; decode it first (dualsci-weather decode) and calibrate that")
     ens_vars = [v for v in fc.data_vars if {"realization", "prediction_timedelta"} <= set(fc[v].dims)]
     if not ens_vars:
         raise CalibrationError(f"{src}: no ensemble variable (dims realization and prediction_timedelta)")

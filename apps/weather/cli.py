@@ -68,6 +68,9 @@ def forecast_main(argv: list[str]) -> str | dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-members", type=positive_int, default=10)
     p.add_argument("--autoencoder", default=None, help="decode a latent forecaster's blocks with this checkpoint")
+    p.add_argument("--store", choices=["decoded", "latent"], default="decoded",
+                   help="with --autoencoder: write decoded fields, or the latents only (a fraction of the bytes; "
+                        "evaluate decodes them lazily, `decode` writes the decoded store)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--calibration", default=None, help="spread calibration JSON: also write a calibrated copy")
     p.add_argument("--calibrated-out", default=None, help="where the calibrated copy goes (default OUT with '_calibrated')")
@@ -76,6 +79,12 @@ def forecast_main(argv: list[str]) -> str | dict:
     a = p.parse_args(argv)
     if a.calibrated_out and not a.calibration:
         p.error("--calibrated-out needs --calibration")
+    if a.store == "latent" and not a.autoencoder:
+        p.error("--store latent needs the --autoencoder that decodes the latents")
+    if a.store == "latent" and a.calibration:
+        p.error("--calibration scales decoded members: use --store decoded, or `decode` the latent store and `calibrate` it")
+    if a.store == "latent" and a.out.endswith((".nc", ".nc4")):
+        p.error("--store latent writes a zarr folder (decode it to NetCDF with `dualsci-weather decode`)")
     calib = None
     if a.calibration:
         from apps.weather.calibration import SpreadCalibration
@@ -95,7 +104,7 @@ def forecast_main(argv: list[str]) -> str | dict:
     opts = ForecastOptions(
         inits=[str(t) for t in inits], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
         steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
-        sigma_max=a.sigma_max, rho=a.rho,
+        sigma_max=a.sigma_max, rho=a.rho, store=a.store,
     )
     if a.dry_run:
         from apps.weather.plan import describe_plan, plan_forecast
@@ -153,6 +162,17 @@ def _threshold(text: str) -> tuple[str, list[float]]:
     return channel, us
 
 
+def _lat_band(text: str) -> tuple[float, float]:
+    """``LO:HI`` absolute latitudes, 0 <= LO <= HI <= 90 (argparse type of ``--spectra``)."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO:HI absolute latitudes like 30:60, got {text!r}") from None
+    if not 0.0 <= lo <= hi <= 90.0:
+        raise argparse.ArgumentTypeError(f"the band {text!r} must satisfy 0 <= LO <= HI <= 90")
+    return lo, hi
+
+
 def _merge_thresholds(pairs: list[tuple[str, list[float]]]) -> dict[str, list[float]]:
     merged: dict[str, list[float]] = {}
     for channel, us in pairs:
@@ -182,6 +202,12 @@ def evaluate_main(argv: list[str]) -> dict:
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="CHANNEL=U[,U...]",
                    help="Brier score of CHANNEL > U (its units, e.g. 2m_temperature=273.15; level channels as "
                         "temperature/850); repeat for more channels: brier.csv and an exceedance map")
+    p.add_argument("--autoencoder", default=None,
+                   help="a latent-only forecast store (forecast --store latent) is decoded lazily with this checkpoint "
+                        "(default: the one the store records; its sha256 must match)")
+    p.add_argument("--spectra", type=_lat_band, nargs="?", const=(30.0, 60.0), default=None, metavar="LO:HI",
+                   help="zonal energy spectra (WB2 definition) of truth, ensemble mean and members, averaged over "
+                        "|latitude| LO..HI (default 30:60): spectra.csv and a report figure; needs a global grid")
     a = p.parse_args(argv)
     from apps.weather.metrics import REGIONS
 
@@ -193,7 +219,7 @@ def evaluate_main(argv: list[str]) -> dict:
     res = evaluate(
         a.forecast, a.truth, a.out, regions=a.regions.split(","), climatology_period=period, report=not a.no_report,
         track_start=start, climatology=a.climatology, calibration=a.calibration, member_curve=a.member_curve,
-        thresholds=_merge_thresholds(a.threshold), plume_at=a.plume_at,
+        thresholds=_merge_thresholds(a.threshold), plume_at=a.plume_at, spectra_band=a.spectra, autoencoder=a.autoencoder,
     )
     print(f"wrote {a.out}/scores.json ({len(res['scores'])} rows)")
     return res
@@ -211,6 +237,20 @@ def encode_main(argv: list[str]) -> str:
     a = p.parse_args(argv)
     period = a.period
     out = encode_dataset(a.checkpoint, a.data, a.out, period)
+    print(f"wrote {out}")
+    return str(out)
+
+
+def decode_main(argv: list[str]) -> str:
+    """Write the decoded forecast of a latent-only store (forecast --store latent) as a zarr folder or NetCDF file."""
+    from apps.weather.latent_store import decode_store
+
+    p = argparse.ArgumentParser(prog="dualsci-weather decode", description=decode_main.__doc__)
+    p.add_argument("--forecast", required=True, help="the latent-only store")
+    p.add_argument("--out", required=True, help="output .zarr folder or .nc file (must not exist)")
+    p.add_argument("--autoencoder", default=None, help="its autoencoder (default: the one the store records)")
+    a = p.parse_args(argv)
+    out = decode_store(a.forecast, a.out, a.autoencoder)
     print(f"wrote {out}")
     return str(out)
 
@@ -253,7 +293,7 @@ def script_main(run) -> None:
 
 
 VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main,
-         "calibrate": calibrate_main}
+         "calibrate": calibrate_main, "decode": decode_main}
 
 
 def main(args: Sequence[str] | None = None):

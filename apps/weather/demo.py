@@ -50,9 +50,10 @@ def run(out: Path, steps: int = 300, members: int = 8, inits: str = "2001-11-01T
     ])
     timings["forecast_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    # + skill against ensemble size and the Brier score of 2 m temperature above 20 °C (about 40 % of the synthetic cells)
+    # + skill against ensemble size, the Brier score of 2 m temperature above 20 °C (about 40 % of the synthetic cells)
+    # and the zonal energy spectra over mid-latitudes
     cli(["evaluate", "--forecast", str(fc), "--truth", str(data), "--out", str(out), "--regions", "global,tropics,northern-hemisphere",
-         "--member-curve", "auto", "--threshold", "2m_temperature=293.15"])
+         "--member-curve", "auto", "--threshold", "2m_temperature=293.15", "--spectra", "30:60"])
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")

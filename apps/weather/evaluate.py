@@ -160,14 +160,19 @@ class _GapCells:
             b[h][:, cells] = np.where(a[:, 0, 0] > 0, fit, np.nan)
 
 
-def _open_forecast(path: str | os.PathLike) -> xr.Dataset:
-    """A forecast store (``forecast``'s zarr or NetCDF), or a WeatherDataError naming the file."""
+def _open_forecast(path: str | os.PathLike, autoencoder: str | os.PathLike | None = None) -> xr.Dataset:
+    """A forecast store (``forecast``'s zarr or NetCDF; a latent-only store decoded lazily with ``autoencoder``,
+    default the one it records), or a WeatherDataError naming the file."""
     if not Path(path).exists():
         raise WeatherDataError(path, "forecast not found")
     try:
         fc = xr.open_zarr(path, consolidated=False) if Path(path).is_dir() else xr.open_dataset(path)
     except Exception as exc:  # not zarr / NetCDF at all: several exception types
         raise WeatherDataError(path, f"cannot open as a forecast store ({type(exc).__name__}: {exc})") from exc
+    from apps.weather.latent_store import is_latent_store, open_decoded
+
+    if is_latent_store(fc):
+        fc = open_decoded(path, autoencoder)
     missing = [d for d in ("time", "prediction_timedelta", "latitude", "longitude") if d not in fc.dims]
     if missing:
         raise WeatherDataError(path, f"not a forecast store: no {missing} dimension(s) (dims {sorted(map(str, fc.dims))}; "
@@ -198,6 +203,8 @@ def evaluate(
     member_curve: Sequence[int] | str | None = None,
     thresholds: Mapping[str, Sequence[float]] | None = None,
     plume_at: tuple[float, float] | None = None,
+    spectra_band: tuple[float, float] | None = None,
+    autoencoder: str | os.PathLike | None = None,
 ) -> dict:
     """Score ``forecast_path`` against ``truth_path``; write ``scores.json``, ``scores.csv``, report.
 
@@ -222,21 +229,35 @@ def evaluate(
             maps the exceedance probability. A channel the forecast lacks is an error before anything is scored.
         plume_at: (lat, lon) of the report's ensemble plume (every member against lead at the nearest grid
             point, first init, with the truth); default the grid's centre.
+        spectra_band: (lo, hi) absolute latitudes: also the zonal energy spectra of truth, ensemble mean and
+            members per channel and lead, averaged over that band (``apps.weather.spectra``), under ``"spectra"``,
+            in ``spectra.csv`` and drawn in the report. Needs a grid around the whole globe (checked first).
+        autoencoder: for a latent-only store (``forecast --store latent``): the autoencoder that decodes it
+            lazily (``apps.weather.latent_store``); default the one the store records (its sha256 is checked).
 
     Returns:
         The JSON-able result dict.
     """
-    fc = _open_forecast(forecast_path)
+    fc = _open_forecast(forecast_path, autoencoder)
     mdim = _ensemble_dim(fc)
     sizes = _member_sizes(member_curve, fc.sizes[mdim] if mdim else 1, str(forecast_path))
     levels = [float(lv) for lv in fc["level"].values] if "level" in fc.dims else None
     truth = open_weather(truth_path, variables=[v for v in fc.data_vars], levels=levels)
     truth = match_grid(truth, fc.latitude.values, fc.longitude.values, str(truth_path), expected="the forecast")
-    chans = list(channels) if channels is not None else channel_names(fc, list(fc.data_vars))
+    # sorted: a zarr store lists its arrays in no fixed order, and the report should not change between runs
+    chans = list(channels) if channels is not None else channel_names(fc, sorted(map(str, fc.data_vars)))
     thresholds = {ch: tuple(float(u) for u in us) for ch, us in (thresholds or {}).items()}
     unknown = sorted(set(thresholds) - set(chans))
     if unknown:
         raise WeatherDataError(str(forecast_path), f"thresholds for {unknown}, which the forecast does not hold (channels: {chans})")
+    spectra = None
+    if spectra_band is not None:
+        from apps.weather.spectra import SpectrumAccumulator
+
+        try:
+            spectra = SpectrumAccumulator(fc.latitude.values, fc.longitude.values, tuple(spectra_band))
+        except ValueError as exc:
+            raise WeatherDataError(str(forecast_path), str(exc)) from None
     inits = fc.time.values
     leads = fc.prediction_timedelta.values
     ttimes = truth.time.values
@@ -298,6 +319,8 @@ def evaluate(
                 if calib is not None:
                     ens = calib.apply(ens, ch, lead_h)
                 acc.add(ch, lead_h, ens, y[ci], climatology=c[ci], persistence=persistence[ci])
+                if spectra is not None:
+                    spectra.add(ch, lead_h, ens, y[ci])
     rows = acc.result()
     result = {
         "forecast": str(forecast_path),
@@ -310,8 +333,11 @@ def evaluate(
         "member_curve_sizes": list(sizes),
         "thresholds": {ch: list(us) for ch, us in thresholds.items()},
         "plume_at": None if plume_at is None else [float(v) for v in plume_at],
+        "spectra_band": None if spectra is None else list(spectra.band),
         "scores": rows,
     }
+    if spectra is not None:
+        result["spectra"] = spectra.result()
     if track_start is not None:
         from apps.weather.cyclone import track_forecast
 
@@ -331,6 +357,11 @@ def evaluate(
         _write_csv(out_dir / "brier.csv", [
             {"variable": r["variable"], "lead_hours": r["lead_hours"], "region": r["region"], **b}
             for r in rows for b in r.get("brier", [])
+        ])
+    if spectra is not None:
+        _write_csv(out_dir / "spectra.csv", [
+            {"variable": s["variable"], "lead_hours": s["lead_hours"], "wavelength_km": wl, "truth": t, "ensemble_mean": e, "members": m}
+            for s in result["spectra"] for wl, t, e, m in zip(s["wavelength_km"], s["truth"], s["ensemble_mean"], s["members"])
         ])
     if report:
         from apps.weather.report import write_report

@@ -60,7 +60,7 @@ def plan_forecast(
     batch = max(1, min(options.batch_members, options.members))
     units = len(inits) * -(-options.members // batch)
     decoder, out_channels, out_grid = None, len(channels), (len(meta["lat"]), len(meta["lon"]))
-    if autoencoder is not None:
+    if autoencoder is not None and options.store == "decoded":  # a latent-only store keeps the latents: no decoding
         from apps.weather.autoencoder import load_autoencoder
 
         decoder, out_meta = load_autoencoder(autoencoder)

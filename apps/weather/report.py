@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
@@ -139,6 +140,33 @@ def _exceedance_section(thresholds: dict, step: xr.Dataset, truth: xr.Dataset, v
             f"<img src='figs/{_save(fig, figs / 'exceedance.png')}'><p>Black line: where the truth exceeds the threshold.</p>")
 
 
+def _spectra_section(spectra: list[dict], band: Sequence[float], channels: Sequence[str], figs: Path) -> str:
+    """Band-mean zonal spectra per channel (up to 4): truth, members and ensemble mean at the first and last lead."""
+    shown = [c for c in channels if any(s["variable"] == c for s in spectra)][:4]
+    if not shown:
+        return ""
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
+    for ax, ch in zip(axes[0], shown):
+        rows = sorted((s for s in spectra if s["variable"] == ch), key=lambda s: s["lead_hours"])
+        picked = [rows[0], rows[-1]] if len(rows) > 1 else rows
+        for s, style in zip(picked, ("--", "-")):
+            wl = np.asarray(s["wavelength_km"], dtype=float)[1:]  # the zonal mean (infinite wavelength) left out
+            lead = f"+{s['lead_hours']}h"
+            ax.loglog(wl, np.asarray(s["truth"], dtype=float)[1:], "k" + style, lw=1, label=f"truth {lead}")
+            ax.loglog(wl, np.asarray(s["members"], dtype=float)[1:], "C0" + style, label=f"members {lead}")
+            ax.loglog(wl, np.asarray(s["ensemble_mean"], dtype=float)[1:], "C3" + style, label=f"ens. mean {lead}")
+        ax.invert_xaxis()  # large scales left, small scales right, as WB2 draws them
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # labels at 1 and 3 per decade: the default's overlap
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("zonal wavelength (km)")
+        ax.set_title(ch, fontsize=9)
+        ax.legend(fontsize=6)
+    band_text = f"{band[0]:g}..{band[1]:g}"
+    return (f"<h2>Zonal energy spectra (|latitude| {html.escape(band_text)})</h2><img src='figs/{_save(fig, figs / 'spectra.png')}'>"
+            "<p>Members should follow the truth at every wavelength; the ensemble mean loses small-scale power as the "
+            "members diverge (WB2 ZonalEnergySpectrum, averaged over inits and the band's rows).</p>")
+
+
 def baseline_skill(row: dict) -> float:
     """RMSE skill against the better of persistence and climatology: ``1 − RMSE / min(persistence, climatology)``.
 
@@ -215,6 +243,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
     parts.append(f"<h2>Rank histograms</h2><img src='figs/{_save(fig, figs / 'rank_hist.png')}'>")
     if any(r.get("members_curve") for r in rows):
         parts.append(_members_curve_section(rows, channels, figs))
+    if result.get("spectra"):
+        parts.append(_spectra_section(result["spectra"], result["spectra_band"], channels, figs))
     # --- maps for the first init at the longest lead
     mdim = next((d for d in ("realization", "number") if d in fc.dims), None)
     ch = next((c for c in channels if c.startswith("2m_temperature")), channels[0])

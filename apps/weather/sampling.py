@@ -55,11 +55,20 @@ class ForecastOptions:
     format: str = "zarr"
     sigma_max: float | None = None  # sampling grid top level (None = the objective's, 80)
     rho: float | None = None  # Karras ρ of the sampling grid (None = the objective's, 7)
+    # with an autoencoder: "decoded" writes physical fields, "latent" the latents only (apps.weather.latent_store)
+    store: str = "decoded"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.members < 1 or self.steps < 1:  # 0 members would write an empty store
             raise ValueError(f"members={self.members} and steps={self.steps} must be >= 1")
+        if self.store not in STORES:
+            raise ValueError(f"store={self.store!r} is not one of {STORES}")
+        if self.store == "latent" and self.format != "zarr":
+            raise ValueError("a latent-only store is a zarr folder; decode it to NetCDF with `dualsci-weather decode`")
+
+
+STORES = ("decoded", "latent")
 
 
 def block_count(lead_hours: int, frames: int, step_hours: int, checkpoint: str | os.PathLike) -> int:
@@ -289,7 +298,9 @@ def forecast(
         options: :class:`ForecastOptions`.
         stop_after_units: stop (as if killed) after this many work units — for resume tests.
         autoencoder: for a forecaster trained on a latent zarr (``encode``): decode every block with
-            this autoencoder and write physical fields on its grid (``data`` is then the latent zarr).
+            this autoencoder and write physical fields on its grid (``data`` is then the latent zarr); with
+            ``options.store == "latent"``, write the latents only and record the autoencoder, for
+            :func:`apps.weather.latent_store.open_decoded` to decode lazily.
 
     Returns:
         The output path (only once complete).
@@ -301,6 +312,8 @@ def forecast(
         raise FileExistsError(f"{out}: output already exists (refusing to overwrite)")
     if options.format not in ("zarr", "netcdf"):
         raise ValueError(f"format={options.format!r} is not one of ('zarr', 'netcdf')")
+    if options.store == "latent" and autoencoder is None:
+        raise ValueError("store='latent' keeps a latent forecaster's latents for lazy decoding: it needs the autoencoder")
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     nets = load_ensemble(checkpoints)
     net, objective, meta = nets[0]
@@ -365,7 +378,11 @@ def forecast(
         out_stats = NormStats.from_dict(out_meta["stats"])
         out_channels = out_stats.channels
         out_valid = latent_validity(data, out_channels, inits, decoder_grid(out_meta))
-    template = _template(out_meta, out_channels, inits, leads, options.members, bm, k)
+    latent_only = options.store == "latent"
+    if latent_only:
+        template = _template(meta, channels, inits, leads, options.members, bm, k)
+    else:
+        template = _template(out_meta, out_channels, inits, leads, options.members, bm, k)
     template.attrs.update(
         Conventions="CF-1.8",
         title="dualsci weather ensemble forecast",
@@ -379,10 +396,15 @@ def forecast(
         training_data=str(meta.get("data_path", "")),
         frames_per_block=k,
         step_hours=step,
+        **({"store": "latent", "autoencoder": str(Path(autoencoder).resolve())} if latent_only else {}),
     )
     if not partial.exists():
         partial.mkdir(parents=True)
         template.to_zarr(store, compute=False, encoding=_encoding(template), consolidated=False, zarr_format=3)
+        if latent_only:
+            from apps.weather.latent_store import write_validity
+
+            write_validity(store, out_valid, inits, out_channels, out_meta)
         with atomic_write(partial / "run.json", "w") as f:
             f.write(signature)
     manifest = JsonlManifest(partial / "manifest.jsonl", key="unit")
@@ -428,7 +450,7 @@ def forecast(
                 ))
             y = torch.cat(parts) if len(parts) > 1 else parts[0]
             phys = mask_empty(stats.denormalise(y.numpy()), valid0)  # (Mb, k, C, H, W)
-            if decoder is None:
+            if decoder is None or latent_only:
                 _write_block(store, channels, phys, i_init, m0, b * k, template)
             else:
                 with torch.no_grad():

@@ -4,6 +4,7 @@ are left out of the scores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import lightning.pytorch as pl
@@ -265,6 +266,14 @@ def test_latent_path_with_sst(sst_ice_file, tmp_path):
     empty = np.stack([land | ice, land])[:, None, None]
     assert np.array_equal(np.isnan(sst_fc), np.broadcast_to(empty, sst_fc.shape))
     assert np.all(np.isfinite(fc["2m_temperature"].values))
+    # a latent-only store keeps the cells with data of each init: its lazily decoded view equals the decoded store
+    from apps.weather.latent_store import open_decoded
+
+    lat_only = forecast(fc_ckpt, latent, tmp_path / "fc_latent.zarr", replace(opts, store="latent"), progress=False, autoencoder=ae_ckpt)
+    assert xr.open_zarr(lat_only, group="pixel_valid", consolidated=False).attrs["channels"] == ["sea_surface_temperature"]
+    view = open_decoded(lat_only)
+    assert np.array_equal(view["sea_surface_temperature"].values, sst_fc, equal_nan=True)
+    assert np.array_equal(view["2m_temperature"].values, fc["2m_temperature"].values)
 
     old = tmp_path / "latent_old.zarr"
     shutil.copytree(latent, old)
