@@ -18,6 +18,8 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import xarray as xr
 
+from apps.weather.accumulation import accumulation_hours, derive_accumulations
+
 Frequency = Literal["1h", "6h"]
 FREQUENCIES = ("1h", "6h")
 
@@ -82,6 +84,11 @@ UNITS = {
     "sea_surface_temperature": ("K", "sea_surface_temperature"),
     "land_sea_mask": ("1", "land_binary_mask"),
     "geopotential_at_surface": ("m2 s-2", "surface_geopotential"),
+    # metres of water over the hour (ERA5 tp) or the N hours (WB2) ending at the time stamp
+    "total_precipitation": ("m", "precipitation_amount"),
+    "total_precipitation_6hr": ("m", "precipitation_amount"),
+    "total_precipitation_12hr": ("m", "precipitation_amount"),
+    "total_precipitation_24hr": ("m", "precipitation_amount"),
 }
 
 
@@ -395,7 +402,9 @@ def open_weather(
 
     Args:
         path: zarr folder/URL, NetCDF file or GRIB file.
-        variables: WB2 (or CDS) names to keep; None keeps all. Statics are kept when present.
+        variables: WB2 (or CDS) names to keep; None keeps all. Statics are kept when present. An N-hour
+            precipitation accumulation (``total_precipitation_6hr``) the file lacks is derived from hourly
+            ``total_precipitation`` or a shorter accumulation (``apps.weather.accumulation``).
         levels: pressure levels in hPa; every one must exist.
         region: ``{"lat": (south, north), "lon": (west, east)}`` in degrees; longitudes may wrap.
         period: ``(start, end)`` strings, inclusive; None = all.
@@ -410,6 +419,7 @@ def open_weather(
     ds = normalise(_open_raw(source), source)
     if variables is not None:
         wanted = [CDS_TO_WB2.get(v, v) for v in variables]
+        ds = derive_accumulations(ds, [v for v in wanted if v not in ds.data_vars], source)
         missing = [v for v in wanted if v not in ds.data_vars]
         if missing:
             raise WeatherDataError(source, f"missing variable(s); available: {sorted(map(str, ds.data_vars))}", ",".join(missing))
@@ -526,7 +536,11 @@ def check_finite(values: np.ndarray, source: str, variable: str, where: str = ""
         return
     if not np.all(np.isfinite(values)):
         n = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
-        raise WeatherDataError(source, f"{n} NaN/inf value(s) in a field not declared as masked{where}", variable)
+        hint = ""
+        if accumulation_hours(variable.split("/")[0]) is not None:
+            hint = (" (an accumulation has no value until its whole window lies in the file, nor in a window with a "
+                    "missing hour: start the period later or fill the gap)")
+        raise WeatherDataError(source, f"{n} NaN/inf value(s) in a field not declared as masked{where}{hint}", variable)
 
 
 _GRID_DIMS = ("time", "level", "latitude", "longitude")

@@ -280,6 +280,14 @@ def evaluate(
                 raise WeatherDataError(str(truth_path), f"no truth times in the climatology period {climatology_period}", "time")
         else:  # never the verification times while any earlier truth exists (hours it lacks use the nearest hour)
             clim_ds = truth.isel(time=before) if len(before) else truth
+            # a derived accumulation (apps.weather.accumulation) has no value before its first complete window
+            starts = [np.datetime64(truth[v].attrs["first_complete"]) for v in {c.partition("/")[0] for c in chans}
+                      if "first_complete" in truth[v].attrs]
+            if starts:
+                clim_ds = clim_ds.sel(time=slice(max(starts), None))
+                if clim_ds.sizes["time"] == 0:
+                    raise WeatherDataError(str(truth_path), f"no truth time before the first init has every accumulation's "
+                                                            f"window complete (from {max(starts)})", "time")
         clim = Climatology(clim_ds, chans, harmonics)
         period = [str(clim_ds.time.values[0]), str(clim_ds.time.values[-1])]
         clim_record = {"source": "harmonic fit on truth", "kind": "harmonic", "harmonics": clim.k, "period": period,
