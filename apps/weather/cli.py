@@ -3,7 +3,9 @@
 Verbs: ``synth`` (write the embedded synthetic WB2-schema zarr), ``encode`` (autoencoder -> latent
 zarr), ``forecast`` (ensemble rollouts to zarr/NetCDF), ``evaluate`` (WB2 scores, CSV/JSON, report),
 ``track`` (cyclone tracks, track errors, strike probability), ``calibrate`` (spread-calibrated copy of a
-forecast store, ``apps.weather.calibration``).
+forecast store, ``apps.weather.calibration``), ``decode`` (a latent-only store written decoded,
+``apps.weather.latent_store``), ``check`` (a forecast store against the schema evaluate reads, ``--fix``;
+``apps.weather.forecast_schema``).
 """
 
 from __future__ import annotations
@@ -255,6 +257,35 @@ def decode_main(argv: list[str]) -> str:
     return str(out)
 
 
+def check_main(argv: list[str]) -> int:
+    """Check a forecast store against the WB2 forecast schema evaluate reads (renamings noted, problems listed);
+    --fix OUT writes it normalised with CF metadata. Exit status 1 when it cannot be scored as it is."""
+    from apps.weather.forecast_schema import check_forecast, fix_forecast
+
+    p = argparse.ArgumentParser(prog="dualsci-weather check", description=check_main.__doc__)
+    p.add_argument("--forecast", required=True, help="zarr folder or NetCDF file")
+    p.add_argument("--no-scan", action="store_true", help="skip reading the fields (the NaN count)")
+    p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument("--fix", default=None, metavar="OUT", help="write the store normalised to OUT (.zarr or .nc)")
+    a = p.parse_args(argv)
+    report = check_forecast(a.forecast, scan=not a.no_scan)
+    s = report["summary"]
+    print(f"{report['source']}: {'ok' if report['ok'] else 'NOT scorable as it is'}")
+    if s:
+        print(f"  {len(s['variables'])} variable(s) {s['variables']}; {s['members']} member(s) (dim {s['ensemble_dim']}); "
+              f"{s['inits']} init(s) from {s['first_init']}; leads {s['leads_hours']} h; grid {s['grid']}; levels {s['levels']}")
+    for kind in ("notes", "warnings", "errors"):
+        for line in report[kind]:
+            print(f"  {kind[:-1]}: {line}")
+    if a.json:
+        from dualsci.io import write_json_atomic
+
+        write_json_atomic(a.json, report)
+    if a.fix and report["ok"]:
+        print(f"wrote {fix_forecast(a.forecast, a.fix)}")
+    return 0 if report["ok"] else 1
+
+
 def track_main(argv: list[str]) -> dict:
     """Track a cyclone (MSLP minimum) per member and on the ensemble mean; errors and strike probability."""
     from apps.weather.cyclone import track_forecast
@@ -293,7 +324,7 @@ def script_main(run) -> None:
 
 
 VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main,
-         "calibrate": calibrate_main, "decode": decode_main}
+         "calibrate": calibrate_main, "decode": decode_main, "check": check_main}
 
 
 def main(args: Sequence[str] | None = None):

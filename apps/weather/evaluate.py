@@ -169,10 +169,12 @@ def _open_forecast(path: str | os.PathLike, autoencoder: str | os.PathLike | Non
         fc = xr.open_zarr(path, consolidated=False) if Path(path).is_dir() else xr.open_dataset(path)
     except Exception as exc:  # not zarr / NetCDF at all: several exception types
         raise WeatherDataError(path, f"cannot open as a forecast store ({type(exc).__name__}: {exc})") from exc
+    from apps.weather.forecast_schema import normalise_forecast
     from apps.weather.latent_store import is_latent_store, open_decoded
 
     if is_latent_store(fc):
         fc = open_decoded(path, autoencoder)
+    fc, _ = normalise_forecast(fc, str(path))  # lat/lon, init_time/lead_time, number/idx, float-hour leads, ...
     missing = [d for d in ("time", "prediction_timedelta", "latitude", "longitude") if d not in fc.dims]
     if missing:
         raise WeatherDataError(path, f"not a forecast store: no {missing} dimension(s) (dims {sorted(map(str, fc.dims))}; "
