@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         view, again = open_decoded(latent_fc), xr.open_zarr(written, consolidated=False)
         max_diff = max(float(np.nanmax(np.abs(other[v].values - ref[v].values))) for other in (view, again) for v in ref.data_vars)
         bytes_decoded, bytes_latent = store_bytes(Path(decoded)), store_bytes(Path(latent_fc))
-        shape = {"decoded": [int(x) for x in ref[next(iter(ref.data_vars))].shape],
-                 "latent": [int(x) for x in xr.open_zarr(latent_fc, consolidated=False)["latent_000"].shape]}
+        shape = {"decoded": {str(v): [int(x) for x in ref[v].shape] for v in sorted(ref.data_vars)},
+                 "latent_000": [int(x) for x in xr.open_zarr(latent_fc, consolidated=False)["latent_000"].shape]}
     out = {
         "date_utc": date,
         "command": "python benchmarks/weather_latent_store.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:])),
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"grid": [a.n_lat, a.n_lon], "channels": n_channels, "latent_channels": n_latent, "ae_factor": factor,
                      "members": a.members, "inits": inits, "lead_hours": a.lead_hours, "sampler_levels": a.sampler_steps,
                      "fit_steps": a.fit_steps, "seed": a.seed},
-        "shapes_first_variable": shape,
+        "shapes": shape,
         "bytes": {"decoded_store": bytes_decoded, "latent_store": bytes_latent, "decoded_over_latent": bytes_decoded / bytes_latent},
         "seconds": {"forecast_decoded": t_fc_decoded, "forecast_latent": t_fc_latent, "evaluate_decoded": t_ev_decoded,
                     "evaluate_latent_lazy": t_ev_latent, "decode": t_decode},

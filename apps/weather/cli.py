@@ -5,7 +5,8 @@ zarr), ``forecast`` (ensemble rollouts to zarr/NetCDF), ``evaluate`` (WB2 scores
 ``track`` (cyclone tracks, track errors, strike probability), ``calibrate`` (spread-calibrated copy of a
 forecast store, ``apps.weather.calibration``), ``decode`` (a latent-only store written decoded,
 ``apps.weather.latent_store``), ``check`` (a forecast store against the schema evaluate reads, ``--fix``;
-``apps.weather.forecast_schema``).
+``apps.weather.forecast_schema``), ``compare`` (one evaluated forecast against another, bootstrap intervals,
+``apps.weather.compare``).
 """
 
 from __future__ import annotations
@@ -286,6 +287,28 @@ def check_main(argv: list[str]) -> int:
     return 0 if report["ok"] else 1
 
 
+def compare_main(argv: list[str]) -> dict:
+    """Skill of one evaluated forecast against another on the cases both scored, with paired bootstrap intervals
+    over init days: comparison.json, comparison.csv, scorecard.html."""
+    from apps.weather.compare import compare
+
+    p = argparse.ArgumentParser(prog="dualsci-weather compare", description=compare_main.__doc__)
+    p.add_argument("--forecast", required=True, help="evaluate output folder of the forecast")
+    p.add_argument("--baseline", required=True, help="evaluate output folder of the baseline forecast")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--boot", type=positive_int, default=1000, help="bootstrap draws (>= 10)")
+    p.add_argument("--level", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.boot < 10 or not 0.5 < a.level < 1.0:
+        p.error("--boot must be >= 10 and --level in (0.5, 1)")
+    res = compare(a.forecast, a.baseline, a.out, n_boot=a.boot, level=a.level, seed=a.seed)
+    better = sum(r["significant"] and r["rmse_skill"] > 0 for r in res["rows"])
+    worse = sum(r["significant"] and r["rmse_skill"] < 0 for r in res["rows"])
+    print(f"wrote {a.out}/scorecard.html: {len(res['rows'])} case(s), {better} significantly better, {worse} significantly worse")
+    return res
+
+
 def track_main(argv: list[str]) -> dict:
     """Track a cyclone (MSLP minimum) per member and on the ensemble mean; errors and strike probability."""
     from apps.weather.cyclone import track_forecast
@@ -324,7 +347,7 @@ def script_main(run) -> None:
 
 
 VERBS = {"synth": synth_main, "encode": encode_main, "forecast": forecast_main, "evaluate": evaluate_main, "track": track_main,
-         "calibrate": calibrate_main, "decode": decode_main, "check": check_main}
+         "calibrate": calibrate_main, "decode": decode_main, "check": check_main, "compare": compare_main}
 
 
 def main(args: Sequence[str] | None = None):

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -299,38 +302,12 @@ def evaluate(
     if not any(init in tindex and init + lead in tindex for init in inits for lead in leads):
         raise WeatherDataError(str(truth_path), f"no (init, lead) pair of the forecast has truth: valid times "
                                f"{inits.min() + leads.min()} .. {inits.max() + leads.max()}, truth {ttimes[0]} .. {ttimes[-1]}", "time")
-    acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed, member_sizes=sizes,
-                           thresholds=thresholds)
-    skipped = 0
-    for i, init in enumerate(inits):
-        if init not in tindex:
-            skipped += len(leads)
-            continue
-        persistence = load_block(truth, chans, np.array([tindex[init]]))[0]
-        for j, lead in enumerate(leads):
-            valid = init + lead
-            if valid not in tindex:
-                skipped += 1
-                continue
-            y = load_block(truth, chans, np.array([tindex[valid]]))[0]
-            step = fc.isel(time=i, prediction_timedelta=j)
-            c = clim(valid)
-            lead_h = int(lead / np.timedelta64(1, "h"))
-            for ci, ch in enumerate(chans):
-                v, _, lv = ch.partition("/")
-                da = step[v].sel(level=float(lv)) if lv else step[v]
-                # a damaged chunk fails the read; a missing one (an unfinished store) reads as NaN: both named
-                where = f" at init {str(init)[:16]}, lead {lead_h} h"
-                ens = read_values(da.transpose(*([mdim] if mdim else []), "latitude", "longitude"), str(forecast_path), ch, where)
-                ens = ens.astype(np.float64)
-                check_finite(ens, str(forecast_path), ch, where)
-                if mdim is None:
-                    ens = ens[None]
-                if calib is not None:
-                    ens = calib.apply(ens, ch, lead_h)
-                acc.add(ch, lead_h, ens, y[ci], climatology=c[ci], persistence=persistence[ci])
-                if spectra is not None:
-                    spectra.add(ch, lead_h, ens, y[ci])
+    if track_start is not None and "mean_sea_level_pressure" not in fc.data_vars:  # bad input: before scoring
+        raise WeatherDataError(str(forecast_path), "cyclone tracking needs MSLP", "mean_sea_level_pressure")
+    with _PerInitTable() as per_init:  # per-init scores streamed to a temporary file (memory flat in inits)
+        acc = ScoreAccumulator(truth.latitude.values, truth.longitude.values, tuple(regions), seed=seed, member_sizes=sizes,
+                               thresholds=thresholds, sink=per_init.write)
+        skipped = _score_inits(fc, truth, chans, mdim, clim, calib, acc, spectra, str(forecast_path))
     rows = acc.result()
     result = {
         "forecast": str(forecast_path),
@@ -351,11 +328,10 @@ def evaluate(
     if track_start is not None:
         from apps.weather.cyclone import track_forecast
 
-        if "mean_sea_level_pressure" not in fc.data_vars:
-            raise WeatherDataError(str(forecast_path), "cyclone tracking needs MSLP", "mean_sea_level_pressure")
         result["cyclone"] = track_forecast(str(forecast_path), tuple(track_start), 0, str(truth_path))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    per_init.move_to(out_dir / "per_init.csv")
     write_json_atomic(out_dir / "scores.json", result)
     _write_csv(out_dir / "scores.csv", rows, skip=("rank_histogram", "members_curve", "brier"))
     if sizes:
@@ -380,6 +356,45 @@ def evaluate(
     return result
 
 
+def _score_inits(fc: xr.Dataset, truth: xr.Dataset, chans: list[str], mdim: str | None, clim, calib,
+                 acc: ScoreAccumulator, spectra, source: str) -> int:
+    """Feed every (init, lead, channel) with truth to ``acc`` (and ``spectra``); returns the (init, lead) pairs
+    skipped for lack of truth."""
+    inits, leads = fc.time.values, fc.prediction_timedelta.values
+    tindex = {t: i for i, t in enumerate(truth.time.values)}
+    skipped = 0
+    for i, init in enumerate(inits):
+        if init not in tindex:
+            skipped += len(leads)
+            continue
+        persistence = load_block(truth, chans, np.array([tindex[init]]))[0]
+        for j, lead in enumerate(leads):
+            valid = init + lead
+            if valid not in tindex:
+                skipped += 1
+                continue
+            y = load_block(truth, chans, np.array([tindex[valid]]))[0]
+            step = fc.isel(time=i, prediction_timedelta=j)
+            c = clim(valid)
+            lead_h = int(lead / np.timedelta64(1, "h"))
+            for ci, ch in enumerate(chans):
+                v, _, lv = ch.partition("/")
+                da = step[v].sel(level=float(lv)) if lv else step[v]
+                # a damaged chunk fails the read; a missing one (an unfinished store) reads as NaN: both named
+                where = f" at init {str(init)[:16]}, lead {lead_h} h"
+                ens = read_values(da.transpose(*([mdim] if mdim else []), "latitude", "longitude"), source, ch, where)
+                ens = ens.astype(np.float64)
+                check_finite(ens, source, ch, where)
+                if mdim is None:
+                    ens = ens[None]
+                if calib is not None:
+                    ens = calib.apply(ens, ch, lead_h)
+                acc.add(ch, lead_h, ens, y[ci], climatology=c[ci], persistence=persistence[ci], init=str(init)[:16])
+                if spectra is not None:
+                    spectra.add(ch, lead_h, ens, y[ci])
+    return skipped
+
+
 def _member_sizes(spec: Sequence[int] | str | None, members: int, where: str) -> tuple[int, ...]:
     """The sorted ensemble sizes of the skill-against-size curve; () for none. Sizes must lie in 1..members."""
     if spec is None:
@@ -393,6 +408,39 @@ def _member_sizes(spec: Sequence[int] | str | None, members: int, where: str) ->
     if not sizes or bad:
         raise WeatherDataError(where, f"member curve sizes {list(spec)} must lie in 1..{members} (the forecast's members)")
     return sizes
+
+
+PER_INIT_FIELDS = ("variable", "lead_hours", "region", "init", "mse", "mae", "bias", "crps", "variance")
+
+
+class _PerInitTable:
+    """``per_init.csv`` written as the scores come (``ScoreAccumulator(sink=...)``) into a temporary file of the
+    system's temp folder: nothing appears in the output folder before the evaluation has finished. A failed
+    scoring loop (the ``with`` block) deletes the file; a failure after it leaves it to the finaliser (the file
+    goes when the table is collected, unless it was moved into place)."""
+
+    def __enter__(self) -> "_PerInitTable":
+        fd, name = tempfile.mkstemp(prefix="dualsci_per_init_", suffix=".csv")
+        self.path = Path(name)
+        weakref.finalize(self, self.path.unlink, missing_ok=True)
+        self._file = os.fdopen(fd, "w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=PER_INIT_FIELDS)
+        self._writer.writeheader()
+        return self
+
+    def write(self, record: dict) -> None:
+        self._writer.writerow(record)
+
+    def __exit__(self, kind, *_) -> None:
+        self._file.close()
+        if kind is not None:
+            self.discard()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def move_to(self, dst: Path) -> None:
+        shutil.move(str(self.path), str(dst))
 
 
 def _write_csv(path: Path, rows: list[dict], skip: Sequence[str] = ()) -> None:

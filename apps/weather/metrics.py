@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -242,6 +243,10 @@ class ScoreAccumulator:
         member_sizes: ensemble sizes k for the skill-against-size curve (scores of the first k members);
             empty: no curve. Every size must be ≤ the members of each ensemble added.
         thresholds: channel -> thresholds u (the channel's units) for the Brier score of ``value > u``.
+        sink: called with one record per region for every :meth:`add` given an ``init``: the init's own
+            area-mean ``mse``, ``mae``, ``bias``, ``crps`` (fair; NaN for one member) and ``variance`` (unbiased
+            ensemble variance), for per-init tables and paired significance tests (``apps.weather.compare``). The
+            records go out as they are made, so the accumulator's memory stays independent of the inits.
     """
 
     lat: np.ndarray
@@ -251,6 +256,7 @@ class ScoreAccumulator:
     rank_ties: str = "random"
     member_sizes: tuple[int, ...] = ()
     thresholds: dict = field(default_factory=dict)
+    sink: Callable[[dict], None] | None = None
     _sums: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -271,6 +277,7 @@ class ScoreAccumulator:
         truth: np.ndarray,
         climatology: np.ndarray | None = None,
         persistence: np.ndarray | None = None,
+        init: str | None = None,
     ) -> None:
         """Score one init.
 
@@ -281,6 +288,7 @@ class ScoreAccumulator:
             truth: (H, W) verifying analysis.
             climatology: (H, W) climatology at the valid time (for ACC and the climatology baseline).
             persistence: (H, W) the analysis at the init time (persistence baseline).
+            init: the init's label (ISO time) for the ``sink`` records; None sends none.
 
         Cells with NaN in any of these (a declared masked field: SST over land) are left out of every score
         of this init, as if they were outside the region.
@@ -309,9 +317,10 @@ class ScoreAccumulator:
             s = self._sums.setdefault((variable, lead, region), _Sums())
             sm = lambda z: float(spatial_mean(z, self.weights, mask))  # noqa: E731
             s.n += 1
-            s.mse += sm(err**2)
-            s.bias += sm(err)
-            s.mae += sm(np.abs(err))
+            mse_i, bias_i, mae_i = sm(err**2), sm(err), sm(np.abs(err))
+            s.mse += mse_i
+            s.bias += bias_i
+            s.mae += mae_i
             s.member_mse += float(np.mean([sm((e - truth) ** 2) for e in ens]))
             if climatology is not None:
                 fa, ya = mean - climatology, truth - climatology
@@ -324,11 +333,14 @@ class ScoreAccumulator:
             if persistence is not None:
                 s.persistence_mse += sm((persistence - truth) ** 2)
                 s.n_persistence += 1
+            crps_i = var_i = float("nan")
             if m >= 2:
                 s.members = m
-                s.crps_skill += sm(skill)
-                s.crps_spread += sm(spread)
-                s.var += sm(var)
+                skill_i, spread_i, var_i = sm(skill), sm(spread), sm(var)
+                crps_i = skill_i - 0.5 * spread_i
+                s.crps_skill += skill_i
+                s.crps_spread += spread_i
+                s.var += var_i
                 s.mse_debiased += sm(err**2 - var / m)
                 if self.rank_ties == "random":
                     counts = np.bincount(ranks[mask].ravel(), minlength=m + 1).astype(np.float64)
@@ -342,6 +354,9 @@ class ScoreAccumulator:
                 s.brier[u] = s.brier.get(u, 0.0) + np.array([sm(z) for z in parts])
             for k, parts in curve.items():
                 s.curve[k] = s.curve.get(k, 0.0) + np.array([sm(z) for z in parts])
+            if self.sink is not None and init is not None:
+                self.sink({"variable": variable, "lead_hours": int(lead), "region": region, "init": str(init),
+                           "mse": mse_i, "mae": mae_i, "bias": bias_i, "crps": crps_i, "variance": var_i})
 
     def _valid_cells(self, ens: np.ndarray, truth: np.ndarray, climatology: np.ndarray | None,
                      persistence: np.ndarray | None) -> tuple:

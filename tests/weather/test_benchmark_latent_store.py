@@ -13,7 +13,9 @@ def test_latent_store_quick(tmp_path, load_benchmark):
     assert saved["command"].startswith("python benchmarks/weather_latent_store.py ") and "--quick" in saved["command"]
     for key in ("date_utc", "machine", "settings", "bytes", "seconds", "ratios"):
         assert key in saved, key
-    assert saved["shapes_first_variable"] == {"decoded": [2, 3, 4, 2, 8, 16], "latent": [2, 3, 4, 2, 4]}  # geopotential: 2 levels
+    assert saved["shapes"]["latent_000"] == [2, 3, 4, 2, 4] and len(saved["shapes"]["decoded"]) == 4
+    assert saved["shapes"]["decoded"]["geopotential"] == [2, 3, 4, 2, 8, 16]  # 2 levels
+    assert saved["shapes"]["decoded"]["2m_temperature"] == [2, 3, 4, 8, 16]
     assert res["max_abs_difference"] == 0.0 and res["scores_identical"] is True
     assert saved["bytes"]["latent_store"] < saved["bytes"]["decoded_store"]
     assert all(v > 0 for v in saved["seconds"].values())
