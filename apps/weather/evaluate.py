@@ -313,6 +313,9 @@ def evaluate(
         "forecast": str(forecast_path),
         "truth": str(truth_path),
         "grid": f"{truth.sizes['latitude']}x{truth.sizes['longitude']}",
+        # every number labelled with its resolution and period (method card §15.4; WB2 issues #184, #271)
+        "resolution_deg": _resolution(truth.latitude.values, truth.longitude.values),
+        "verification_period": [str(inits.min() + leads.min())[:16], str(inits.max() + leads.max())[:16]],
         "inits": [str(t) for t in inits],
         "climatology": clim_record,
         "skipped_pairs": skipped,
@@ -393,6 +396,12 @@ def _score_inits(fc: xr.Dataset, truth: xr.Dataset, chans: list[str], mdim: str 
                 if spectra is not None:
                     spectra.add(ch, lead_h, ens, y[ci])
     return skipped
+
+
+def _resolution(lat: np.ndarray, lon: np.ndarray) -> list[float | None]:
+    """[latitude, longitude] spacing in degrees (median step; None along an axis of one point)."""
+    step = lambda x: float(np.round(np.median(np.abs(np.diff(np.asarray(x, float)))), 6)) if len(x) > 1 else None  # noqa: E731
+    return [step(lat), step(lon)]
 
 
 def _member_sizes(spec: Sequence[int] | str | None, members: int, where: str) -> tuple[int, ...]:

@@ -30,6 +30,14 @@ def _field(ds: xr.Dataset, ch: str) -> xr.DataArray:
     return ds[v].sel(level=float(lv)) if lv else ds[v]
 
 
+def _resolution_text(result: dict) -> str:
+    """`` (1.5°×1.5°, valid 2020-01-01T06 .. 2020-12-31T12)`` from an evaluation result (empty when absent)."""
+    res, period = result.get("resolution_deg"), result.get("verification_period")
+    if not res or None in res or not period:
+        return ""
+    return html.escape(f" ({res[0]:g}°×{res[1]:g}°, valid {period[0]} .. {period[1]})")
+
+
 def _clim_text(c: dict) -> str:
     if c.get("kind") == "wb2_file":
         return f"climatology from the WB2 file {html.escape(c['source'])}"
@@ -296,7 +304,8 @@ def write_report(out_dir: Path, result: dict, fc: xr.Dataset, truth: xr.Dataset,
         "<!doctype html><html><head><meta charset='utf-8'><title>weather evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}</style></head><body>"
         f"<h1>Weather forecast evaluation</h1><p>forecast {html.escape(result['forecast'])}; truth {html.escape(result['truth'])}; "
-        f"grid {html.escape(result['grid'])}; {len(result['inits'])} inits; {_clim_text(result['climatology'])}. Metrics: WeatherBench2 definitions (cell-area weights, "
+        f"grid {html.escape(result['grid'])}{_resolution_text(result)}; {len(result['inits'])} inits; "
+        f"{_clim_text(result['climatology'])}. Metrics: WeatherBench2 definitions (cell-area weights, "
         "RMSE after the time mean, fair CRPS, unbiased SSR).</p>"
         + "".join(parts)
         + "<h2>Table (global)</h2><table><tr><th>channel</th><th>lead h</th><th>RMSE</th><th>persistence</th><th>climatology</th>"

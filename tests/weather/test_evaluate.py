@@ -59,6 +59,10 @@ def test_evaluate_matches_hand_computation(tmp_path):
     assert 0.7 < row["ssr"] < 1.4 and row["crps"] < row["mae"]
     saved = json.loads((tmp_path / "ev" / "scores.json").read_text())
     assert len(saved["scores"]) == 4
+    # labelled with the grid's resolution and the valid times scored (method card §15.4)
+    assert saved["resolution_deg"] == [22.5, 22.5] and saved["grid"] == "8x16"
+    assert saved["verification_period"] == [str(inits[0] + leads[0])[:16], str(inits[1] + leads[1])[:16]]
+    assert "(22.5°×22.5°, valid " in (tmp_path / "ev" / "report.html").read_text()
     assert (tmp_path / "ev" / "scores.csv").read_text().startswith("variable,lead_hours,region")
     assert (tmp_path / "ev" / "report.html").exists() and (tmp_path / "ev" / "figs" / "stamps.png").exists()
     assert saved["climatology"]["period"][1] < str(inits[0]) and not saved["climatology"]["includes_verification_times"]
