@@ -72,6 +72,14 @@ class ConvEncoder(nn.Module):
         return F.adaptive_avg_pool2d(self.net(x), self.grid)
 
 
+def _drop_unused_target(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """Load-state-dict pre-hook: an action-only policy saved before 2026-12-08 carried an EMA target encoder it
+    never used; its weights are dropped so such checkpoints keep loading strictly."""
+    if getattr(module, "target_encoder", None) is None:
+        for key in [k for k in state_dict if k.startswith(prefix + "target_encoder.")]:
+            del state_dict[key]
+
+
 class DustPolicyNet(nn.Module):
     """Observation encoder + `DualStreamTransformer` for action chunks and future-observation tokens.
 
@@ -155,9 +163,12 @@ class DustPolicyNet(nn.Module):
         self.n_tasks = int(n_tasks)
         self.task_emb = nn.Embedding(self.n_tasks, d) if self.n_tasks > 0 else None
         self.action_in = nn.Linear(action_dim, d)
-        # Vision target encoder.
+        # Vision target encoder; none for action_only, which predicts no future and so needs no target
+        # (policies saved with one still load: see _drop_unused_target).
         self.target_encoder: nn.Module | None = None
-        if future_target == "ema":
+        if variant == "action_only":
+            pass
+        elif future_target == "ema":
             self.target_encoder = copy.deepcopy(self.encoder)
         elif future_target == "random_conv":
             g = torch.Generator().manual_seed(1234)
@@ -168,8 +179,9 @@ class DustPolicyNet(nn.Module):
         if self.target_encoder is not None:
             for p in self.target_encoder.parameters():
                 p.requires_grad_(False)
-        if future_target in ("ema", "random_conv"):
-            self.target_dim, self.n_future = self.target_encoder.out_channels, grid * grid
+        if future_target in ("ema", "random_conv"):  # the encoder's width; the random one is a ConvEncoder
+            width = self.encoder.out_channels if future_target == "ema" else 2 * enc_channels
+            self.target_dim, self.n_future = width, grid * grid
         elif future_target == "patches":
             self.target_dim, self.n_future = 3 * (16 // grid) ** 2, grid * grid
         else:
@@ -185,6 +197,7 @@ class DustPolicyNet(nn.Module):
             cond_dim=d, rope_axes_dim=axes))
         self.register_buffer("pos_a", self._positions_a(), persistent=False)
         self.register_buffer("pos_b", self._positions_b(), persistent=False)
+        self.register_load_state_dict_pre_hook(_drop_unused_target)
 
     # --------------------------------------------------------------------------- positions
     def _positions_a(self) -> Tensor:
@@ -348,7 +361,7 @@ class DustPolicyNet(nn.Module):
     @torch.no_grad()
     def update_target(self) -> None:
         """EMA step of the target encoder toward the online encoder (``future_target='ema'`` only)."""
-        if self.future_target != "ema":
+        if self.future_target != "ema" or self.target_encoder is None:
             return
         for p_t, p in zip(self.target_encoder.parameters(), self.encoder.parameters()):
             p_t.lerp_(p.detach(), 1.0 - self.ema_decay)

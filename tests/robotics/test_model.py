@@ -112,6 +112,24 @@ def test_action_only_has_an_empty_vision_stream():
     torch.testing.assert_close(u, u2)
 
 
+def test_image_action_only_carries_no_target_encoder_and_loads_old_policies():
+    """An action-only image policy predicts no future: no EMA target encoder (it used to carry an unused copy of
+    the image encoder, trained by nothing and saved in every checkpoint); state dicts saved with one still load."""
+    torch.manual_seed(0)
+    ao = tiny_net(variant="action_only", future_target="ema")
+    assert ao.use_image and ao.target_encoder is None
+    assert not any(k.startswith("target_encoder.") for k in ao.state_dict())
+    dust = tiny_net(future_target="ema")
+    assert ao.target_dim == dust.target_dim  # the same widths as before: stream b's input stays shaped alike
+    old = {**ao.state_dict(), **{f"target_encoder.{k}": v for k, v in ao.encoder.state_dict().items()}}
+    fresh = tiny_net(variant="action_only", future_target="ema")
+    fresh.load_state_dict(old)  # strict: the old keys are dropped, nothing else is missing
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ao.state_dict().items())
+    ao.update_target()  # a no-op, not an error
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other stray keys still fail a strict load
+        fresh.load_state_dict({**old, "bogus.weight": torch.zeros(1)})
+
+
 def test_state_trajectory_target_tokens_and_positions():
     net = tiny_net(image_size=0, future_target="state", future_frames=4)  # horizon 8: frames 2, 4, 6, 8
     assert net.n_future_tokens == 4 and net.pos_b[:, 0].tolist() == [2.0, 4.0, 6.0, 8.0]
