@@ -152,3 +152,30 @@ def test_cli_band_argument():
     for bad in ("60:30", "30", "a:b", "-5:20", "10:95"):
         with pytest.raises(Exception, match="LO"):
             _lat_band(bad)
+
+
+@pytest.mark.shared_data
+def test_real_era5_members_share_the_controls_spectrum(shared_file):
+    """The real 10-member ERA5 ensemble of data assimilations (global 3° grid): its members are exchangeable, so the
+    mean spectrum of nine members matches the tenth's (sampling noise of 4 times: within 15 %); the ensemble mean has
+    no more power than the members at any wavelength (|mean F|² ≤ mean |F|², exact) and loses most at the smallest
+    scales; z500 falls off steeply (geostrophic turbulence: about k⁻⁵ for geopotential; a slope between −6 and −3)."""
+    from apps.weather.data import open_weather
+
+    ds = open_weather(shared_file("weather/era5_levels_members_2017-01-01.nc")).load()
+    for var, level in (("geopotential", 500.0), ("temperature", 850.0)):
+        x = ds[var].sel(level=level).values  # (member, time, lat, lon)
+        acc = SpectrumAccumulator(ds.latitude.values, ds.longitude.values, (30.0, 60.0))
+        for t in range(x.shape[1]):
+            acc.add(var, 0, x[1:, t], x[0, t])  # the control as the "truth"
+        (row,) = acc.result()
+        wl = np.array(row["wavelength_km"][1:])
+        truth, members, mean = (np.asarray(row[k][1:]) for k in ("truth", "members", "ensemble_mean"))
+        assert row["rows"] == 22 and len(wl) == 60
+        np.testing.assert_allclose(members / truth, 1.0, atol=0.15, err_msg=var)
+        assert np.all(mean <= members * (1 + 1e-12)), var
+        assert mean[-1] / members[-1] < mean[1] / members[1] <= 1.0, var
+        if var == "geopotential":
+            band = (wl > 700) & (wl < 10000)
+            slope = np.polyfit(np.log(1.0 / wl[band]), np.log(truth[band]), 1)[0]
+            assert -6.0 < slope < -3.0
