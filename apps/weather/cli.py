@@ -67,6 +67,9 @@ def forecast_main(argv: list[str]) -> str | dict:
     p.add_argument("--sigma-max", type=float, default=None, help="top level of the Karras sampling grid (default: the objective's)")
     p.add_argument("--rho", type=float, default=None, help="Karras rho of the sampling grid (default: the objective's)")
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn")
+    p.add_argument("--s-tmin", type=float, default=0.0, help="churn only at levels sigma >= S_tmin (EDM)")
+    p.add_argument("--s-tmax", type=float, default=None, help="churn only at levels sigma <= S_tmax (EDM; default no bound)")
+    p.add_argument("--s-noise", type=float, default=1.0, help="scale of the churn noise (EDM S_noise; > 1 widens the draws)")
     p.add_argument("--ic-noise", type=float, default=0.0, help="std of IC perturbation in normalised units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-members", type=positive_int, default=10)
@@ -104,11 +107,14 @@ def forecast_main(argv: list[str]) -> str | dict:
     if not inits:
         p.error(f"--inits {a.inits!r} names no time")
     fmt = "netcdf" if a.out.endswith((".nc", ".nc4")) else "zarr"
-    opts = ForecastOptions(
-        inits=[str(t) for t in inits], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
-        steps=a.steps, churn=a.churn, ic_noise=a.ic_noise, seed=a.seed, batch_members=a.batch_members, format=fmt,
-        sigma_max=a.sigma_max, rho=a.rho, store=a.store,
-    )
+    try:  # options are checked at construction (churn settings among them): a bad one is a usage error
+        opts = ForecastOptions(
+            inits=[str(t) for t in inits], lead_hours=a.lead_hours, members=a.members, sampler=a.sampler,
+            steps=a.steps, churn=a.churn, s_tmin=a.s_tmin, s_tmax=a.s_tmax, s_noise=a.s_noise, ic_noise=a.ic_noise,
+            seed=a.seed, batch_members=a.batch_members, format=fmt, sigma_max=a.sigma_max, rho=a.rho, store=a.store,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     if a.dry_run:
         from apps.weather.plan import describe_plan, plan_forecast
 

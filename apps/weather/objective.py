@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from apps.weather.metrics import cell_area_weights
 from dualsci.diffusion import (
     SAMPLERS,
+    Churn,
     EDMPath,
     EDMPrecond,
     GaussianDenoiser,
@@ -184,7 +185,7 @@ class WeatherEDMObjective:
         noise: Tensor,
         sampler: str = "heun",
         steps: int = 10,
-        churn: float = 0.0,
+        churn: float | Churn = 0.0,
         generators=None,
         prior: Tensor | None = None,
         x_hist: Tensor | None = None,
@@ -200,7 +201,8 @@ class WeatherEDMObjective:
             noise: (B, k, C, H, W) standard normal start noise (per member, per block).
             sampler: ``"heun"`` (EDM Alg. 2, 2N − 1 calls) or ``"dpmpp_2m"`` (N calls), or any core sampler.
             steps: N levels of the Karras grid.
-            churn: EDM S_churn (needs ``generators`` for reproducible draws).
+            churn: EDM S_churn, or a core ``Churn`` with S_tmin, S_tmax and S_noise (needs ``generators`` for
+                reproducible draws).
             prior: (B, k, C, H, W) climatological tendency added back (``prior="diurnal"``), or None.
             x_hist: (B, h, C, H, W) normalised states before the init for a net with ``history = h``.
             sigma_max, rho: the sampling grid's top level and Karras ρ (None = the objective's).

@@ -97,7 +97,7 @@ def _time_one_block(net: WeatherForecaster, objective: WeatherEDMObjective, meta
         y = objective.sample_block(
             net, x0, torch.zeros(batch, len(stats.static_names), h, w), torch.zeros(batch, dtype=torch.int64),
             torch.tensor(meta["lat"], dtype=torch.float64), torch.tensor(meta["lon"], dtype=torch.float64),
-            torch.as_tensor(meta["delta_scale"], dtype=torch.float32), noise, options.sampler, options.steps, options.churn,
+            torch.as_tensor(meta["delta_scale"], dtype=torch.float32), noise, options.sampler, options.steps, options.churn_settings(),
             sample_generators(range(batch)) if options.churn > 0 else None,
             prior=torch.zeros_like(noise) if meta.get("diurnal") is not None else None,
             x_hist=torch.zeros(batch, n_hist, c, h, w) if n_hist else None, sigma_max=options.sigma_max, rho=options.rho,

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from apps.weather.dataset import NS_PER_HOUR, NormStats, fill_masked, mask_empty
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.prior import prior_tendency
-from dualsci.diffusion import per_sample_noise, sample_generators
+from dualsci.diffusion import Churn, per_sample_noise, sample_generators
 from dualsci.io import JsonlManifest, atomic_write, sha256_file
 
 
@@ -49,6 +50,11 @@ class ForecastOptions:
     sampler: str = "heun"
     steps: int = 10
     churn: float = 0.0
+    # EDM's churn window and noise scale (core Churn): churn only at levels s_tmin <= σ <= s_tmax (None: no upper
+    # bound), added noise × s_noise (> 1 widens the draws; EDM used 1.003-1.007)
+    s_tmin: float = 0.0
+    s_tmax: float | None = None
+    s_noise: float = 1.0
     ic_noise: float = 0.0
     seed: int = 0
     batch_members: int = 10
@@ -62,10 +68,17 @@ class ForecastOptions:
     def __post_init__(self) -> None:
         if self.members < 1 or self.steps < 1:  # 0 members would write an empty store
             raise ValueError(f"members={self.members} and steps={self.steps} must be >= 1")
+        self.churn_settings()  # S_churn, S_tmin, S_tmax and S_noise checked here, at construction
         if self.store not in STORES:
             raise ValueError(f"store={self.store!r} is not one of {STORES}")
         if self.store == "latent" and self.format != "zarr":
             raise ValueError("a latent-only store is a zarr folder; decode it to NetCDF with `dualsci-weather decode`")
+
+
+    def churn_settings(self) -> Churn:
+        """The core sampler's churn settings of these options."""
+        return Churn(s_churn=self.churn, s_tmin=self.s_tmin, s_tmax=math.inf if self.s_tmax is None else self.s_tmax,
+                     s_noise=self.s_noise)
 
 
 STORES = ("decoded", "latent")
@@ -445,7 +458,7 @@ def forecast(
                 part_net, part_objective, _ = nets[int(j)]
                 parts.append(part_objective.sample_block(
                     part_net, pick(x), pick(statics), pick(init_ns), lat_t, lon_t, delta_scale, pick(noise), options.sampler,
-                    options.steps, options.churn, None if gens is None else [gens[i] for i in rows],
+                    options.steps, options.churn_settings(), None if gens is None else [gens[i] for i in rows],
                     prior=pick(prior), x_hist=pick(x_hist), sigma_max=options.sigma_max, rho=options.rho,
                 ))
             y = torch.cat(parts) if len(parts) > 1 else parts[0]

@@ -22,6 +22,7 @@ from dualsci.diffusion.parameterizations import EDMPrecond, EpsParam, VelocityPa
 from dualsci.diffusion.paths import EDMPath, GaussianPath, RectifiedFlowPath, VPPath
 from dualsci.diffusion.samplers import (
     SAMPLERS,
+    Churn,
     karras_sigmas,
     sample_dpmpp_2m,
     sample_dpmpp_3m,
@@ -44,6 +45,7 @@ from dualsci.diffusion.toy import gaussian_toy_error
 __all__ = [
     "BernoulliProcess",
     "BetaTime",
+    "Churn",
     "CFGDenoiser",
     "CategoricalProcess",
     "EDMPath",

@@ -8,14 +8,16 @@ descending grid ending at 0 (``karras_sigmas`` or ``time_grid``). Any path works
 
 Network calls (NFE) for N steps: Euler N, Heun 2N − 1 (the step to σ = 0 is Euler, and so is a step from
 a capped level σ̃ ≥ 1e3, e.g. rf's t = 1), DPM-Solver++(2M) N, DPM-Solver++(3M) N,
-Euler ancestral N. ``churn`` (EDM S_churn, with S_tmin = 0, S_tmax = ∞, S_noise = 1) first raises σ_i to
-``σ̂ = σ_i·(1 + γ)``, ``γ = min(churn/N, √2 − 1)``, adding fresh noise, then steps from σ̂.
+Euler ancestral N. ``churn`` (EDM's stochastic sampler: a float S_churn, or a :class:`Churn` with S_tmin,
+S_tmax and S_noise) first raises σ_i to ``σ̂ = σ_i·(1 + γ)``, ``γ = min(S_churn/N, √2 − 1)`` when
+S_tmin ≤ σ_i ≤ S_tmax, adding fresh noise of std ``S_noise·√(σ̂² − σ_i²)``, then steps from σ̂.
 ``generator`` may be one generator or one per sample (``seeding.sample_generators``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -77,11 +79,33 @@ def _grid(sigmas: Tensor) -> list[float]:
     return sig.tolist()
 
 
-def _churn(x: Tensor, sigma: float, churn: float, n: int, generator: GeneratorArg) -> tuple[Tensor, float]:
-    if churn <= 0 or sigma == 0:
+@dataclass(frozen=True)
+class Churn:
+    """EDM's stochastic sampling settings (Karras et al. 2022, Algorithm 2), checked at construction.
+
+    Args:
+        s_churn: total churn; each level adds ``γ = min(s_churn/N, √2 − 1)`` of its σ (0: the deterministic ODE).
+        s_tmin, s_tmax: churn only at levels ``s_tmin ≤ σ_i ≤ s_tmax`` (EDM's defaults 0 and ∞ churn everywhere).
+        s_noise: std of the added noise relative to ``√(σ̂² − σ_i²)``; above 1 it inflates the draws (EDM
+            used 1.003–1.007 to offset a denoiser's tendency to remove slightly too much noise).
+    """
+
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.s_churn >= 0 and 0 <= self.s_tmin <= self.s_tmax and self.s_noise >= 0 and math.isfinite(self.s_noise)):
+            raise ValueError(f"Churn needs s_churn >= 0, 0 <= s_tmin <= s_tmax and a finite s_noise >= 0, got {self}")
+
+
+def _churn(x: Tensor, sigma: float, churn: float | Churn, n: int, generator: GeneratorArg) -> tuple[Tensor, float]:
+    c = churn if isinstance(churn, Churn) else Churn(s_churn=float(churn))
+    if c.s_churn <= 0 or sigma == 0 or not c.s_tmin <= sigma <= c.s_tmax:
         return x, sigma
-    sigma_hat = sigma * (1 + min(churn / n, math.sqrt(2) - 1))
-    return x + math.sqrt(sigma_hat**2 - sigma**2) * randn_like(x, generator), sigma_hat
+    sigma_hat = sigma * (1 + min(c.s_churn / n, math.sqrt(2) - 1))
+    return x + c.s_noise * math.sqrt(sigma_hat**2 - sigma**2) * randn_like(x, generator), sigma_hat
 
 
 def _lerp_to(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
@@ -109,7 +133,7 @@ def _loop(denoiser, x, sigmas, generator, churn, callback, update) -> Tensor:
 
 
 def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                 churn: float = 0.0, callback: Callback | None = None) -> Tensor:
+                 churn: float | Churn = 0.0, callback: Callback | None = None) -> Tensor:
     """Euler on the probability-flow ODE ``dx̃/dσ̃ = (x̃ − D)/σ̃``; N network calls."""
 
     def update(x, d0, s, s_next, state):
@@ -124,7 +148,7 @@ HEUN_CORRECTOR_SIGMA_MAX = 1e3
 
 
 def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                churn: float = 0.0, callback: Callback | None = None,
+                churn: float | Churn = 0.0, callback: Callback | None = None,
                 corrector_sigma_max: float = HEUN_CORRECTOR_SIGMA_MAX) -> Tensor:
     """Heun (EDM Alg. 2): Euler predictor, trapezoidal corrector in σ̃.
 
@@ -160,7 +184,7 @@ def _second_order_denoised(d0: Tensor, d_prev: Tensor, h: float, h_prev: float) 
 
 
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                    churn: float = 0.0, callback: Callback | None = None) -> Tensor:
+                    churn: float | Churn = 0.0, callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(2M), multistep second order in λ = −ln σ̃; N calls.
 
     ``h = λ_{i+1} − λ_i``, ``r = h_{i−1}/h``, ``D̃ = (1 + 1/(2r))·D_i − D_{i−1}/(2r)`` (``D̃ = D_i`` on the
@@ -182,7 +206,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Ge
 
 
 def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                    churn: float = 0.0, callback: Callback | None = None) -> Tensor:
+                    churn: float | Churn = 0.0, callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(3M), multistep third order in λ = −ln σ̃ (Lu et al. 2022, App. B); N calls.
 
     With ``h = λ_{i+1} − λ_i``, ``r0 = h_{i−1}/h``, ``r1 = h_{i−2}/h`` and the last three denoised
@@ -223,7 +247,7 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: Ge
 
 
 def sample_euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, generator: GeneratorArg = None,
-                           churn: float = 0.0, callback: Callback | None = None) -> Tensor:
+                           churn: float | Churn = 0.0, callback: Callback | None = None) -> Tensor:
     """Euler ancestral: Euler to ``σ_down`` then add ``σ_up·z``, ``σ_up² + σ_down² = σ_{i+1}²``; N calls."""
 
     def update(x, d0, s, s_next, state):

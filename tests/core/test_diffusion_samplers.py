@@ -9,6 +9,7 @@ import torch
 
 from dualsci.diffusion import (
     SAMPLERS,
+    Churn,
     EDMPath,
     GaussianDenoiser,
     GaussianObjective,
@@ -209,6 +210,36 @@ def test_churn_adds_reproducible_noise_and_zero_churn_is_deterministic():
     a = sample_heun(denoiser, x.clone(), sig, generator=torch.Generator().manual_seed(1), churn=10.0)
     b = sample_heun(denoiser, x.clone(), sig, generator=torch.Generator().manual_seed(1), churn=10.0)
     assert torch.equal(a, b) and not torch.allclose(a, plain)
+
+
+def test_churn_settings_window_and_noise_scale():
+    """``Churn(s_churn)`` is the float churn; levels outside [S_tmin, S_tmax] get none; S_noise scales the added
+    noise exactly (seen through the first level's σ̂ and state, captured by the callback)."""
+    def denoiser(x, sigma):
+        return 0.25 * x / (0.25 + sigma[:, None] ** 2)
+
+    x = 80 * torch.randn(4, 3)
+    sig = karras_sigmas(8)
+    run = lambda churn, seed=1: sample_heun(denoiser, x.clone(), sig, generator=torch.Generator().manual_seed(seed),  # noqa: E731
+                                            churn=churn)
+    assert torch.equal(run(10.0), run(Churn(s_churn=10.0)))
+    plain = sample_heun(denoiser, x.clone(), sig)
+    assert torch.equal(run(Churn(s_churn=10.0, s_tmin=100.0)), plain)  # every level is below S_tmin = 100 (σ_max 80)
+    assert torch.equal(run(Churn(s_churn=10.0, s_tmax=1e-3)), plain)
+    assert not torch.equal(run(Churn(s_churn=10.0, s_tmin=1.0)), plain)  # only the levels >= 1 churn
+    firsts = {}
+    for s_noise in (0.0, 1.0, 2.0):
+        seen = []
+        sample_euler(denoiser, x.clone(), sig, generator=torch.Generator().manual_seed(3),
+                     churn=Churn(s_churn=2.0, s_noise=s_noise), callback=lambda d: seen.append((d["x"].clone(), d["sigma_hat"])))
+        firsts[s_noise] = seen[0]
+    hat = float(sig[0]) * (1 + 2.0 / 8)  # γ = S_churn / N, below its cap √2 − 1
+    assert all(abs(h - hat) < 1e-9 for _, h in firsts.values())  # σ̂ does not depend on S_noise
+    assert torch.equal(firsts[0.0][0], x)  # S_noise 0: σ raised, nothing added
+    torch.testing.assert_close(firsts[2.0][0] - x, 2 * (firsts[1.0][0] - x))
+    for bad in (dict(s_churn=-1.0), dict(s_tmin=2.0, s_tmax=1.0), dict(s_noise=-0.1), dict(s_noise=math.inf)):
+        with pytest.raises(ValueError, match="Churn needs"):
+            Churn(**bad)
 
 
 def test_invalid_grid_is_rejected():

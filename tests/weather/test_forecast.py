@@ -17,6 +17,7 @@ from apps.weather.evaluate import evaluate
 from apps.weather.model import WeatherForecaster
 from apps.weather.objective import WeatherEDMObjective
 from apps.weather.data import WeatherDataError
+from apps.weather.cli import main
 from apps.weather.sampling import ForecastOptions, forecast, load_checkpoint, member_nets, member_seed, parse_inits
 from apps.weather.synthetic import write_synthetic_zarr
 
@@ -162,6 +163,26 @@ def _variant(ckpt, path, seed: int, edit=None):
     return path
 
 
+def test_churn_settings_reach_the_sampler(trained, tmp_path):
+    """EDM churn with its window and noise scale (core ``Churn``): a window above every level is the ODE forecast
+    bit for bit, S_noise 1 is the plain churn, S_noise 2 another forecast; bad settings fail at construction."""
+    root, data, ckpt = trained
+    base = dict(inits=["2000-01-10T00"], lead_hours=12, members=2, steps=3, seed=2)
+    run = lambda name, **kw: xr.open_zarr(forecast(ckpt, data, tmp_path / name, ForecastOptions(**base, **kw),  # noqa: E731
+                                                   progress=False), consolidated=False)["2m_temperature"].values
+    ode, churned = run("ode.zarr"), run("churn.zarr", churn=5.0)
+    assert not np.array_equal(ode, churned)
+    assert np.array_equal(run("window.zarr", churn=5.0, s_tmin=1e6), ode)  # no level reaches S_tmin
+    assert np.array_equal(run("one.zarr", churn=5.0, s_noise=1.0, s_tmax=1e6), churned)
+    assert not np.array_equal(run("two.zarr", churn=5.0, s_noise=2.0), churned)
+    with pytest.raises(ValueError, match="Churn needs"):
+        ForecastOptions(**base, churn=5.0, s_noise=-1.0)
+    with pytest.raises(SystemExit):
+        main(["forecast", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "bad.zarr"),
+              "--inits", "2000-01-10T00", "--lead-hours", "12", "--churn", "1", "--s-tmin", "5", "--s-tmax", "1"])
+    assert not (tmp_path / "bad.zarr.partial").exists()
+
+
 def test_member_nets_split_members_in_contiguous_runs():
     assert member_nets(10, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
     assert member_nets(10, 5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -193,7 +214,6 @@ def test_multi_model_ensemble_pools_the_nets_members(trained, tmp_path):
 
 def test_dry_run_counts_what_the_forecast_does_and_writes_nothing(trained, tmp_path, monkeypatch, capsys):
     """The plan's network calls and output shape equal a real run's (calls counted in the net's forward)."""
-    from apps.weather.cli import main
     from apps.weather.plan import plan_forecast
 
     _, data, ckpt = trained
