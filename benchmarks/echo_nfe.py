@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--gaussian-param", choices=("eps", "v", "x0"), default="eps",
                    help="what the Gaussian head predicts (default eps = Echo-DND; the echo configs use v)")
     args = p.parse_args(argv)
+    if args.n_1000 is not None and args.n_1000 < 1:  # 0 used to mean 2 silently
+        p.error(f"--n-1000 must be >= 1 (the 1000-step reference images), got {args.n_1000}")
 
     import lightning.pytorch as pl
 
